@@ -1,0 +1,77 @@
+"""Stage 6: prove that every exported file predicts what the trained model predicts.
+
+Each format runs the whole test set at batch size 1 and at a large batch, and is compared with the eager
+model at the same batch size: argmax agreements, the largest |logit difference|, and its own accuracy.
+onnxruntime runs twice, with its default graph optimizations and with none (ORT_DISABLE_ALL): the default
+optimizations delete Dropout nodes, which would make a model exported in training mode look right.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from export.contract import INPUT_NAME, OUTPUT_NAME
+from job.data import Split
+from job.report import FormatParity
+
+Runner = Callable[[torch.Tensor], torch.Tensor]
+
+
+def onnx_runner(path: Path, optimize: bool) -> Runner:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda images: torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: images.numpy()})[0])
+
+
+def format_runners(paths: dict[str, Path]) -> dict[str, Runner]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated")
+        scripted = torch.jit.load(str(paths["torchscript"]), map_location="cpu").eval()
+    program = torch.export.load(paths["torch_export"]).module()
+    return {
+        "torchscript": scripted,
+        "torch_export": program,
+        "onnxruntime": onnx_runner(paths["onnx"], optimize=True),
+        "onnxruntime_no_optimizations": onnx_runner(paths["onnx"], optimize=False),
+    }
+
+
+def logits_of(run: Runner, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    with torch.inference_mode():
+        return torch.cat([run(images[start:start + batch_size]) for start in range(0, len(images), batch_size)])
+
+
+def check_parity(model: nn.Module, paths: dict[str, Path], test: Split, *, batch_sizes: tuple[int, ...],
+                 max_abs_diff: float, min_agreement: float) -> list[FormatParity]:
+    eager = copy.deepcopy(model).cpu().eval()
+    images, labels = test.images.cpu().contiguous(), test.labels.cpu()
+    results = []
+    runners = format_runners(paths)
+    for batch_size in batch_sizes:
+        reference = logits_of(eager, images, batch_size)
+        expected = reference.argmax(1)
+        for name, run in runners.items():
+            logits = logits_of(run, images, batch_size)
+            predicted = logits.argmax(1)
+            agreements = int((predicted == expected).sum())
+            diff = float((logits - reference).abs().max())
+            results.append(FormatParity(
+                format=name, batch_size=batch_size, images=len(images), argmax_agreements=agreements,
+                max_abs_logit_diff=diff, accuracy=int((predicted == labels).sum()) / len(images),
+                passed=bool(agreements >= min_agreement * len(images) and diff <= max_abs_diff)))
+    return results
+
+
+def describe_failures(results: list[FormatParity]) -> str:
+    return "; ".join(f"{r.format} at batch {r.batch_size}: {r.argmax_agreements}/{r.images} agree, "
+                     f"max |diff| {r.max_abs_logit_diff:.2e}" for r in results if not r.passed)
+

@@ -1,0 +1,5 @@
+import sys
+
+from job.pipeline import main
+
+sys.exit(main())

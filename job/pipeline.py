@@ -1,0 +1,281 @@
+"""The job: train each LeNet variant on MNIST on the best device, export and verify it, then report and plot.
+
+`run` is the whole pipeline, stage by stage; `main` turns its outcome into an exit status. Every run writes
+into its own folder, OUTPUT_DIR/runs/RUN_ID, and only a run that passed every check is published, by
+atomically replacing OUTPUT_DIR/latest.json with a pointer to its folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from hashlib import sha256
+from pathlib import Path
+
+import torch
+from torchinfo import summary
+
+from export.contract import CLASS_LABELS
+from job.data import MNIST_MEAN, MNIST_STD, DataError, MnistData, load_mnist
+from job.device import device_name, select_device
+from job.model import build_model, parameter_count
+from job.plots import plot_comparison, plot_confusion, plot_curves, plot_samples
+from job.report import (Artifact, DataInfo, DeviceInfo, Epoch, Report, VariantResult, write_atomically,
+                        write_report)
+from job.settings import Recipe, Settings, SettingsError, load_settings
+from job.train import EpochMetrics, Interrupted, train_model
+
+EXIT_OK = 0
+EXIT_UNEXPECTED = 1
+EXIT_BAD_SETTING = 2
+EXIT_DATA = 3
+EXIT_ACCURACY_GATE = 4
+EXIT_PARITY = 5
+EXIT_OUTPUT = 6
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+
+class ParityError(RuntimeError):
+    """An exported file does not predict what the trained model predicts."""
+
+
+class StopRequest:
+    """Set by SIGTERM / SIGINT; training checks it before every batch, so a stop takes effect promptly."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def __call__(self) -> bool:
+        return self.signal is not None
+
+    def install(self) -> None:
+        for number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(number, self._request)
+
+    def _request(self, number: int, frame: object) -> None:
+        self.signal = number
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_run_id(now: datetime) -> str:
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"  # sorts by time; the suffix keeps concurrent runs apart
+
+
+def source_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                              text=True, timeout=5, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return os.environ.get("SOURCE_COMMIT", "unknown")
+
+
+def library_versions() -> dict[str, str]:
+    import matplotlib
+    import onnx
+    import onnxruntime
+    import pydantic
+    import torchvision
+
+    return {"python": sys.version.split()[0], "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "pydantic": pydantic.__version__,
+            "matplotlib": matplotlib.__version__}
+
+
+def artifact(path: Path, run_dir: Path) -> Artifact:
+    data = path.read_bytes()
+    return Artifact(path=str(path.relative_to(run_dir)), sha256=sha256(data).hexdigest(), bytes=len(data))
+
+
+def epoch_line(variant: str, m: EpochMetrics) -> str:
+    """The tutorial's log line, with the variant and the epoch's seconds added."""
+    return (f"[{variant}] Epoch:{m.epoch:2d}, Train_acc:{100 * m.train_accuracy:.1f}%, "
+            f"Train_loss:{m.train_loss:.3f}, Test_acc:{100 * m.test_accuracy:.1f}%, "
+            f"Test_loss:{m.test_loss:.3f}, {m.seconds:.1f}s")
+
+
+def model_metadata(variant: str, recipe: Recipe, accuracy: float, run_id: str, trained_at: datetime) -> dict:
+    return {
+        "model.variant": variant,
+        "model.classes": ",".join(CLASS_LABELS),
+        "preprocess.image_size": "28x28",
+        "preprocess.color": "white digit on black background, grayscale",
+        "preprocess.scale": repr(1 / 255),
+        "preprocess.mean": repr(MNIST_MEAN if recipe.normalize else 0.0),
+        "preprocess.std": repr(MNIST_STD if recipe.normalize else 1.0),
+        "metrics.test_accuracy": f"{accuracy:.4f}",
+        "run.id": run_id,
+        "run.trained_at": trained_at.isoformat(),
+        "run.torch_version": torch.__version__,
+        "run.source_commit": source_commit(),
+        "run.recipe": recipe.name,
+    }
+
+
+def train_variant(variant: str, data: MnistData, recipe: Recipe, settings: Settings, stop: StopRequest,
+                  run_id: str, run_dir: Path) -> VariantResult:
+    """Train one variant, then export it and check that every exported file predicts what it predicts."""
+    from export.formats import export_model  # torch.export / onnx are loaded only when a model is ready
+    from export.parity import check_parity, describe_failures
+
+    device = data.train.images.device
+    torch.manual_seed(settings.seed)
+    model = build_model(variant, recipe.dropout).to(device)
+    log(str(summary(model, input_size=(1, 1, 28, 28), verbose=0, device=device)))
+    started = time.perf_counter()
+    history, final = train_model(model, data.train, data.test, recipe, seed=settings.seed,
+                          eval_batch_size=settings.eval_batch_size, should_stop=stop, progress_label=f"[{variant}]",
+                          on_epoch=lambda metrics: log(epoch_line(variant, metrics)))
+    training_seconds = time.perf_counter() - started
+    confusion = torch.bincount(data.test.labels.cpu() * 10 + final.predictions, minlength=100).reshape(10, 10)
+    last = history[-1]
+    result = VariantResult(
+        variant=variant, parameters=parameter_count(model), epochs=[Epoch(**asdict(m)) for m in history],
+        final_test_accuracy=final.accuracy, final_test_loss=final.loss, final_train_accuracy=last.train_accuracy,
+        final_train_loss=last.train_loss, training_seconds=training_seconds,
+        met_accuracy_gate=final.accuracy >= settings.min_test_accuracy, confusion_matrix=confusion.tolist())
+
+    model_dir = run_dir / "models" / variant
+    paths = export_model(model, model_dir, model_metadata(variant, recipe, final.accuracy, run_id, utc_now()))
+    result.artifacts = {name: artifact(path, run_dir) for name, path in paths.items()}
+    result.parity = check_parity(model, paths, data.test, batch_sizes=(1, settings.eval_batch_size),
+                                 max_abs_diff=settings.parity_max_abs_diff,
+                                 min_agreement=settings.parity_min_agreement)
+    for check in result.parity:
+        log(f"[{variant}] parity {check.format:<29} batch {check.batch_size:>5}: {check.argmax_agreements}/"
+            f"{check.images} argmax agree, max |diff| {check.max_abs_logit_diff:.1e}, "
+            f"accuracy {100 * check.accuracy:.2f}%")
+    if not all(check.passed for check in result.parity):
+        raise ParityError(f"[{variant}] exported model differs from the trained one: "
+                          f"{describe_failures(result.parity)}")
+    return result
+
+
+def run(settings: Settings, device: torch.device, run_dir: Path, report: Report, stop: StopRequest) -> None:
+    """Load MNIST onto the device, train/export/verify each variant, plot; fills `report` as it goes."""
+    recipe = settings.resolved_recipe()
+    log(f"run {report.run_id}: device {device} ({report.device.name}), {torch.get_num_threads()} threads, "
+        f"recipe {recipe}")
+    data = load_mnist(settings.data_dir, download=settings.download, normalize=recipe.normalize,
+                      train_limit=settings.train_limit, test_limit=settings.test_limit)
+    data = MnistData(data.train.to(device), data.test.to(device), data.source, data.raw_dir, data.files)
+    report.data = DataInfo(source=data.source, raw_dir=str(data.raw_dir), train_images=len(data.train),
+                           test_images=len(data.test), files=data.files)
+    log(f"MNIST from {data.source}: {len(data.train)} training and {len(data.test)} test images, checksums ok")
+
+    plot_dir = run_dir / "plots"
+    plot_dir.mkdir()
+    first_batch = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(settings.seed))[:20]
+    plots = [plot_samples(data.train.images.cpu()[first_batch].numpy(),
+                          data.train.labels.cpu()[first_batch].numpy(), plot_dir / "samples.png")]
+    for variant in settings.variants:
+        result = train_variant(variant, data, recipe, settings, stop, report.run_id, run_dir)
+        report.variants.append(result)
+        plots += [plot_curves(result, plot_dir / f"curves_{variant}.png"),
+                  plot_confusion(result, plot_dir / f"confusion_{variant}.png")]
+    plots.append(plot_comparison(report.variants, plot_dir / "comparison.png"))
+    report.plots = {path.stem: artifact(path, run_dir) for path in plots}
+    report.accuracy_gate_passed = all(result.met_accuracy_gate for result in report.variants)
+
+
+def publish(output_dir: Path, report: Report, run_dir: Path) -> None:
+    """Point OUTPUT_DIR/latest.json at this run; readers see the old pointer or the new one, never neither."""
+    pointer = {"run_id": report.run_id, "run_dir": str(run_dir.relative_to(output_dir)),
+               "report": str((run_dir / "report.json").relative_to(output_dir)),
+               "models": {r.variant: {name: str(Path(run_dir.relative_to(output_dir), a.path))
+                                      for name, a in r.artifacts.items()} for r in report.variants}}
+    write_atomically(output_dir / "latest.json", json.dumps(pointer, indent=2) + "\n")
+
+
+def create_run_dir(output_dir: Path, run_id: str) -> Path:
+    if output_dir.exists() and not output_dir.is_dir():
+        raise NotADirectoryError(f"LENET_OUTPUT_DIR={output_dir} is a file, not a folder")
+    run_dir = output_dir / "runs" / run_id
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def outcome(error: BaseException, stop: StopRequest) -> tuple[str, int, str]:
+    """(report status, exit status, one-line message) of a run that raised `error`."""
+    if isinstance(error, Interrupted):
+        code = EXIT_SIGINT if stop.signal == signal.SIGINT else EXIT_SIGTERM
+        return "interrupted", code, f"interrupted by signal {signal.Signals(stop.signal).name}"
+    if isinstance(error, DataError):
+        return "failed", EXIT_DATA, f"data problem: {error}"
+    if isinstance(error, ParityError):
+        return "parity_failed", EXIT_PARITY, str(error)
+    if isinstance(error, OSError):
+        return "failed", EXIT_OUTPUT, f"could not write the outputs: {error}"
+    return "failed", EXIT_UNEXPECTED, f"unexpected error: {type(error).__name__}: {error}"
+
+
+def main() -> int:
+    stop = StopRequest()
+    stop.install()
+    try:
+        settings = load_settings()
+        if settings.num_threads:
+            torch.set_num_threads(settings.num_threads)
+        device = select_device(settings.device)
+    except SettingsError as error:
+        print(f"lenet-mnist: bad setting: {error}", file=sys.stderr)
+        return EXIT_BAD_SETTING
+    started = utc_now()
+    run_id = new_run_id(started)
+    try:
+        run_dir = create_run_dir(settings.output_dir, run_id)
+    except OSError as error:
+        print(f"lenet-mnist: cannot create the run folder under LENET_OUTPUT_DIR={settings.output_dir}: "
+              f"{error.strerror or error}", file=sys.stderr)
+        return EXIT_OUTPUT
+    report = Report(status="failed", exit_code=EXIT_UNEXPECTED, run_id=run_id, started_at=started,
+                    finished_at=started, elapsed_seconds=0.0, versions=library_versions(),
+                    settings=settings.model_dump(mode="json"), recipe=asdict(settings.resolved_recipe()),
+                    min_test_accuracy=settings.min_test_accuracy, accuracy_gate_passed=False,
+                    device=DeviceInfo(type=device.type, spec=str(device), name=device_name(device),
+                                      threads=torch.get_num_threads()))
+    try:
+        run(settings, device, run_dir, report, stop)
+        if report.accuracy_gate_passed:
+            report.status, report.exit_code = "succeeded", EXIT_OK
+        else:
+            missed = [f"{r.variant} {100 * r.final_test_accuracy:.2f}%" for r in report.variants
+                      if not r.met_accuracy_gate]
+            report.status, report.exit_code = "accuracy_gate_failed", EXIT_ACCURACY_GATE
+            report.message = (f"below LENET_MIN_TEST_ACCURACY={settings.min_test_accuracy}: "
+                              f"{', '.join(missed)}")
+    except Exception as error:  # every failure still gets its report; the exit status tells which kind
+        report.status, report.exit_code, report.message = outcome(error, stop)
+    finished = utc_now()
+    report.finished_at, report.elapsed_seconds = finished, (finished - started).total_seconds()
+    try:
+        write_report(report, run_dir)
+        if report.status == "succeeded":
+            publish(settings.output_dir, report, run_dir)
+    except OSError as error:
+        report.status, report.exit_code, report.message = "failed", EXIT_OUTPUT, f"could not write: {error}"
+    for result in report.variants:
+        log(f"[{result.variant}] final test accuracy {100 * result.final_test_accuracy:.2f}% "
+            f"({result.parameters:,} parameters, {result.training_seconds:.1f}s training)")
+    log(f"{report.status} in {report.elapsed_seconds:.1f}s: {run_dir / 'report.json'}")
+    if report.message:
+        print(f"lenet-mnist: {report.message}", file=sys.stderr)
+    return report.exit_code
+
+
+def main_exit() -> None:
+    sys.exit(main())

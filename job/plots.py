@@ -1,0 +1,76 @@
+"""Stage 7 (figures): the tutorial's pictures as PNG files, drawn off-screen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # a batch job has no screen; never open a window
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from job.report import VariantResult  # noqa: E402
+
+
+def save(figure: plt.Figure, path: Path) -> Path:
+    partial = path.with_name(f".{path.stem}.partial.png")
+    figure.savefig(partial, dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    partial.replace(path)
+    return path
+
+
+def plot_samples(images: np.ndarray, labels: np.ndarray, path: Path) -> Path:
+    """The tutorial's grid: the first 20 images of the first training batch, with their labels."""
+    figure = plt.figure(figsize=(20, 5))
+    for i, (image, label) in enumerate(zip(images[:20], labels[:20])):
+        axes = figure.add_subplot(2, 10, i + 1)
+        axes.imshow(np.squeeze(image), cmap=plt.cm.binary)
+        axes.set_title(str(int(label)), fontsize=16)
+        axes.axis("off")
+    return save(figure, path)
+
+
+def plot_curves(result: VariantResult, path: Path) -> Path:
+    """The tutorial's figure: training/test accuracy and loss side by side."""
+    epochs = [e.epoch for e in result.epochs]
+    figure, (accuracy, loss) = plt.subplots(1, 2, figsize=(12, 3))
+    accuracy.plot(epochs, [100 * e.train_accuracy for e in result.epochs], label="Training Accuracy")
+    accuracy.plot(epochs, [100 * e.test_accuracy for e in result.epochs], label="Test Accuracy")
+    accuracy.set(title=f"{result.variant}: Training and Test Accuracy", xlabel="epoch", ylabel="%")
+    accuracy.legend(loc="lower right")
+    loss.plot(epochs, [e.train_loss for e in result.epochs], label="Training Loss")
+    loss.plot(epochs, [e.test_loss for e in result.epochs], label="Test Loss")
+    loss.set(title=f"{result.variant}: Training and Test Loss", xlabel="epoch", ylabel="cross-entropy")
+    loss.legend(loc="upper right")
+    return save(figure, path)
+
+
+def plot_comparison(results: list[VariantResult], path: Path) -> Path:
+    """Every variant's test accuracy and loss on one figure."""
+    figure, (accuracy, loss) = plt.subplots(1, 2, figsize=(12, 3))
+    for result in results:
+        epochs = [e.epoch for e in result.epochs]
+        accuracy.plot(epochs, [100 * e.test_accuracy for e in result.epochs], marker="o", label=result.variant)
+        loss.plot(epochs, [e.test_loss for e in result.epochs], marker="o", label=result.variant)
+    accuracy.set(title="Test accuracy by variant", xlabel="epoch", ylabel="%")
+    loss.set(title="Test loss by variant", xlabel="epoch", ylabel="cross-entropy")
+    accuracy.legend(loc="lower right")
+    loss.legend(loc="upper right")
+    return save(figure, path)
+
+
+def plot_confusion(result: VariantResult, path: Path) -> Path:
+    matrix = np.array(result.confusion_matrix)
+    figure, axes = plt.subplots(figsize=(6, 5.5))
+    # Log colour scale: the diagonal holds ~1000 per cell and the errors a handful; linear would hide them.
+    shown = axes.imshow(np.log1p(matrix), cmap="Blues")
+    for (row, col), count in np.ndenumerate(matrix):
+        if count:
+            axes.text(col, row, str(count), ha="center", va="center", fontsize=8,
+                      color="white" if row == col else "black")
+    axes.set(xticks=range(10), yticks=range(10), xlabel="predicted", ylabel="true",
+             title=f"{result.variant}: confusion matrix ({100 * result.final_test_accuracy:.2f}% right)")
+    figure.colorbar(shown, ax=axes, label="log(1 + count)")
+    return save(figure, path)

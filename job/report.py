@@ -1,0 +1,123 @@
+"""Stage 7: the run's report, defined by pydantic models so that downstream code reads it without guessing.
+
+`report.schema.json` (written next to every report, and kept in docs/) is generated from these models.
+Bump SCHEMA_VERSION whenever a field is renamed, removed or changes meaning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = "1.0"
+Status = Literal["succeeded", "accuracy_gate_failed", "parity_failed", "interrupted", "failed"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Epoch(Strict):
+    epoch: int = Field(description="1-based")
+    train_accuracy: float = Field(description="Share of training images classified right during the epoch (0-1)")
+    train_loss: float = Field(description="Mean cross-entropy per training image during the epoch")
+    test_accuracy: float = Field(description="Share of test images classified right after the epoch (0-1)")
+    test_loss: float = Field(description="Mean cross-entropy per test image after the epoch")
+    seconds: float = Field(description="Wall time of the epoch: training plus evaluation")
+    learning_rate: float = Field(description="Learning rate at the end of the epoch")
+
+
+class FormatParity(Strict):
+    format: str = Field(description="torchscript | torch_export | onnxruntime | onnxruntime_no_optimizations")
+    batch_size: int
+    images: int
+    argmax_agreements: int = Field(description="Images where this format's top class equals the eager model's")
+    max_abs_logit_diff: float = Field(description="Largest |logit difference| from the eager model")
+    accuracy: float = Field(description="This format's test accuracy (0-1)")
+    passed: bool
+
+
+class Artifact(Strict):
+    path: str = Field(description="Relative to the run folder")
+    sha256: str
+    bytes: int
+
+
+class VariantResult(Strict):
+    variant: str
+    parameters: int
+    epochs: list[Epoch]
+    final_test_accuracy: float
+    final_test_loss: float
+    final_train_accuracy: float
+    final_train_loss: float
+    training_seconds: float = Field(description="Wall time of all epochs of this variant")
+    met_accuracy_gate: bool
+    confusion_matrix: list[list[int]] = Field(description="Rows: true digit 0-9; columns: predicted digit")
+    artifacts: dict[str, Artifact] = Field(default_factory=dict, description="format name -> file")
+    parity: list[FormatParity] = Field(default_factory=list)
+
+
+class DeviceInfo(Strict):
+    type: str = Field(description="cpu | cuda | mps | xpu")
+    spec: str = Field(description="torch device string, e.g. cuda:0")
+    name: str
+    threads: int = Field(description="torch.get_num_threads() during training")
+
+
+class DataInfo(Strict):
+    source: str = Field(description="data_dir | vendored | download")
+    raw_dir: str
+    train_images: int
+    test_images: int
+    files: dict[str, dict[str, str]] = Field(description="Uncompressed IDX file -> {md5, sha256}")
+
+
+class Report(Strict):
+    schema_version: str = SCHEMA_VERSION
+    status: Status
+    message: str = Field("", description="Why the run did not succeed; empty when it did")
+    exit_code: int
+    run_id: str
+    started_at: datetime = Field(description="UTC, ISO 8601")
+    finished_at: datetime = Field(description="UTC, ISO 8601")
+    elapsed_seconds: float
+    device: DeviceInfo | None = None
+    versions: dict[str, str] = Field(description="python, torch, torchvision, onnx, onnxruntime, ...")
+    settings: dict[str, Any] = Field(description="Every LENET_* setting as used, by field name")
+    recipe: dict[str, Any] = Field(description="The hyperparameters used, after explicit settings were applied")
+    data: DataInfo | None = None
+    min_test_accuracy: float
+    accuracy_gate_passed: bool
+    variants: list[VariantResult] = Field(default_factory=list)
+    plots: dict[str, Artifact] = Field(default_factory=dict, description="figure name -> PNG file")
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Readers of `path` see the old file or the new one, never half of one."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        partial.write_text(text)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def schema_json() -> str:
+    return json.dumps(Report.model_json_schema(), indent=2) + "\n"
+
+
+def write_report(report: Report, run_dir: Path) -> Path:
+    write_atomically(run_dir / "report.schema.json", schema_json())
+    path = run_dir / "report.json"
+    write_atomically(path, report.model_dump_json(indent=2) + "\n")
+    return path
+
+
+def read_report(path: Path) -> Report:
+    return Report.model_validate_json(Path(path).read_text())

@@ -1,0 +1,134 @@
+"""Stage 4: train one model with a recipe and evaluate it on the test set after every epoch.
+
+Metrics stay on the device during an epoch and are read once at its end: a per-batch `.item()` would make
+every step wait for the device.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from job.data import Split, batches
+from job.settings import Recipe
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    epoch: int
+    train_accuracy: float
+    train_loss: float
+    test_accuracy: float
+    test_loss: float
+    seconds: float
+    learning_rate: float  # at the end of the epoch
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    accuracy: float
+    loss: float
+    predictions: torch.Tensor  # int64 [N], on the CPU
+
+
+class Interrupted(Exception):
+    """Training stopped early because a stop was requested (see job.pipeline)."""
+
+
+def evaluate(model: nn.Module, split: Split, batch_size: int) -> Evaluation:
+    model.eval()
+    loss_sum = torch.zeros((), device=split.images.device)
+    predictions = []
+    with torch.inference_mode():
+        for images, labels in batches(split, batch_size):
+            logits = model(images)
+            loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+            predictions.append(logits.argmax(1))
+    predicted = torch.cat(predictions)
+    accuracy = (predicted == split.labels).sum().item() / len(split)
+    return Evaluation(accuracy, loss_sum.item() / len(split), predicted.cpu())
+
+
+def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each image by its own random offset of up to `max_shift` pixels, filling with background."""
+    n, _, height, width = images.shape
+    background = images.amin()
+    padded = F.pad(images - background, (max_shift,) * 4) + background  # F.pad's fill must be a Python number
+    offsets = torch.randint(0, 2 * max_shift + 1, (2, n, 1), generator=generator, device=generator.device)
+    rows = (torch.arange(height, device=images.device) + offsets[0])[:, :, None]  # [n, H, 1]
+    cols = (torch.arange(width, device=images.device) + offsets[1])[:, None, :]  # [n, 1, W]
+    return padded[torch.arange(n, device=images.device)[:, None, None], 0, rows, cols].unsqueeze(1)
+
+
+def train_model(model: nn.Module, train: Split, test: Split, recipe: Recipe, *, seed: int, eval_batch_size: int,
+                on_epoch: Callable[[EpochMetrics], None] = lambda metrics: None,
+                should_stop: Callable[[], bool] = lambda: False,
+                progress_label: str = "") -> tuple[list[EpochMetrics], Evaluation]:
+    """Train for the recipe's epochs; return each epoch's metrics and the final model's test evaluation."""
+    device = train.images.device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.learning_rate, momentum=recipe.momentum,
+                                weight_decay=recipe.weight_decay)
+    steps_per_epoch = -(-len(train) // recipe.batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=recipe.learning_rate, total_steps=recipe.epochs * steps_per_epoch) \
+        if recipe.lr_schedule == "onecycle" else None
+    progress = ProgressBar(progress_label, steps_per_epoch) if sys.stdout.isatty() else None
+    history = []
+    for epoch in range(1, recipe.epochs + 1):
+        started = time.perf_counter()
+        model.train()
+        correct = torch.zeros((), dtype=torch.long, device=device)
+        loss_sum = torch.zeros((), device=device)
+        for step, (images, labels) in enumerate(batches(train, recipe.batch_size, generator), 1):
+            if should_stop():
+                raise Interrupted
+            if recipe.max_shift:
+                images = random_shift(images, recipe.max_shift, generator)
+            logits = model(images)
+            loss = F.cross_entropy(logits, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            with torch.no_grad():
+                loss_sum += loss.detach() * len(labels)
+                correct += (logits.argmax(1) == labels).sum()
+            if progress is not None:
+                progress.show(epoch, step)
+        if progress is not None:
+            progress.clear()
+        evaluation = evaluate(model, test, eval_batch_size)
+        metrics = EpochMetrics(epoch, correct.item() / len(train), loss_sum.item() / len(train),
+                               evaluation.accuracy, evaluation.loss, time.perf_counter() - started,
+                               optimizer.param_groups[0]["lr"])
+        history.append(metrics)
+        on_epoch(metrics)
+    return history, evaluation
+
+
+class ProgressBar:
+    """A one-line bar within the epoch, for terminals only: logs get one line per epoch and nothing else."""
+
+    def __init__(self, label: str, total: int, width: int = 30) -> None:
+        self.label, self.total, self.width = label, total, width
+        self.every = max(1, total // 100)
+
+    def show(self, epoch: int, step: int) -> None:
+        if step % self.every and step != self.total:
+            return
+        filled = self.width * step // self.total
+        sys.stdout.write(f"\r{self.label} Epoch:{epoch:2d} [{'#' * filled}{'.' * (self.width - filled)}] "
+                         f"{step}/{self.total}")
+        sys.stdout.flush()
+
+    def clear(self) -> None:
+        sys.stdout.write("\r\033[K")
+        sys.stdout.flush()
