@@ -9,6 +9,7 @@ CLASS_LABELS = [str(digit) for digit in range(10)]
 # Keys of the ONNX file's metadata_props; every value is a string.
 METADATA_KEYS = (
     "model.variant",  # plain | bn_dropout
+    "model.dropout",  # dropout probability while training (no effect on inference; needed to rebuild it)
     "model.classes",  # comma-separated labels of the 10 outputs, in order
     "preprocess.image_size",  # "28x28"
     "preprocess.color",  # "white digit on black background, grayscale"

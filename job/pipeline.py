@@ -111,6 +111,7 @@ def epoch_line(variant: str, m: EpochMetrics) -> str:
 def model_metadata(variant: str, recipe: Recipe, accuracy: float, run_id: str, trained_at: datetime) -> dict:
     return {
         "model.variant": variant,
+        "model.dropout": repr(recipe.dropout if variant == "bn_dropout" else 0.0),
         "model.classes": ",".join(CLASS_LABELS),
         "preprocess.image_size": "28x28",
         "preprocess.color": "white digit on black background, grayscale",

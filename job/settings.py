@@ -45,28 +45,28 @@ RECIPES = {
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore",
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", env_ignore_empty=True,
                                       validate_default=True)
 
-    data_dir: Path = Field(Path("data"), description="Where MNIST is kept (torchvision layout: DIR/MNIST/raw).")
-    output_dir: Path = Field(Path("outputs"), description="Where each run's folder is written.")
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps | xpu")
+    data_dir: Path = Field(Path("data"), description="a folder; MNIST is kept in DIR/MNIST/raw")
+    output_dir: Path = Field(Path("outputs"), description="a folder; each run writes DIR/runs/RUN_ID")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N, mps or xpu")
     variants: Annotated[tuple[Variant, ...], NoDecode] = Field(
-        VARIANTS, description="Comma-separated LeNet variants to train: plain, bn_dropout.")
-    recipe: Literal["default", "seed"] = Field("default", description="Hyperparameter preset.")
-    epochs: int | None = Field(None, ge=1, le=1000, description="Overrides the recipe's epochs.")
-    batch_size: int | None = Field(None, ge=1, le=60000, description="Overrides the recipe's batch size.")
-    learning_rate: float | None = Field(None, gt=0, le=10, description="Overrides the recipe's (peak) learning rate.")
-    momentum: float | None = Field(None, ge=0, lt=1, description="Overrides the recipe's SGD momentum.")
-    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of weights, shuffling and augmentation.")
-    min_test_accuracy: float = Field(0.98, ge=0, le=1, description="Gate: every variant's final test accuracy.")
-    download: bool = Field(False, description="Allow torchvision to download MNIST if no copy is found.")
-    train_limit: int | None = Field(None, ge=1, le=60000, description="Use only the first N training images.")
-    test_limit: int | None = Field(None, ge=1, le=10000, description="Use only the first N test images.")
-    eval_batch_size: int = Field(1000, ge=1, le=10000, description="Batch size of evaluation and parity checks.")
-    num_threads: int | None = Field(None, ge=1, le=1024, description="CPU threads for torch (default: torch's choice).")
-    parity_max_abs_diff: float = Field(1e-4, gt=0, description="Largest |logit difference| allowed between formats.")
-    parity_min_agreement: float = Field(1.0, ge=0, le=1, description="Smallest share of equal argmax predictions.")
+        VARIANTS, description="comma-separated, each once: plain, bn_dropout")
+    recipe: Literal["default", "seed"] = Field("default", description="default or seed")
+    epochs: int | None = Field(None, ge=1, le=1000, description="an integer 1-1000, or empty for the recipe's")
+    batch_size: int | None = Field(None, ge=1, le=60000, description="an integer 1-60000, or empty for the recipe's")
+    learning_rate: float | None = Field(None, gt=0, le=10, description="a number > 0 and <= 10, or empty for the recipe's")
+    momentum: float | None = Field(None, ge=0, lt=1, description="a number >= 0 and < 1, or empty for the recipe's")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="an integer 0-4294967295")
+    min_test_accuracy: float = Field(0.98, ge=0, le=1, description="a number 0-1, e.g. 0.98")
+    download: bool = Field(False, description="true or false")
+    train_limit: int | None = Field(None, ge=1, le=60000, description="an integer 1-60000, or empty for all")
+    test_limit: int | None = Field(None, ge=1, le=10000, description="an integer 1-10000, or empty for all")
+    eval_batch_size: int = Field(1000, ge=1, le=10000, description="an integer 1-10000")
+    num_threads: int | None = Field(None, ge=1, le=1024, description="an integer 1-1024, or empty for torch's choice")
+    parity_max_abs_diff: float = Field(1e-4, gt=0, description="a number > 0")
+    parity_min_agreement: float = Field(1.0, ge=0, le=1, description="a number 0-1")
 
     @field_validator("variants", mode="before")
     @classmethod

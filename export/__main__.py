@@ -1,0 +1,112 @@
+"""Re-export a saved checkpoint without retraining, or verify an ONNX file against the MNIST test set.
+
+    python -m export reexport RUN/models/plain/model.pt OUT_DIR   # every format, then the parity check
+    python -m export verify model.onnx                            # accuracy under onnxruntime, both ways
+
+Exit status: 0 ok, 2 bad arguments, 3 data problem, 5 parity or accuracy mismatch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXIT_BAD_ARGUMENT, EXIT_DATA, EXIT_PARITY = 2, 3, 5
+
+
+def reexport(checkpoint: Path, out_dir: Path, data_dir: Path, batch_size: int) -> int:
+    import torch
+
+    from export.formats import export_model
+    from export.parity import check_parity, describe_failures
+    from job.data import load_mnist
+    from job.model import build_model
+
+    metadata = json.loads((checkpoint.parent / "model.json").read_text())
+    model = build_model(metadata["model.variant"], float(metadata["model.dropout"]))
+    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+    model.eval()
+    paths = export_model(model, out_dir, metadata)
+    data = load_mnist(data_dir, download=False, normalize=float(metadata["preprocess.std"]) != 1.0)
+    results = check_parity(model, paths, data.test, batch_sizes=(1, batch_size), max_abs_diff=1e-4,
+                           min_agreement=1.0)
+    for r in results:
+        print(f"{r.format:<29} batch {r.batch_size:>5}: {r.argmax_agreements}/{r.images} agree, "
+              f"max |diff| {r.max_abs_logit_diff:.1e}, accuracy {100 * r.accuracy:.2f}%")
+    failures = describe_failures(results)
+    if failures:
+        print(f"export: parity failed: {failures}", file=sys.stderr)
+        return EXIT_PARITY
+    print(f"exported to {out_dir}")
+    return 0
+
+
+def verify(onnx_path: Path, data_dir: Path, tolerance: float) -> int:
+    import numpy as np
+    import onnxruntime as ort
+
+    from export.contract import INPUT_NAME, OUTPUT_NAME, preprocessing
+    from job.data import ensure_mnist, read_split
+
+    metadata = dict(ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+                    .get_modelmeta().custom_metadata_map)
+    scale, mean, std = preprocessing(metadata)
+    ensure_mnist(data_dir, download=False)
+    images, labels = read_split(data_dir, train=False, limit=None)
+    inputs = ((images.numpy().astype(np.float32) * scale - mean) / std)[:, None]
+    predictions = {}
+    for name, level in (("optimized", ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
+                        ("unoptimized", ort.GraphOptimizationLevel.ORT_DISABLE_ALL)):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = level
+        session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        predictions[name] = np.concatenate([session.run([OUTPUT_NAME], {INPUT_NAME: inputs[i:i + 1000]})[0]
+                                            for i in range(0, len(inputs), 1000)]).argmax(1)
+        accuracy = float((predictions[name] == labels.numpy()).mean())
+        print(f"onnxruntime {name}: test accuracy {100 * accuracy:.2f}% on {len(labels)} images")
+    recorded = float(metadata.get("metrics.test_accuracy", "nan"))
+    disagreements = int((predictions["optimized"] != predictions["unoptimized"]).sum())
+    if disagreements or not abs(accuracy - recorded) <= tolerance:
+        print(f"export: {onnx_path} fails: {disagreements} images differ with and without graph optimizations; "
+              f"accuracy {accuracy:.4f} vs {recorded:.4f} recorded at training (tolerance {tolerance})",
+              file=sys.stderr)
+        return EXIT_PARITY
+    print(f"{onnx_path}: ok, matches the recorded test accuracy {100 * recorded:.2f}%")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="MNIST folder (default: data)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    again = commands.add_parser("reexport", help="write every format again from a state_dict checkpoint")
+    again.add_argument("checkpoint", type=Path, help="model.pt, with its model.json beside it")
+    again.add_argument("out_dir", type=Path)
+    again.add_argument("--batch-size", type=int, default=1000)
+    check = commands.add_parser("verify", help="test accuracy of an ONNX file, with and without optimizations")
+    check.add_argument("onnx", type=Path)
+    check.add_argument("--tolerance", type=float, default=0.0005,
+                       help="largest accuracy difference from the recorded one (default 0.0005: 5 images)")
+    args = parser.parse_args(argv)
+    from job.data import DataError
+
+    try:
+        if args.command == "reexport":
+            return reexport(args.checkpoint, args.out_dir, args.data_dir, args.batch_size)
+        return verify(args.onnx, args.data_dir, args.tolerance)
+    except DataError as error:
+        print(f"export: data problem: {error}", file=sys.stderr)
+        return EXIT_DATA
+    except (OSError, KeyError, ValueError) as error:
+        print(f"export: {type(error).__name__}: {error}", file=sys.stderr)
+        return EXIT_BAD_ARGUMENT
+
+
+def main_exit() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    main_exit()

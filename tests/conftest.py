@@ -1,0 +1,58 @@
+"""Shared fixtures: small IDX files written by the tests, and the real MNIST unpacked once per session."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write `array` (uint8) in the IDX format MNIST uses: magic, dimensions, then the bytes."""
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def small_mnist(raw_dir: Path, n_train: int = 64, n_test: int = 32, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random digits in MNIST's files and layout: enough to exercise loading, not to learn anything."""
+    rng = np.random.default_rng(seed)
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train, dtype=np.uint8),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test, dtype=np.uint8),
+    }
+    for name, array in arrays.items():
+        write_idx(raw_dir / name, array)
+    return arrays
+
+
+@pytest.fixture(scope="session")
+def real_data_dir(tmp_path_factory) -> Path:
+    """The real MNIST, unpacked from the vendored copy and verified, shared by the tests that need it."""
+    from job.data import ensure_mnist
+
+    data_dir = tmp_path_factory.mktemp("mnist")
+    ensure_mnist(data_dir, download=False)
+    return data_dir
+
+
+def job_env(tmp_path: Path, data_dir: Path, **settings: object) -> dict[str, str]:
+    """Environment for `python -m job` as a subprocess: the given LENET_* settings and nothing inherited."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LENET_")}
+    env.update({"LENET_DATA_DIR": str(data_dir), "LENET_OUTPUT_DIR": str(tmp_path / "outputs"),
+                "PYTHONPATH": str(ROOT)})
+    env.update({f"LENET_{key.upper()}": str(value) for key, value in settings.items()})
+    return env
+
+
+PYTHON = sys.executable
+__all__ = ["PYTHON", "ROOT", "job_env", "small_mnist", "write_idx", "gzip"]

@@ -1,0 +1,121 @@
+import subprocess
+import sys
+
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from conftest import ROOT
+from export.contract import METADATA_KEYS
+from export.formats import ExportError, export_model, reject_training_graph
+from export.parity import check_parity, format_runners, onnx_runner
+from job.data import Split
+from job.model import build_model
+
+METADATA = {key: "x" for key in METADATA_KEYS}
+
+
+@pytest.fixture(scope="module")
+def random_test_split() -> Split:
+    generator = torch.Generator().manual_seed(0)
+    return Split(torch.rand(300, 1, 28, 28, generator=generator), torch.randint(0, 10, (300,), generator=generator))
+
+
+def trained_looking(variant: str) -> torch.nn.Module:
+    """Random weights, and BatchNorm statistics that are not the identity, so folding them is exercised."""
+    torch.manual_seed(1)
+    model = build_model(variant, dropout=0.5)
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.rand(64, 1, 28, 28) * 2)
+    return model.eval()
+
+
+@pytest.fixture(scope="module", params=["plain", "bn_dropout"])
+def exported(request, tmp_path_factory):
+    model = trained_looking(request.param)
+    paths = export_model(model, tmp_path_factory.mktemp(request.param), METADATA)
+    return model, paths
+
+
+def test_every_format_predicts_what_the_model_predicts(exported, random_test_split):
+    model, paths = exported
+    results = check_parity(model, paths, random_test_split, batch_sizes=(1, 128), max_abs_diff=1e-4,
+                           min_agreement=1.0)
+    assert {r.format for r in results} == {"torchscript", "torch_export", "onnxruntime",
+                                           "onnxruntime_no_optimizations"}
+    assert all(r.passed and r.argmax_agreements == 300 for r in results), results
+    assert max(r.max_abs_logit_diff for r in results) < 1e-4
+
+
+@pytest.mark.parametrize("batch", [1, 7, 1000])
+def test_onnx_and_torch_export_take_any_batch_size(exported, batch):
+    model, paths = exported
+    images = torch.rand(batch, 1, 28, 28)
+    expected = model(images)
+    for name, run in format_runners(paths).items():
+        assert run(images).shape == (batch, 10), name
+        assert torch.allclose(run(images), expected, atol=1e-4), name
+
+
+def test_onnx_file_is_self_contained_checked_and_names_its_tensors(exported):
+    _, paths = exported
+    assert not list(paths["onnx"].parent.glob("*.data"))
+    proto = onnx.load(str(paths["onnx"]))
+    onnx.checker.check_model(proto, full_check=True)
+    assert [i.name for i in proto.graph.input] == ["input"] and [o.name for o in proto.graph.output] == ["logits"]
+    batch_dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch_dim.dim_param and not batch_dim.dim_value
+    assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [20]
+
+
+def test_onnx_metadata_reads_back(exported):
+    _, paths = exported
+    session = ort.InferenceSession(str(paths["onnx"]), providers=["CPUExecutionProvider"])
+    assert session.get_modelmeta().custom_metadata_map == METADATA
+
+
+def test_two_exports_of_the_same_model_are_byte_identical(exported, tmp_path):
+    model, paths = exported
+    again = export_model(model, tmp_path, METADATA)
+    assert again["onnx"].read_bytes() == paths["onnx"].read_bytes()
+
+
+def test_a_model_in_training_mode_is_refused(tmp_path):
+    model = trained_looking("bn_dropout").train()
+    with pytest.raises(ExportError, match="training mode"):
+        export_model(model, tmp_path, METADATA)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.fixture(scope="module")
+def training_mode_onnx(tmp_path_factory):
+    """The bug the guards exist for: a BatchNorm + Dropout model exported while in training mode."""
+    path = tmp_path_factory.mktemp("bug") / "train_mode.onnx"
+    program = torch.onnx.export(trained_looking("bn_dropout").train(), (torch.rand(2, 1, 28, 28),), dynamo=True,
+                                input_names=["input"], output_names=["logits"], external_data=False,
+                                dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, verbose=False)
+    program.save(str(path))
+    return path
+
+
+def test_a_graph_exported_in_training_mode_is_rejected(training_mode_onnx):
+    with pytest.raises(ExportError, match="Dropout"):
+        reject_training_graph(onnx.load(str(training_mode_onnx)))
+
+
+def test_unoptimized_onnxruntime_exposes_a_training_mode_export(training_mode_onnx):
+    """Default optimizations delete Dropout and hide the bug; ORT_DISABLE_ALL runs it and gets random outputs."""
+    images = torch.rand(500, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+    optimized = onnx_runner(training_mode_onnx, optimize=True)
+    unoptimized = onnx_runner(training_mode_onnx, optimize=False)
+    assert torch.equal(optimized(images), optimized(images))
+    assert not torch.equal(unoptimized(images), unoptimized(images))
+
+
+def test_export_package_and_predict_do_not_import_torch():
+    code = ("import sys, export, export.contract, export.predict; "
+            "sys.exit(1 if any(m == 'torch' or m.startswith('torch.') for m in sys.modules) else 0)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0

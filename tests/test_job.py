@@ -1,0 +1,97 @@
+"""End to end: `python -m job` as a scheduler starts it, on a subset of the real MNIST."""
+
+import json
+import subprocess
+
+import pytest
+from PIL import Image
+
+from conftest import PYTHON, job_env
+from job.report import read_report
+
+
+def run_job(tmp_path, data_dir, **settings):
+    return subprocess.run([PYTHON, "-m", "job"], env=job_env(tmp_path, data_dir, **settings), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def small_run(real_data_dir, tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("job")
+    done = run_job(tmp_path, real_data_dir, train_limit=6000, test_limit=1000, epochs=2, min_test_accuracy=0.8,
+                   device="cpu")
+    return tmp_path / "outputs", done
+
+
+def test_succeeds_and_logs_one_tutorial_line_per_epoch(small_run):
+    outputs, done = small_run
+    assert done.returncode == 0, done.stderr
+    epoch_lines = [line for line in done.stdout.splitlines() if " Epoch:" in line]
+    assert len(epoch_lines) == 4
+    assert epoch_lines[0].startswith("[plain] Epoch: 1, Train_acc:") and epoch_lines[-1].startswith(
+        "[bn_dropout] Epoch: 2, Train_acc:")
+    assert all(", Test_acc:" in line and ", Test_loss:" in line and line.endswith("s") for line in epoch_lines)
+    assert "\r" not in done.stdout  # no progress bar when stdout is not a terminal
+    assert "Total params: 61,706" in done.stdout
+
+
+def test_report_holds_every_figure_and_the_published_pointer_names_it(small_run):
+    outputs, _ = small_run
+    latest = json.loads((outputs / "latest.json").read_text())
+    run_dir = outputs / latest["run_dir"]
+    report = read_report(run_dir / "report.json")
+    assert report.status == "succeeded" and report.exit_code == 0 and report.accuracy_gate_passed
+    assert report.device.type == "cpu" and report.device.threads >= 1
+    assert report.data.source == "data_dir" and (report.data.train_images, report.data.test_images) == (6000, 1000)
+    assert report.settings["train_limit"] == 6000 and report.recipe["epochs"] == 2
+    assert report.finished_at > report.started_at and report.elapsed_seconds > 0
+    assert [v.variant for v in report.variants] == ["plain", "bn_dropout"]
+    for variant in report.variants:
+        assert [e.epoch for e in variant.epochs] == [1, 2]
+        assert variant.final_test_accuracy == variant.epochs[-1].test_accuracy >= 0.8
+        assert sum(map(sum, variant.confusion_matrix)) == 1000
+        assert sum(variant.confusion_matrix[i][i] for i in range(10)) == round(variant.final_test_accuracy * 1000)
+        assert set(variant.artifacts) == {"state_dict", "metadata", "torchscript", "torch_export", "onnx"}
+        assert len(variant.parity) == 8 and all(p.passed and p.argmax_agreements == 1000 for p in variant.parity)
+    assert report.variants[0].parameters == 61706
+    assert latest["models"]["plain"]["onnx"] == f"{latest['run_dir']}/models/plain/model.onnx"
+
+
+def test_every_artifact_is_there_with_its_recorded_checksum(small_run):
+    from hashlib import sha256
+
+    outputs, _ = small_run
+    run_dir = outputs / json.loads((outputs / "latest.json").read_text())["run_dir"]
+    report = read_report(run_dir / "report.json")
+    artifacts = [a for v in report.variants for a in v.artifacts.values()] + list(report.plots.values())
+    for artifact in artifacts:
+        assert sha256((run_dir / artifact.path).read_bytes()).hexdigest() == artifact.sha256
+    assert set(report.plots) == {"samples", "curves_plain", "curves_bn_dropout", "confusion_plain",
+                                 "confusion_bn_dropout", "comparison"}
+    for plot in report.plots.values():
+        with Image.open(run_dir / plot.path) as image:
+            assert image.format == "PNG" and image.width >= 300 and image.height >= 200
+
+
+def test_a_missed_accuracy_gate_exits_4_writes_the_report_and_publishes_nothing(real_data_dir, tmp_path):
+    done = run_job(tmp_path, real_data_dir, train_limit=300, test_limit=200, epochs=1, variants="plain",
+                   min_test_accuracy=1.0)
+    assert done.returncode == 4, done.stderr
+    assert "below LENET_MIN_TEST_ACCURACY=1.0: plain" in done.stderr
+    (report_path,) = (tmp_path / "outputs" / "runs").glob("*/report.json")
+    report = read_report(report_path)
+    assert report.status == "accuracy_gate_failed" and not report.accuracy_gate_passed
+    assert not (tmp_path / "outputs" / "latest.json").exists()
+
+
+def test_a_data_problem_exits_3_with_one_line(tmp_path):
+    data_dir = tmp_path / "data" / "MNIST" / "raw"
+    data_dir.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (data_dir / name).write_bytes(b"\x00\x00\x08\x03 truncated")
+    done = run_job(tmp_path, tmp_path / "data")
+    assert done.returncode == 3
+    assert done.stderr.count("\n") == 1 and "does not match its canonical checksum" in done.stderr
+    (report_path,) = (tmp_path / "outputs" / "runs").glob("*/report.json")
+    assert read_report(report_path).status == "failed"

@@ -1,0 +1,84 @@
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import PYTHON, ROOT, job_env
+from job.settings import RECIPES, Settings, SettingsError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch, tmp_path):
+    for name in [n for n in __import__("os").environ if n.startswith("LENET_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+
+
+def test_defaults_train_both_variants_with_the_default_recipe():
+    settings = load_settings()
+    assert settings.variants == ("plain", "bn_dropout")
+    assert settings.device == "auto" and settings.min_test_accuracy == 0.98 and settings.download is False
+    assert settings.resolved_recipe() == RECIPES["default"]
+
+
+def test_seed_recipe_is_the_tutorial(monkeypatch):
+    monkeypatch.setenv("LENET_RECIPE", "seed")
+    recipe = load_settings().resolved_recipe()
+    assert (recipe.epochs, recipe.batch_size, recipe.learning_rate, recipe.momentum) == (8, 32, 0.01, 0.0)
+    assert (recipe.normalize, recipe.max_shift, recipe.lr_schedule, recipe.weight_decay) == (False, 0, "constant", 0)
+
+
+def test_explicit_settings_override_the_recipe(monkeypatch):
+    monkeypatch.setenv("LENET_RECIPE", "seed")
+    monkeypatch.setenv("LENET_EPOCHS", "3")
+    monkeypatch.setenv("LENET_LEARNING_RATE", "0.2")
+    monkeypatch.setenv("LENET_VARIANTS", " bn_dropout ")
+    settings = load_settings()
+    recipe = settings.resolved_recipe()
+    assert (recipe.epochs, recipe.learning_rate, recipe.batch_size) == (3, 0.2, 32)
+    assert settings.variants == ("bn_dropout",)
+
+
+def test_dotenv_is_read(tmp_path):
+    (tmp_path / ".env").write_text("LENET_EPOCHS=5\nLENET_DEVICE=CPU\n")
+    settings = load_settings()
+    assert settings.epochs == 5 and settings.device == "cpu"
+
+
+@pytest.mark.parametrize("name, value, fragment", [
+    ("EPOCHS", "abc", "LENET_EPOCHS=abc"),
+    ("EPOCHS", "0", "LENET_EPOCHS=0"),
+    ("BATCH_SIZE", "-3", "LENET_BATCH_SIZE=-3"),
+    ("LEARNING_RATE", "0", "LENET_LEARNING_RATE=0"),
+    ("MOMENTUM", "1.5", "LENET_MOMENTUM=1.5"),
+    ("MIN_TEST_ACCURACY", "98", "LENET_MIN_TEST_ACCURACY=98"),
+    ("VARIANTS", "plain,lenet7", "LENET_VARIANTS"),
+    ("VARIANTS", "plain,plain", "LENET_VARIANTS"),
+    ("VARIANTS", ",", "LENET_VARIANTS"),
+    ("DEVICE", "tpu", "LENET_DEVICE=tpu"),
+    ("DEVICE", "cuda:x", "LENET_DEVICE=cuda:x"),
+    ("RECIPE", "fast", "LENET_RECIPE=fast"),
+    ("DOWNLOAD", "maybe", "LENET_DOWNLOAD=maybe"),
+    ("TRAIN_LIMIT", "70000", "LENET_TRAIN_LIMIT=70000"),
+    ("SEED", "-1", "LENET_SEED=-1"),
+])
+def test_invalid_values_name_the_variable(monkeypatch, name, value, fragment):
+    monkeypatch.setenv(f"LENET_{name}", value)
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    message = str(raised.value)
+    assert fragment in message and "\n" not in message
+
+
+def test_every_setting_is_documented_in_env_example():
+    documented = {line.split("=")[0].lstrip("# ").strip()
+                  for line in (ROOT / ".env.example").read_text().splitlines() if "=" in line}
+    assert {f"LENET_{name.upper()}" for name in Settings.model_fields} <= documented
+
+
+def test_bad_setting_exits_2_with_one_line_before_any_work(tmp_path):
+    env = job_env(tmp_path, tmp_path / "no-data", epochs="many")
+    done = subprocess.run([PYTHON, "-m", "job"], env=env, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "LENET_EPOCHS=many" in done.stderr
+    assert not (tmp_path / "outputs").exists()
