@@ -134,9 +134,11 @@ def train_variant(variant: str, data: MnistData, recipe: Recipe, settings: Setti
     from export.parity import check_parity, describe_failures
 
     device = data.train.images.device
+    # The summary runs a forward pass that draws Dropout masks from the global RNG: print it from a throwaway
+    # copy before seeding, so that it cannot change what the seeded run trains.
+    log(str(summary(build_model(variant, recipe.dropout), input_size=(1, 1, 28, 28), verbose=0, device="cpu")))
     torch.manual_seed(settings.seed)
     model = build_model(variant, recipe.dropout).to(device)
-    log(str(summary(model, input_size=(1, 1, 28, 28), verbose=0, device=device)))
     started = time.perf_counter()
     history, final = train_model(model, data.train, data.test, recipe, seed=settings.seed,
                           eval_batch_size=settings.eval_batch_size, should_stop=stop, progress_label=f"[{variant}]",
@@ -150,12 +152,17 @@ def train_variant(variant: str, data: MnistData, recipe: Recipe, settings: Setti
         final_train_loss=last.train_loss, training_seconds=training_seconds,
         met_accuracy_gate=final.accuracy >= settings.min_test_accuracy, confusion_matrix=confusion.tolist())
 
+    started = time.perf_counter()
     model_dir = run_dir / "models" / variant
     paths = export_model(model, model_dir, model_metadata(variant, recipe, final.accuracy, run_id, utc_now()))
     result.artifacts = {name: artifact(path, run_dir) for name, path in paths.items()}
+    result.export_seconds = time.perf_counter() - started
+    started = time.perf_counter()
     result.parity = check_parity(model, paths, data.test, batch_sizes=(1, settings.eval_batch_size),
                                  max_abs_diff=settings.parity_max_abs_diff,
                                  min_agreement=settings.parity_min_agreement)
+    result.parity_seconds = time.perf_counter() - started
+    log(f"[{variant}] exported in {result.export_seconds:.1f}s, parity checked in {result.parity_seconds:.1f}s")
     for check in result.parity:
         log(f"[{variant}] parity {check.format:<29} batch {check.batch_size:>5}: {check.argmax_agreements}/"
             f"{check.images} argmax agree, max |diff| {check.max_abs_logit_diff:.1e}, "

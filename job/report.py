@@ -57,6 +57,8 @@ class VariantResult(Strict):
     final_train_accuracy: float
     final_train_loss: float
     training_seconds: float = Field(description="Wall time of all epochs of this variant")
+    export_seconds: float = Field(0.0, description="Wall time of writing every model format")
+    parity_seconds: float = Field(0.0, description="Wall time of the parity check of every format")
     met_accuracy_gate: bool
     confusion_matrix: list[list[int]] = Field(description="Rows: true digit 0-9; columns: predicted digit")
     artifacts: dict[str, Artifact] = Field(default_factory=dict, description="format name -> file")

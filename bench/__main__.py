@@ -1,0 +1,121 @@
+"""Time the tutorial's pipeline against this job's on the same machine, in one run, and print the ratios.
+
+    python -m bench            # full: both variants, 8 epochs each, then the full default job (~7 min on 2 cores)
+    python -m bench --quick    # 1 epoch on 10,000 training images: a one-minute check
+
+Each measurement runs in a fresh subprocess (same interpreter, same threads), alternating the tutorial's code
+and the job's, so that neither inherits the other's warm caches or memory. Figures are wall times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def worker(kind: str, variant: str, epochs: int, train_limit: int | None, data_dir: str) -> dict:
+    started = time.perf_counter()
+    if kind == "tutorial":
+        from bench import tutorial
+
+        accuracy = tutorial.run(data_dir, variant, epochs, seed=0, train_limit=train_limit)
+    elif kind == "job_seed_recipe":
+        from dataclasses import replace
+
+        from job.data import load_mnist
+        from job.model import build_model
+        from job.settings import RECIPES
+        from job.train import train_model
+
+        recipe = replace(RECIPES["seed"], epochs=epochs)
+        data = load_mnist(Path(data_dir), download=False, normalize=recipe.normalize, train_limit=train_limit)
+        torch.manual_seed(0)
+        model = build_model(variant, recipe.dropout)
+        _, final = train_model(model, data.train, data.test, recipe, seed=0, eval_batch_size=1000)
+        accuracy = final.accuracy
+    else:  # the whole default job: both variants, exports and parity checks included
+        from job.pipeline import main
+        from job.report import read_report
+
+        output_dir = Path(os.environ["LENET_OUTPUT_DIR"])
+        code = main()
+        if code != 0:
+            raise SystemExit(f"the job exited {code}")
+        report = read_report(output_dir / json.loads((output_dir / "latest.json").read_text())["report"])
+        accuracy = {v.variant: v.final_test_accuracy for v in report.variants}
+    return {"seconds": time.perf_counter() - started, "accuracy": accuracy, "peak_rss_mb": peak_rss_mb()}
+
+
+def measure(kind: str, variant: str, epochs: int, train_limit: int | None, data_dir: str, env: dict) -> dict:
+    args = [sys.executable, "-m", "bench", "--worker", kind, "--variant", variant, "--epochs", str(epochs),
+            "--data-dir", data_dir] + (["--train-limit", str(train_limit)] if train_limit else [])
+    done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{kind} {variant} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 epoch on 10,000 training images")
+    parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--variant", default="plain", help=argparse.SUPPRESS)
+    parser.add_argument("--epochs", type=int, default=8, help=argparse.SUPPRESS)
+    parser.add_argument("--train-limit", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.variant, args.epochs, args.train_limit, args.data_dir)))
+        return
+
+    from job.data import ensure_mnist
+
+    ensure_mnist(Path(args.data_dir), download=False)
+    epochs, train_limit = (1, 10000) if args.quick else (8, None)
+    images = (train_limit or 60000) * epochs
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LENET_")}
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads), python {platform.python_version()}")
+    print(f"mode: {'quick' if args.quick else 'full'}: {epochs} epoch(s) x {train_limit or 60000} training images")
+    print(f"{'variant':<11} {'pipeline':<26} {'seconds':>8} {'images/s':>9} {'peak MB':>8} {'test acc':>9}")
+    totals = {"tutorial": 0.0, "job_seed_recipe": 0.0}
+    for variant in ("plain", "bn_dropout"):
+        for kind in ("tutorial", "job_seed_recipe"):  # alternating, so drift in machine speed hits both
+            result = measure(kind, variant, epochs, train_limit, args.data_dir, env)
+            totals[kind] += result["seconds"]
+            print(f"{variant:<11} {kind:<26} {result['seconds']:8.1f} {images / result['seconds']:9.0f} "
+                  f"{result['peak_rss_mb']:8.0f} {100 * result['accuracy']:8.2f}%", flush=True)
+    ratio = totals["job_seed_recipe"] / totals["tutorial"]
+    print(f"both variants, same recipe: tutorial {totals['tutorial']:.1f}s, job {totals['job_seed_recipe']:.1f}s, "
+          f"ratio job/tutorial {ratio:.3f}")
+    with tempfile.TemporaryDirectory() as outputs:
+        job_env = dict(env, LENET_OUTPUT_DIR=outputs, LENET_DATA_DIR=args.data_dir)
+        if args.quick:
+            job_env.update(LENET_EPOCHS=str(epochs), LENET_TRAIN_LIMIT=str(train_limit), LENET_MIN_TEST_ACCURACY="0")
+        started = time.perf_counter()
+        result = measure("job_default", "both", epochs, train_limit, args.data_dir, job_env)
+        wall = time.perf_counter() - started
+    accuracies = ", ".join(f"{k} {100 * v:.2f}%" for k, v in result["accuracy"].items())
+    print(f"full default job (train both, export, parity; process start included): {wall:.1f}s, "
+          f"peak {result['peak_rss_mb']:.0f} MB, {accuracies}")
+    print(f"ratio default job / tutorial: {wall / totals['tutorial']:.3f} (target <= 0.35)")
+
+
+if __name__ == "__main__":
+    main()
