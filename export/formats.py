@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from export.contract import INPUT_NAME, OUTPUT_NAME
+from job.atomic import atomic_path, write_text_atomically
 
 # The default (torch.export-based) ONNX exporter, not the legacy TorchScript one (dynamo=False): the legacy one
 # is deprecated and warns so, while the default one folds BatchNorm into Conv/Gemm, gives a graph of plain
@@ -48,17 +49,18 @@ def export_model(model: nn.Module, out_dir: Path, metadata: dict[str, str]) -> d
     paths = {name: out_dir / file for name, file in FILES.items()}
     example = torch.zeros(EXAMPLE_BATCH, 1, 28, 28)
 
-    torch.save(model.state_dict(), paths["state_dict"])
-    paths["metadata"].write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
-    with warnings.catch_warnings():
+    extra_files = {"metadata.json": json.dumps(metadata, sort_keys=True)}
+    with atomic_path(paths["state_dict"]) as partial:
+        torch.save(model.state_dict(), partial)
+    write_text_atomically(paths["metadata"], json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    with warnings.catch_warnings(), atomic_path(paths["torchscript"]) as partial:
         # Every torch.jit call warns that TorchScript is deprecated; TorchScript is what consumers asked for.
-        warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated")
         warnings.filterwarnings("ignore", message=r".*TorchScript.*deprecated")
-        scripted = torch.jit.script(model)
-        torch.jit.save(scripted, str(paths["torchscript"]), _extra_files={"metadata.json": json.dumps(metadata)})
+        torch.jit.save(torch.jit.script(model), str(partial), _extra_files=extra_files)
     program = torch.export.export(model, (example,), dynamic_shapes=batch_dim())
-    torch.export.save(program, paths["torch_export"], extra_files={"metadata.json": json.dumps(metadata)})
+    with atomic_path(paths["torch_export"]) as partial:
+        torch.export.save(program, partial, extra_files=extra_files)
     export_onnx(model, paths["onnx"], metadata, example)
     return paths
 
@@ -74,9 +76,8 @@ def export_onnx(model: nn.Module, path: Path, metadata: dict[str, str], example:
         proto.metadata_props.add(key=key, value=value)
     reject_training_graph(proto)
     onnx.checker.check_model(proto, full_check=True)
-    partial = path.with_name(f".{path.name}.partial")
-    onnx.save_model(proto, str(partial), save_as_external_data=False)
-    partial.replace(path)
+    with atomic_path(path) as partial:
+        onnx.save_model(proto, str(partial), save_as_external_data=False)
 
 
 def reject_training_graph(proto: onnx.ModelProto) -> None:

@@ -51,7 +51,9 @@ def logits_of(run: Runner, images: torch.Tensor, batch_size: int) -> torch.Tenso
 
 
 def check_parity(model: nn.Module, paths: dict[str, Path], test: Split, *, batch_sizes: tuple[int, ...],
-                 max_abs_diff: float, min_agreement: float) -> list[FormatParity]:
+                 max_abs_diff: float, min_agreement: float,
+                 should_stop: Callable[[], None] = lambda: None) -> list[FormatParity]:
+    """`should_stop` is called between formats; it raises to abandon the check (e.g. on SIGTERM)."""
     eager = copy.deepcopy(model).cpu().eval()
     images, labels = test.images.cpu().contiguous(), test.labels.cpu()
     results = []
@@ -60,6 +62,7 @@ def check_parity(model: nn.Module, paths: dict[str, Path], test: Split, *, batch
         reference = logits_of(eager, images, batch_size)
         expected = reference.argmax(1)
         for name, run in runners.items():
+            should_stop()
             logits = logits_of(run, images, batch_size)
             predicted = logits.argmax(1)
             agreements = int((predicted == expected).sum())

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torchvision.datasets import MNIST
+
+from job.atomic import atomic_path
 
 VENDORED_DIR = Path(__file__).parent / "mnist"
 # Mean and std of the MNIST training pixels after ToTensor's scaling to [0, 1].
@@ -87,10 +88,9 @@ def unpack_vendored(raw_dir: Path) -> None:
         target = raw_dir / name
         if target.exists():
             continue
-        partial = target.with_name(f".{name}.{os.getpid()}.partial")
-        with gzip.open(VENDORED_DIR / f"{name}.gz", "rb") as source, partial.open("wb") as sink:
+        with atomic_path(target) as partial, gzip.open(VENDORED_DIR / f"{name}.gz", "rb") as source, \
+                partial.open("wb") as sink:
             shutil.copyfileobj(source, sink, 1 << 20)
-        partial.replace(target)  # atomic: a concurrent or interrupted run never sees half a file
 
 
 def ensure_mnist(data_dir: Path, download: bool) -> tuple[Path, str, dict[str, dict[str, str]]]:

@@ -7,7 +7,6 @@ atomically replacing OUTPUT_DIR/latest.json with a pointer to its folder.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import signal
@@ -27,8 +26,8 @@ from job.data import MNIST_MEAN, MNIST_STD, DataError, MnistData, load_mnist
 from job.device import device_name, select_device
 from job.model import build_model, parameter_count
 from job.plots import plot_comparison, plot_confusion, plot_curves, plot_samples
-from job.report import (Artifact, DataInfo, DeviceInfo, Epoch, Report, VariantResult, write_atomically,
-                        write_report)
+from job.publish import RUNS, check_champion, point_latest_at, prune_runs, publish_lock, write_manifest
+from job.report import Artifact, DataInfo, DeviceInfo, Epoch, Report, VariantResult, write_report
 from job.settings import Recipe, Settings, SettingsError, load_settings
 from job.train import EpochMetrics, Interrupted, train_model
 
@@ -39,6 +38,7 @@ EXIT_DATA = 3
 EXIT_ACCURACY_GATE = 4
 EXIT_PARITY = 5
 EXIT_OUTPUT = 6
+EXIT_CHAMPION = 7
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
@@ -55,6 +55,11 @@ class StopRequest:
 
     def __call__(self) -> bool:
         return self.signal is not None
+
+    def check(self) -> None:
+        """Stop between stages: raise Interrupted if a stop was requested."""
+        if self.signal is not None:
+            raise Interrupted
 
     def install(self) -> None:
         for number in (signal.SIGTERM, signal.SIGINT):
@@ -152,15 +157,18 @@ def train_variant(variant: str, data: MnistData, recipe: Recipe, settings: Setti
         final_train_loss=last.train_loss, training_seconds=training_seconds,
         met_accuracy_gate=final.accuracy >= settings.min_test_accuracy, confusion_matrix=confusion.tolist())
 
+    stop.check()
+    log(f"[{variant}] exporting TorchScript, torch.export and ONNX")
     started = time.perf_counter()
     model_dir = run_dir / "models" / variant
     paths = export_model(model, model_dir, model_metadata(variant, recipe, final.accuracy, run_id, utc_now()))
     result.artifacts = {name: artifact(path, run_dir) for name, path in paths.items()}
     result.export_seconds = time.perf_counter() - started
+    stop.check()
     started = time.perf_counter()
     result.parity = check_parity(model, paths, data.test, batch_sizes=(1, settings.eval_batch_size),
                                  max_abs_diff=settings.parity_max_abs_diff,
-                                 min_agreement=settings.parity_min_agreement)
+                                 min_agreement=settings.parity_min_agreement, should_stop=stop.check)
     result.parity_seconds = time.perf_counter() - started
     log(f"[{variant}] exported in {result.export_seconds:.1f}s, parity checked in {result.parity_seconds:.1f}s")
     for check in result.parity:
@@ -184,6 +192,7 @@ def run(settings: Settings, device: torch.device, run_dir: Path, report: Report,
     report.data = DataInfo(source=data.source, raw_dir=str(data.raw_dir), train_images=len(data.train),
                            test_images=len(data.test), files=data.files)
     log(f"MNIST from {data.source}: {len(data.train)} training and {len(data.test)} test images, checksums ok")
+    stop.check()
 
     plot_dir = run_dir / "plots"
     plot_dir.mkdir()
@@ -191,6 +200,7 @@ def run(settings: Settings, device: torch.device, run_dir: Path, report: Report,
     plots = [plot_samples(data.train.images.cpu()[first_batch].numpy(),
                           data.train.labels.cpu()[first_batch].numpy(), plot_dir / "samples.png")]
     for variant in settings.variants:
+        stop.check()
         result = train_variant(variant, data, recipe, settings, stop, report.run_id, run_dir)
         report.variants.append(result)
         plots += [plot_curves(result, plot_dir / f"curves_{variant}.png"),
@@ -200,19 +210,10 @@ def run(settings: Settings, device: torch.device, run_dir: Path, report: Report,
     report.accuracy_gate_passed = all(result.met_accuracy_gate for result in report.variants)
 
 
-def publish(output_dir: Path, report: Report, run_dir: Path) -> None:
-    """Point OUTPUT_DIR/latest.json at this run; readers see the old pointer or the new one, never neither."""
-    pointer = {"run_id": report.run_id, "run_dir": str(run_dir.relative_to(output_dir)),
-               "report": str((run_dir / "report.json").relative_to(output_dir)),
-               "models": {r.variant: {name: str(Path(run_dir.relative_to(output_dir), a.path))
-                                      for name, a in r.artifacts.items()} for r in report.variants}}
-    write_atomically(output_dir / "latest.json", json.dumps(pointer, indent=2) + "\n")
-
-
 def create_run_dir(output_dir: Path, run_id: str) -> Path:
     if output_dir.exists() and not output_dir.is_dir():
-        raise NotADirectoryError(f"LENET_OUTPUT_DIR={output_dir} is a file, not a folder")
-    run_dir = output_dir / "runs" / run_id
+        raise NotADirectoryError(f"it is a file, not a folder")
+    run_dir = output_dir / RUNS / run_id
     run_dir.mkdir(parents=True)
     return run_dir
 
@@ -221,14 +222,60 @@ def outcome(error: BaseException, stop: StopRequest) -> tuple[str, int, str]:
     """(report status, exit status, one-line message) of a run that raised `error`."""
     if isinstance(error, Interrupted):
         code = EXIT_SIGINT if stop.signal == signal.SIGINT else EXIT_SIGTERM
-        return "interrupted", code, f"interrupted by signal {signal.Signals(stop.signal).name}"
+        return "interrupted", code, f"interrupted by {signal.Signals(stop.signal).name}; nothing was published"
     if isinstance(error, DataError):
         return "failed", EXIT_DATA, f"data problem: {error}"
     if isinstance(error, ParityError):
-        return "parity_failed", EXIT_PARITY, str(error)
+        return "parity_failed", EXIT_PARITY, f"{error}; nothing was published"
     if isinstance(error, OSError):
-        return "failed", EXIT_OUTPUT, f"could not write the outputs: {error}"
+        return "failed", EXIT_OUTPUT, f"could not write the outputs: {error}; nothing was published"
     return "failed", EXIT_UNEXPECTED, f"unexpected error: {type(error).__name__}: {error}"
+
+
+def judge(report: Report, settings: Settings) -> None:
+    """Set the status of a run that completed: the accuracy gate, then (if on) the champion check."""
+    if not report.accuracy_gate_passed:
+        missed = [f"{r.variant} {100 * r.final_test_accuracy:.2f}%" for r in report.variants
+                  if not r.met_accuracy_gate]
+        report.status, report.exit_code = "accuracy_gate_failed", EXIT_ACCURACY_GATE
+        report.message = f"below LENET_MIN_TEST_ACCURACY={settings.min_test_accuracy}: {', '.join(missed)}"
+        return
+    if settings.champion_check:
+        report.champion = check_champion(report, settings.output_dir, settings.champion_tolerance)
+        if not report.champion.passed:
+            report.status, report.exit_code = "champion_check_failed", EXIT_CHAMPION
+            report.message = (f"worse than the published run {report.champion.compared_with_run} by more than "
+                              f"LENET_CHAMPION_TOLERANCE={settings.champion_tolerance}: new "
+                              f"{report.champion.new_accuracy}, published {report.champion.published_accuracy}")
+            return
+    report.status, report.exit_code, report.message = "succeeded", EXIT_OK, ""
+
+
+def finish(report: Report, settings: Settings, run_dir: Path, stop: StopRequest, error: Exception | None) -> None:
+    """Judge the run, write its report and manifest, and publish it if it passed; all under the publish lock,
+    so that concurrent runs publish one after the other."""
+    with publish_lock(settings.output_dir):
+        if error is None and stop():
+            error = Interrupted()
+        if error is None:
+            judge(report, settings)
+        else:
+            report.status, report.exit_code, report.message = outcome(error, stop)
+        report.published = report.status == "succeeded"
+        finished = utc_now()
+        report.finished_at, report.elapsed_seconds = finished, (finished - report.started_at).total_seconds()
+        write_report(report, run_dir)
+        write_manifest(run_dir, report.run_id)
+        if report.published and stop():  # the stop came while the report was written: honour it
+            report.status, report.exit_code, report.message = outcome(Interrupted(), stop)
+            report.published = False
+            write_report(report, run_dir)
+            write_manifest(run_dir, report.run_id)
+        if report.published:
+            point_latest_at(settings.output_dir, run_dir, report)
+            removed = prune_runs(settings.output_dir, settings.keep_runs, report.run_id)
+            if removed:
+                log(f"removed {len(removed)} old run folder(s), keeping the newest {settings.keep_runs}")
 
 
 def main() -> int:
@@ -247,8 +294,8 @@ def main() -> int:
     try:
         run_dir = create_run_dir(settings.output_dir, run_id)
     except OSError as error:
-        print(f"lenet-mnist: cannot create the run folder under LENET_OUTPUT_DIR={settings.output_dir}: "
-              f"{error.strerror or error}", file=sys.stderr)
+        print(f"lenet-mnist: LENET_OUTPUT_DIR={settings.output_dir} cannot hold a run folder: "
+              f"{error.strerror or error} (allowed: a writable folder, created if missing)", file=sys.stderr)
         return EXIT_OUTPUT
     report = Report(status="failed", exit_code=EXIT_UNEXPECTED, run_id=run_id, started_at=started,
                     finished_at=started, elapsed_seconds=0.0, versions=library_versions(),
@@ -256,30 +303,20 @@ def main() -> int:
                     min_test_accuracy=settings.min_test_accuracy, accuracy_gate_passed=False,
                     device=DeviceInfo(type=device.type, spec=str(device), name=device_name(device),
                                       threads=torch.get_num_threads()))
+    error = None
     try:
         run(settings, device, run_dir, report, stop)
-        if report.accuracy_gate_passed:
-            report.status, report.exit_code = "succeeded", EXIT_OK
-        else:
-            missed = [f"{r.variant} {100 * r.final_test_accuracy:.2f}%" for r in report.variants
-                      if not r.met_accuracy_gate]
-            report.status, report.exit_code = "accuracy_gate_failed", EXIT_ACCURACY_GATE
-            report.message = (f"below LENET_MIN_TEST_ACCURACY={settings.min_test_accuracy}: "
-                              f"{', '.join(missed)}")
-    except Exception as error:  # every failure still gets its report; the exit status tells which kind
-        report.status, report.exit_code, report.message = outcome(error, stop)
-    finished = utc_now()
-    report.finished_at, report.elapsed_seconds = finished, (finished - started).total_seconds()
+    except Exception as raised:  # every failure still gets its report; the exit status tells which kind
+        error = raised
     try:
-        write_report(report, run_dir)
-        if report.status == "succeeded":
-            publish(settings.output_dir, report, run_dir)
-    except OSError as error:
-        report.status, report.exit_code, report.message = "failed", EXIT_OUTPUT, f"could not write: {error}"
+        finish(report, settings, run_dir, stop, error)
+    except OSError as write_error:
+        report.status, report.exit_code, report.message = outcome(write_error, stop)
     for result in report.variants:
         log(f"[{result.variant}] final test accuracy {100 * result.final_test_accuracy:.2f}% "
             f"({result.parameters:,} parameters, {result.training_seconds:.1f}s training)")
-    log(f"{report.status} in {report.elapsed_seconds:.1f}s: {run_dir / 'report.json'}")
+    log(f"{report.status} in {report.elapsed_seconds:.1f}s: {run_dir / 'report.json'}"
+        + (" (published as latest.json)" if report.published else ""))
     if report.message:
         print(f"lenet-mnist: {report.message}", file=sys.stderr)
     return report.exit_code

@@ -10,14 +10,14 @@ matplotlib.use("Agg")  # a batch job has no screen; never open a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from job.atomic import atomic_path  # noqa: E402
 from job.report import VariantResult  # noqa: E402
 
 
 def save(figure: plt.Figure, path: Path) -> Path:
-    partial = path.with_name(f".{path.stem}.partial.png")
-    figure.savefig(partial, dpi=100, bbox_inches="tight")
+    with atomic_path(path) as partial:
+        figure.savefig(partial, dpi=100, bbox_inches="tight")
     plt.close(figure)
-    partial.replace(path)
     return path
 
 

@@ -7,15 +7,17 @@ Bump SCHEMA_VERSION whenever a field is renamed, removed or changes meaning.
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from job.atomic import write_text_atomically
+
 SCHEMA_VERSION = "1.0"
-Status = Literal["succeeded", "accuracy_gate_failed", "parity_failed", "interrupted", "failed"]
+Status = Literal["succeeded", "accuracy_gate_failed", "parity_failed", "champion_check_failed", "interrupted",
+                 "failed"]
 
 
 class Strict(BaseModel):
@@ -65,6 +67,14 @@ class VariantResult(Strict):
     parity: list[FormatParity] = Field(default_factory=list)
 
 
+class ChampionCheck(Strict):
+    tolerance: float = Field(description="How much lower than the published accuracy a variant may be")
+    compared_with_run: str | None = Field(description="Run id of the published run; null when none was")
+    published_accuracy: dict[str, float] = Field(description="variant -> the published run's test accuracy")
+    new_accuracy: dict[str, float] = Field(description="variant -> this run's test accuracy (compared variants)")
+    passed: bool
+
+
 class DeviceInfo(Strict):
     type: str = Field(description="cpu | cuda | mps | xpu")
     spec: str = Field(description="torch device string, e.g. cuda:0")
@@ -96,18 +106,10 @@ class Report(Strict):
     data: DataInfo | None = None
     min_test_accuracy: float
     accuracy_gate_passed: bool
+    champion: ChampionCheck | None = Field(None, description="Present when LENET_CHAMPION_CHECK is on")
+    published: bool = Field(False, description="Whether OUTPUT_DIR/latest.json was pointed at this run")
     variants: list[VariantResult] = Field(default_factory=list)
     plots: dict[str, Artifact] = Field(default_factory=dict, description="figure name -> PNG file")
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Readers of `path` see the old file or the new one, never half of one."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        partial.write_text(text)
-        partial.replace(path)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def schema_json() -> str:
@@ -115,9 +117,9 @@ def schema_json() -> str:
 
 
 def write_report(report: Report, run_dir: Path) -> Path:
-    write_atomically(run_dir / "report.schema.json", schema_json())
+    write_text_atomically(run_dir / "report.schema.json", schema_json())
     path = run_dir / "report.json"
-    write_atomically(path, report.model_dump_json(indent=2) + "\n")
+    write_text_atomically(path, report.model_dump_json(indent=2) + "\n")
     return path
 
 

@@ -1,0 +1,260 @@
+"""Scheduled retraining: interruption, concurrent runs, bad input and full disks never touch what is published."""
+
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import PYTHON, ROOT, job_env
+from job.report import read_report
+
+TINY = dict(train_limit=1500, test_limit=300, epochs=1, variants="plain", min_test_accuracy=0, device="cpu")
+
+
+def snapshot(folder):
+    """Every file under `folder` with its bytes: what a consumer could read."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def published_files(outputs):
+    latest = json.loads((outputs / "latest.json").read_text())
+    return snapshot(outputs / latest["run_dir"]) | {"latest.json": (outputs / "latest.json").read_bytes()}
+
+
+def published_id(outputs):
+    return json.loads((outputs / "latest.json").read_text())["run_id"]
+
+
+def new_run_dirs(outputs, old_id):
+    return [p for p in sorted((outputs / "runs").iterdir()) if p.name != old_id]
+
+
+def no_partial_files(outputs):
+    return not [p for p in outputs.rglob("*") if ".partial" in p.name]
+
+
+@pytest.fixture(scope="module")
+def published(real_data_dir, tmp_path_factory):
+    """An output dir that already holds one published run."""
+    tmp_path = tmp_path_factory.mktemp("published")
+    done = subprocess.run([PYTHON, "-m", "job"], env=job_env(tmp_path, real_data_dir, **TINY), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return tmp_path / "outputs"
+
+
+@pytest.fixture
+def outputs(published, tmp_path):
+    copy = tmp_path / "outputs"
+    shutil.copytree(published, copy)
+    return copy
+
+
+def start(outputs, data_dir, launcher=None, **settings):
+    env = job_env(outputs.parent, data_dir, **(TINY | settings))
+    command = [PYTHON, "-c", launcher] if launcher else [PYTHON, "-m", "job"]
+    return subprocess.Popen(command, env=env, cwd=outputs.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def signal_when(process, marker, number=signal.SIGTERM):
+    """Send `number` as soon as the job logs a line containing `marker`; return (exit status, stdout, stderr)."""
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if marker in line:
+            process.send_signal(number)
+            break
+    stdout, stderr = process.communicate(timeout=120)
+    return process.returncode, "".join(lines) + stdout, stderr
+
+
+# Slows the report's rename so that the signal lands while the report is being written.
+SLOW_REPORT = """
+import sys, time
+import job.report as report
+original = report.write_text_atomically
+def slow(path, text):
+    if path.name == "report.json":
+        print("writing report", flush=True)
+        time.sleep(1.5)
+    original(path, text)
+report.write_text_atomically = slow
+from job.pipeline import main
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("moment, marker, settings, launcher", [
+    ("loading data", " threads, recipe", {}, None),
+    ("mid-epoch", "[plain] Epoch: 1,", {"epochs": 3, "train_limit": 6000}, None),
+    ("during export", "[plain] exporting", {}, None),
+    ("while writing the report", "writing report", {}, SLOW_REPORT),
+])
+def test_sigterm_stops_the_run_and_leaves_the_published_model_alone(outputs, real_data_dir, moment, marker,
+                                                                     settings, launcher):
+    before, old_id = published_files(outputs), published_id(outputs)
+    process = start(outputs, real_data_dir, launcher, **settings)
+    started = time.monotonic()
+    code, stdout, stderr = signal_when(process, marker)
+    assert code == 143, (moment, stdout[-2000:], stderr)
+    assert time.monotonic() - started < 60
+    assert "interrupted by SIGTERM" in stderr and stderr.count("\n") == 1
+    assert published_files(outputs) == before
+    assert no_partial_files(outputs)
+    (interrupted,) = new_run_dirs(outputs, old_id)
+    report = read_report(interrupted / "report.json")
+    assert report.status == "interrupted" and report.exit_code == 143 and not report.published
+    if moment == "mid-epoch":
+        assert not report.variants  # stopped inside the first variant's training, at a batch boundary
+
+
+def test_sigint_exits_130(outputs, real_data_dir):
+    before = published_files(outputs)
+    code, _, stderr = signal_when(start(outputs, real_data_dir, epochs=3, train_limit=6000), "[plain] Epoch: 1,",
+                                  signal.SIGINT)
+    assert code == 130 and "interrupted by SIGINT" in stderr
+    assert published_files(outputs) == before
+
+
+def test_two_runs_at_once_both_finish_and_the_pointer_names_a_complete_one(outputs, real_data_dir):
+    old_id = published_id(outputs)
+    first, second = start(outputs, real_data_dir), start(outputs, real_data_dir)
+    assert [p.wait(timeout=300) for p in (first, second)] == [0, 0], (first.stderr.read(), second.stderr.read())
+    new_runs = new_run_dirs(outputs, old_id)
+    assert len(new_runs) == 2
+    latest = json.loads((outputs / "latest.json").read_text())
+    assert latest["run_id"] in {p.name for p in new_runs}
+    manifest = json.loads((outputs / latest["manifest"]).read_text())
+    run_dir = outputs / latest["run_dir"]
+    from hashlib import sha256
+    for name, entry in manifest["files"].items():
+        assert sha256((run_dir / name).read_bytes()).hexdigest() == entry["sha256"], name
+    assert read_report(outputs / latest["report"]).status == "succeeded"
+    assert no_partial_files(outputs)
+
+
+def test_old_runs_are_pruned_but_never_the_published_one(outputs, real_data_dir):
+    published_run = published_id(outputs)
+    done = subprocess.run([PYTHON, "-m", "job"], env=job_env(outputs.parent, real_data_dir, **(TINY | {
+        "keep_runs": 1, "min_test_accuracy": 1.0})), cwd=outputs.parent, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 4
+    assert published_run in {p.name for p in (outputs / "runs").iterdir()}  # a failed run prunes nothing
+    done = subprocess.run([PYTHON, "-m", "job"], env=job_env(outputs.parent, real_data_dir, keep_runs=1, **TINY),
+                          cwd=outputs.parent, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    latest = json.loads((outputs / "latest.json").read_text())["run_id"]
+    assert [p.name for p in (outputs / "runs").iterdir()] == [latest]
+
+
+def test_champion_check_refuses_a_worse_model(outputs, real_data_dir):
+    before, old_id = published_files(outputs), published_id(outputs)
+    done = subprocess.run([PYTHON, "-m", "job"], env=job_env(outputs.parent, real_data_dir, **(TINY | {
+        "champion_check": "true", "champion_tolerance": 0, "train_limit": 200})), cwd=outputs.parent,
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 7, done.stderr
+    assert "worse than the published run" in done.stderr
+    assert published_files(outputs) == before
+    (run_dir,) = new_run_dirs(outputs, old_id)
+    report = read_report(run_dir / "report.json")
+    assert report.status == "champion_check_failed" and report.champion.compared_with_run == old_id
+    assert report.champion.new_accuracy["plain"] < report.champion.published_accuracy["plain"]
+
+
+def run_in_process(monkeypatch, outputs, data_dir, **settings):
+    from job.pipeline import main
+
+    for name in [n for n in os.environ if n.startswith("LENET_")]:
+        monkeypatch.delenv(name)
+    for key, value in job_env(outputs.parent, data_dir, **(TINY | settings)).items():
+        if key.startswith("LENET_"):
+            monkeypatch.setenv(key, value)
+    monkeypatch.chdir(outputs.parent)
+    return main()
+
+
+def test_a_full_disk_while_writing_fails_with_6_and_keeps_what_was_published(monkeypatch, outputs, real_data_dir,
+                                                                            capsys):
+    import job.report
+
+    def full_disk(path, text):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    before = published_files(outputs)
+    monkeypatch.setattr(job.report, "write_text_atomically", full_disk)
+    assert run_in_process(monkeypatch, outputs, real_data_dir) == 6
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "No space left on device" in error
+    assert published_files(outputs) == before
+
+
+def test_no_data_and_no_network_fails_with_3(monkeypatch, outputs, tmp_path, capsys):
+    import job.data
+
+    def offline(*args, **kwargs):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz: [Errno -3] Temporary failure")
+
+    monkeypatch.setattr(job.data, "VENDORED_DIR", tmp_path / "no-vendored-copy")
+    monkeypatch.setattr(job.data, "MNIST", offline)
+    before = published_files(outputs)
+    assert run_in_process(monkeypatch, outputs, tmp_path / "empty", download="true") == 3
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "put the four uncompressed IDX files there" in error
+    assert published_files(outputs) == before
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupted", "wrong shape"])
+def test_damaged_idx_files_fail_with_3_before_training(outputs, real_data_dir, tmp_path, damage):
+    data_dir = tmp_path / "data"
+    shutil.copytree(real_data_dir, data_dir)
+    path = data_dir / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    content = path.read_bytes()
+    if damage == "truncated":
+        path.write_bytes(content[: len(content) // 2])
+    elif damage == "corrupted":
+        path.write_bytes(content[:5000] + bytes([content[5000] ^ 0xFF]) + content[5001:])
+    else:  # a valid IDX header for 30x30 images
+        path.write_bytes(b"\x00\x00\x08\x03" + (60000).to_bytes(4, "big") + (30).to_bytes(4, "big") * 2
+                         + content[16:])
+    before = published_files(outputs)
+    done = subprocess.run([PYTHON, "-m", "job"], env=job_env(outputs.parent, data_dir, **TINY), cwd=outputs.parent,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 3
+    assert done.stderr.count("\n") == 1 and "train-images-idx3-ubyte does not match its canonical checksum" in done.stderr
+    assert "Epoch" not in done.stdout
+    assert published_files(outputs) == before
+
+
+def test_an_output_dir_that_is_a_file_fails_with_6(real_data_dir, tmp_path):
+    target = tmp_path / "outputs"
+    target.write_text("precious")
+    done = subprocess.run([PYTHON, "-m", "job"], env=job_env(tmp_path, real_data_dir, **TINY), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 6 and done.stderr.count("\n") == 1
+    assert "LENET_OUTPUT_DIR=" in done.stderr and "not a folder" in done.stderr
+    assert target.read_text() == "precious"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_an_output_dir_that_is_not_writable_fails_with_6(real_data_dir, tmp_path):
+    target = tmp_path / "outputs"
+    target.mkdir(mode=0o500)
+    done = subprocess.run([PYTHON, "-m", "job"], env=job_env(tmp_path, real_data_dir, **TINY), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 6 and "Permission denied" in done.stderr
+
+
+def test_a_device_that_is_not_present_fails_with_2(real_data_dir, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    done = subprocess.run([PYTHON, "-m", "job"], env=job_env(tmp_path, real_data_dir, **(TINY | {"device": "cuda"})),
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "LENET_DEVICE=cuda: no cuda device" in done.stderr
+    assert not (tmp_path / "outputs").exists()
