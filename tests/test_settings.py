@@ -61,13 +61,21 @@ def test_dotenv_is_read(tmp_path):
     ("DOWNLOAD", "maybe", "LENET_DOWNLOAD=maybe"),
     ("TRAIN_LIMIT", "70000", "LENET_TRAIN_LIMIT=70000"),
     ("SEED", "-1", "LENET_SEED=-1"),
+    ("KEEP_RUNS", "0", "LENET_KEEP_RUNS=0"),
+    ("CHAMPION_CHECK", "perhaps", "LENET_CHAMPION_CHECK=perhaps"),
+    ("CHAMPION_TOLERANCE", "2", "LENET_CHAMPION_TOLERANCE=2"),
+    ("EVAL_BATCH_SIZE", "0", "LENET_EVAL_BATCH_SIZE=0"),
+    ("NUM_THREADS", "two", "LENET_NUM_THREADS=two"),
+    ("PARITY_MAX_ABS_DIFF", "0", "LENET_PARITY_MAX_ABS_DIFF=0"),
+    ("PARITY_MIN_AGREEMENT", "1.5", "LENET_PARITY_MIN_AGREEMENT=1.5"),
+    ("TEST_LIMIT", "0", "LENET_TEST_LIMIT=0"),
 ])
 def test_invalid_values_name_the_variable(monkeypatch, name, value, fragment):
     monkeypatch.setenv(f"LENET_{name}", value)
     with pytest.raises(SettingsError) as raised:
         load_settings()
     message = str(raised.value)
-    assert fragment in message and "\n" not in message
+    assert fragment in message and "(allowed: " in message and "\n" not in message
 
 
 def test_every_setting_is_documented_in_env_example():

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Build the image and run `compose run train` for real with podman, then check the outputs on the host.
+# For machines without a Docker engine (this project's): needs root, Debian's podman/buildah/runc/debootstrap,
+# PyPI and a Debian mirror, and ~25 GB of free disk (vfs storage copies every layer). Usage, from the repo root:
+#   sudo docker/smoke-test.sh            # add KEEP_IMAGE=1 to keep the image afterwards
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+work=${SMOKE_WORK:-/var/tmp/lenet-smoke}
+mkdir -p "$work"
+step() { printf '\n== %s\n' "$*"; step_started=$SECONDS; }
+took() { printf '   %s: %ss\n' "$1" "$((SECONDS - step_started))"; timings+=("$1: $((SECONDS - step_started))s"); }
+timings=()
+
+step "tools and disk"
+if ! command -v podman >/dev/null || ! command -v debootstrap >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman buildah runc debootstrap >/dev/null
+fi
+df -h /var/lib | tail -1
+free_gb=$(df --output=avail -BG /var/lib | tail -1 | tr -dc 0-9)
+[ "$free_gb" -ge 25 ] || { echo "smoke test: needs 25 GB free under /var/lib, has ${free_gb} GB" >&2; exit 1; }
+# crun fails here ("cgroups in hybrid mode not supported") and containers may not raise RLIMIT_NOFILE.
+cat > "$work/containers.conf" <<'CONF'
+[containers]
+default_ulimits = []
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+CONF
+cat > "$work/storage.conf" <<'CONF'
+[storage]
+driver = "vfs"
+runroot = "/run/containers/storage"
+graphroot = "/var/lib/containers/storage"
+CONF
+export CONTAINERS_CONF=$work/containers.conf CONTAINERS_STORAGE_CONF=$work/storage.conf
+podman=(podman --storage-driver vfs --runtime runc)
+if [ ! -x "$work/venv/bin/podman-compose" ]; then
+    python3 -m venv "$work/venv" && "$work/venv/bin/pip" install -q 'podman-compose==1.6.*'
+fi
+
+step "base image python:3.11-slim (registries are unreachable: built locally with debootstrap)"
+if ! "${podman[@]}" image exists python:3.11-slim; then
+    rm -rf "$work/rootfs"
+    debootstrap --variant=minbase --include=python3,python3-venv,python-is-python3,ca-certificates \
+        bookworm "$work/rootfs" http://deb.debian.org/debian >/dev/null
+    chroot "$work/rootfs" apt-get clean
+    rm -rf "$work/rootfs"/var/lib/apt/lists/*
+    tar -C "$work/rootfs" -c . | "${podman[@]}" import - python:3.11-slim >/dev/null
+    rm -rf "$work/rootfs"
+fi
+took "base image"
+
+step "build (PyPI torch; the proxy's CA is mounted into the build, not copied into the image)"
+"${podman[@]}" build --pull=never -f docker/Dockerfile -t lenet-mnist:latest \
+    --build-arg SOURCE_COMMIT="$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
+    -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro . >"$work/build.log" 2>&1 \
+    || { tail -30 "$work/build.log"; exit 1; }
+took "build"
+size=$("${podman[@]}" image inspect lenet-mnist:latest --format '{{.Size}}')
+echo "   image size: $((size / 1000000)) MB"
+timings+=("image size: $((size / 1000000)) MB")
+
+step "compose run train (a subset, one epoch) as a non-root host user"
+# Root on this machine: run as another UID to prove the outputs are owned by whoever HOST_UID names.
+host_uid=${HOST_UID:-$(id -u)}; host_gid=${HOST_GID:-$(id -g)}
+[ "$host_uid" != 0 ] || { host_uid=4321; host_gid=4321; }
+outputs=$work/project/outputs
+rm -rf "$work/project" && mkdir -p "$outputs"
+cp compose.yaml "$work/project/" && mkdir -p "$work/project/docker" && cp docker/Dockerfile "$work/project/docker/"
+chown "$host_uid:$host_gid" "$outputs"
+(cd "$work/project" && HOST_UID=$host_uid HOST_GID=$host_gid "$work/venv/bin/podman-compose" \
+    --podman-args="--storage-driver vfs --runtime runc" run --rm \
+    -e LENET_TRAIN_LIMIT=5000 -e LENET_TEST_LIMIT=1000 -e LENET_EPOCHS=1 -e LENET_MIN_TEST_ACCURACY=0.5 train) \
+    2>&1 | grep -v -E '│|├|^=+$' | tail -25
+took "compose run"
+
+step "outputs on the host"
+latest=$outputs/latest.json
+[ -f "$latest" ] || { echo "smoke test: no $latest" >&2; exit 1; }
+run_dir=$outputs/$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["run_dir"])' "$latest")
+find "$outputs" -type f -printf '   %u:%g %6s %P\n' | sort -k3
+python3 - "$run_dir" "$host_uid" <<'PY'
+import json, os, struct, sys
+from pathlib import Path
+run_dir, uid = Path(sys.argv[1]), int(sys.argv[2])
+report = json.loads((run_dir / "report.json").read_text())
+assert report["status"] == "succeeded", report["status"]
+print(f"   report: {report['status']}, device {report['device']['spec']} ({report['device']['name']}), "
+      + ", ".join(f"{v['variant']} {100 * v['final_test_accuracy']:.2f}%" for v in report["variants"]))
+for plot in report["plots"].values():
+    header = (run_dir / plot["path"]).read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n", plot["path"]
+for variant in report["variants"]:
+    for artifact in variant["artifacts"].values():
+        assert (run_dir / artifact["path"]).stat().st_size == artifact["bytes"], artifact["path"]
+owners = {p.stat().st_uid for p in run_dir.rglob("*")}
+assert owners == {uid}, f"files owned by {owners}, expected {uid}"
+print(f"   every file readable, owned by uid {uid}")
+PY
+took "checks"
+
+if [ -z "${KEEP_IMAGE:-}" ]; then
+    "${podman[@]}" rmi -f lenet-mnist:latest >/dev/null
+    "${podman[@]}" volume rm -f project_mnist-cache >/dev/null 2>&1 || true
+fi
+printf '\nsmoke test passed: %s\n' "$(IFS=', '; echo "${timings[*]}")"
