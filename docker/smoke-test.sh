@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the image and run `compose run train` for real with podman, then check the outputs on the host.
 # For machines without a Docker engine (this project's): needs root, Debian's podman/buildah/runc/debootstrap,
-# PyPI and a Debian mirror, and ~25 GB of free disk (vfs storage copies every layer). Usage, from the repo root:
+# PyPI and a Debian mirror, and ~25 GB of free disk (vfs storage keeps a full copy of every layer and of every
+# RUN step's container: --layers=false keeps the peak near 3 copies of the 6 GB venv). From the repo root:
 #   sudo docker/smoke-test.sh            # add KEEP_IMAGE=1 to keep the image afterwards
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,7 +54,7 @@ fi
 took "base image"
 
 step "build (PyPI torch; the proxy's CA is mounted into the build, not copied into the image)"
-"${podman[@]}" build --pull=never -f docker/Dockerfile -t lenet-mnist:latest \
+"${podman[@]}" build --pull=never --layers=false -f docker/Dockerfile -t lenet-mnist:latest \
     --build-arg SOURCE_COMMIT="$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
     -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro . >"$work/build.log" 2>&1 \
     || { tail -30 "$work/build.log"; exit 1; }

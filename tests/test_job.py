@@ -1,12 +1,13 @@
 """End to end: `python -m job` as a scheduler starts it, on a subset of the real MNIST."""
 
 import json
+import shutil
 import subprocess
 
 import pytest
 from PIL import Image
 
-from conftest import PYTHON, job_env
+from conftest import PYTHON, ROOT, job_env
 from job.report import read_report
 
 
@@ -95,3 +96,41 @@ def test_a_data_problem_exits_3_with_one_line(tmp_path):
     assert done.stderr.count("\n") == 1 and "does not match its canonical checksum" in done.stderr
     (report_path,) = (tmp_path / "outputs" / "runs").glob("*/report.json")
     assert read_report(report_path).status == "failed"
+
+
+def export_cli(*args, data_dir):
+    return subprocess.run([PYTHON, "-m", "export", "--data-dir", str(data_dir), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_reexport_from_a_checkpoint_reproduces_the_published_onnx_byte_for_byte(small_run, real_data_dir, tmp_path):
+    outputs, _ = small_run
+    models = json.loads((outputs / "latest.json").read_text())["models"]["bn_dropout"]
+    done = export_cli("reexport", str(outputs / models["state_dict"]), str(tmp_path), data_dir=real_data_dir)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("10000/10000 agree") == 8
+    assert (tmp_path / "model.onnx").read_bytes() == (outputs / models["onnx"]).read_bytes()
+
+
+def test_verify_checks_an_onnx_file_against_its_recorded_accuracy(small_run, real_data_dir, tmp_path):
+    import torch
+
+    from job.data import load_mnist
+    from job.model import build_model
+    from job.train import evaluate
+
+    outputs, _ = small_run
+    checkpoint = outputs / json.loads((outputs / "latest.json").read_text())["models"]["plain"]["state_dict"]
+    metadata = json.loads((checkpoint.parent / "model.json").read_text())
+    model = build_model("plain", 0.0)
+    model.load_state_dict(torch.load(checkpoint, weights_only=True))
+    accuracy = evaluate(model, load_mnist(real_data_dir, download=False, normalize=True).test, 1000).accuracy
+    for name, recorded, expected_status in (("right", accuracy, 0), ("wrong", accuracy - 0.01, 5)):
+        folder = tmp_path / name
+        folder.mkdir()
+        shutil.copy(checkpoint, folder / "model.pt")
+        (folder / "model.json").write_text(json.dumps(metadata | {"metrics.test_accuracy": f"{recorded:.4f}"}))
+        assert export_cli("reexport", str(folder / "model.pt"), str(folder), data_dir=real_data_dir).returncode == 0
+        done = export_cli("verify", str(folder / "model.onnx"), data_dir=real_data_dir)
+        assert done.returncode == expected_status, (name, done.stdout, done.stderr)
+        assert f"test accuracy {100 * accuracy:.2f}% on 10000 images" in done.stdout
