@@ -12,6 +12,12 @@ mkdir -p "$work"
 step() { printf '\n== %s\n' "$*"; step_started=$SECONDS; }
 took() { printf '   %s: %ss\n' "$1" "$((SECONDS - step_started))"; timings+=("$1: $((SECONDS - step_started))s"); }
 timings=()
+cleanup() {
+    [ -n "${KEEP_IMAGE:-}" ] && return
+    podman --storage-driver vfs --runtime runc rmi -f lenet-mnist:latest >/dev/null 2>&1 || true
+    podman --storage-driver vfs --runtime runc volume rm -f project_mnist-cache >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
 
 step "tools and disk"
 if ! command -v podman >/dev/null || ! command -v debootstrap >/dev/null; then
@@ -48,7 +54,7 @@ if ! "${podman[@]}" image exists python:3.11-slim; then
         bookworm "$work/rootfs" http://deb.debian.org/debian >/dev/null
     chroot "$work/rootfs" apt-get clean
     rm -rf "$work/rootfs"/var/lib/apt/lists/*
-    tar -C "$work/rootfs" -c . | "${podman[@]}" import - python:3.11-slim >/dev/null
+    tar -C "$work/rootfs" -c . | "${podman[@]}" import - python:3.11-slim >/dev/null 2>&1
     rm -rf "$work/rootfs"
 fi
 took "base image"
@@ -72,7 +78,7 @@ rm -rf "$work/project" && mkdir -p "$outputs"
 cp compose.yaml "$work/project/" && mkdir -p "$work/project/docker" && cp docker/Dockerfile "$work/project/docker/"
 chown "$host_uid:$host_gid" "$outputs"
 (cd "$work/project" && HOST_UID=$host_uid HOST_GID=$host_gid "$work/venv/bin/podman-compose" \
-    --podman-args="--storage-driver vfs --runtime runc" run --rm \
+    --podman-args="--storage-driver vfs --runtime runc" run --rm -T \
     -e LENET_TRAIN_LIMIT=5000 -e LENET_TEST_LIMIT=1000 -e LENET_EPOCHS=1 -e LENET_MIN_TEST_ACCURACY=0.5 train) \
     2>&1 | grep -v -E '│|├|^=+$' | tail -25
 took "compose run"
@@ -102,8 +108,4 @@ print(f"   every file readable, owned by uid {uid}")
 PY
 took "checks"
 
-if [ -z "${KEEP_IMAGE:-}" ]; then
-    "${podman[@]}" rmi -f lenet-mnist:latest >/dev/null
-    "${podman[@]}" volume rm -f project_mnist-cache >/dev/null 2>&1 || true
-fi
-printf '\nsmoke test passed: %s\n' "$(IFS=', '; echo "${timings[*]}")"
+printf '\nsmoke test passed:'; printf ' %s;' "${timings[@]}"; echo

@@ -2,4 +2,5 @@ import sys
 
 from job.pipeline import main
 
-sys.exit(main())
+if __name__ == "__main__":  # a spawned worker process imports this module too: it must not start a run
+    sys.exit(main())

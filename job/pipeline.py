@@ -7,7 +7,9 @@ atomically replacing OUTPUT_DIR/latest.json with a pointer to its folder.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import queue
 import secrets
 import signal
 import subprocess
@@ -48,17 +50,22 @@ class ParityError(RuntimeError):
 
 
 class StopRequest:
-    """Set by SIGTERM / SIGINT; training checks it before every batch, so a stop takes effect promptly."""
+    """Set by SIGTERM / SIGINT; training checks it before every batch and the pipeline between stages, so a stop
+    takes effect promptly. The flag lives in shared memory, so variant worker processes see it too."""
 
     def __init__(self) -> None:
-        self.signal: int | None = None
+        self._signal = multiprocessing.get_context("spawn").RawValue("i", 0)
+
+    @property
+    def signal(self) -> int | None:
+        return self._signal.value or None
 
     def __call__(self) -> bool:
-        return self.signal is not None
+        return self._signal.value != 0
 
     def check(self) -> None:
         """Stop between stages: raise Interrupted if a stop was requested."""
-        if self.signal is not None:
+        if self._signal.value:
             raise Interrupted
 
     def install(self) -> None:
@@ -66,7 +73,7 @@ class StopRequest:
             signal.signal(number, self._request)
 
     def _request(self, number: int, frame: object) -> None:
-        self.signal = number
+        self._signal.value = number
 
 
 def log(message: str) -> None:
@@ -184,7 +191,7 @@ def train_variant(variant: str, data: MnistData, recipe: Recipe, settings: Setti
 def run(settings: Settings, device: torch.device, run_dir: Path, report: Report, stop: StopRequest) -> None:
     """Load MNIST onto the device, train/export/verify each variant, plot; fills `report` as it goes."""
     recipe = settings.resolved_recipe()
-    log(f"run {report.run_id}: device {device} ({report.device.name}), {torch.get_num_threads()} threads, "
+    log(f"run {report.run_id}: device {device} ({report.device.name}), {report.device.threads} threads, "
         f"recipe {recipe}")
     data = load_mnist(settings.data_dir, download=settings.download, normalize=recipe.normalize,
                       train_limit=settings.train_limit, test_limit=settings.test_limit)
@@ -199,15 +206,74 @@ def run(settings: Settings, device: torch.device, run_dir: Path, report: Report,
     first_batch = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(settings.seed))[:20]
     plots = [plot_samples(data.train.images.cpu()[first_batch].numpy(),
                           data.train.labels.cpu()[first_batch].numpy(), plot_dir / "samples.png")]
-    for variant in settings.variants:
-        stop.check()
-        result = train_variant(variant, data, recipe, settings, stop, report.run_id, run_dir)
-        report.variants.append(result)
-        plots += [plot_curves(result, plot_dir / f"curves_{variant}.png"),
-                  plot_confusion(result, plot_dir / f"confusion_{variant}.png")]
+    if report.variants_in_parallel:
+        report.variants = train_in_parallel(settings, stop, report.run_id, run_dir, report.device.threads)
+    else:
+        for variant in settings.variants:
+            stop.check()
+            report.variants.append(train_variant(variant, data, recipe, settings, stop, report.run_id, run_dir))
+    stop.check()
+    for result in report.variants:
+        plots += [plot_curves(result, plot_dir / f"curves_{result.variant}.png"),
+                  plot_confusion(result, plot_dir / f"confusion_{result.variant}.png")]
     plots.append(plot_comparison(report.variants, plot_dir / "comparison.png"))
     report.plots = {path.stem: artifact(path, run_dir) for path in plots}
     report.accuracy_gate_passed = all(result.met_accuracy_gate for result in report.variants)
+
+
+def variants_share_the_cpu(settings: Settings, device: torch.device) -> bool:
+    """Train the variants side by side, one process each? Measured on 2 cores (docs/performance.md): small
+    convolutions use a second thread poorly, so two single-threaded trainings beat one two-threaded after the
+    other, and one variant's export and parity check overlap the other's training."""
+    if settings.parallel_variants is not None:
+        return settings.parallel_variants and len(settings.variants) > 1
+    return device.type == "cpu" and len(settings.variants) > 1 and torch.get_num_threads() >= len(settings.variants)
+
+
+def variant_worker(variant: str, settings: Settings, stop: StopRequest, run_id: str, run_dir: Path, threads: int,
+                   results: multiprocessing.Queue) -> None:
+    """One variant in its own process: load MNIST, then train, export and verify it; send back the result."""
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, signal.SIG_IGN)  # the parent handles signals and raises the shared stop flag
+    torch.set_num_threads(threads)
+    try:
+        recipe = settings.resolved_recipe()
+        data = load_mnist(settings.data_dir, download=False, normalize=recipe.normalize,
+                          train_limit=settings.train_limit, test_limit=settings.test_limit)
+        results.put((variant, train_variant(variant, data, recipe, settings, stop, run_id, run_dir), None))
+    except Exception as error:
+        results.put((variant, None, error))
+
+
+def train_in_parallel(settings: Settings, stop: StopRequest, run_id: str, run_dir: Path,
+                      threads: int) -> list[VariantResult]:
+    context = multiprocessing.get_context("spawn")  # not fork: forking a process with torch's threads can hang
+    results = context.Queue()
+    workers = {variant: context.Process(target=variant_worker, name=f"lenet-{variant}",
+                                        args=(variant, settings, stop, run_id, run_dir, threads, results))
+               for variant in settings.variants}
+    log(f"training {', '.join(workers)} side by side: one process each, {threads} thread(s) each")
+    for worker in workers.values():
+        worker.start()
+    received: dict[str, tuple[VariantResult | None, Exception | None]] = {}
+    try:
+        while len(received) < len(workers):
+            try:
+                variant, result, error = results.get(timeout=2)
+                received[variant] = (result, error)
+            except queue.Empty:
+                dead = [v for v, w in workers.items() if v not in received and w.exitcode is not None]
+                if dead:
+                    raise RuntimeError(f"the {dead[0]} worker died with exit code {workers[dead[0]].exitcode}")
+    finally:
+        for worker in workers.values():
+            worker.join(timeout=60)
+            if worker.is_alive():
+                worker.terminate()
+    errors = [error for _, error in received.values() if error is not None]
+    if errors:
+        raise next((e for e in errors if isinstance(e, Interrupted)), errors[0]) if stop() else errors[0]
+    return [received[variant][0] for variant in settings.variants]
 
 
 def create_run_dir(output_dir: Path, run_id: str) -> Path:
@@ -297,12 +363,15 @@ def main() -> int:
         print(f"lenet-mnist: LENET_OUTPUT_DIR={settings.output_dir} cannot hold a run folder: "
               f"{error.strerror or error} (allowed: a writable folder, created if missing)", file=sys.stderr)
         return EXIT_OUTPUT
+    in_parallel = variants_share_the_cpu(settings, device)
+    threads = max(1, torch.get_num_threads() // len(settings.variants)) if in_parallel else torch.get_num_threads()
     report = Report(status="failed", exit_code=EXIT_UNEXPECTED, run_id=run_id, started_at=started,
                     finished_at=started, elapsed_seconds=0.0, versions=library_versions(),
                     settings=settings.model_dump(mode="json"), recipe=asdict(settings.resolved_recipe()),
                     min_test_accuracy=settings.min_test_accuracy, accuracy_gate_passed=False,
+                    variants_in_parallel=in_parallel,
                     device=DeviceInfo(type=device.type, spec=str(device), name=device_name(device),
-                                      threads=torch.get_num_threads()))
+                                      threads=threads))
     error = None
     try:
         run(settings, device, run_dir, report, stop)

@@ -79,7 +79,7 @@ class DeviceInfo(Strict):
     type: str = Field(description="cpu | cuda | mps | xpu")
     spec: str = Field(description="torch device string, e.g. cuda:0")
     name: str
-    threads: int = Field(description="torch.get_num_threads() during training")
+    threads: int = Field(description="torch threads of each training process")
 
 
 class DataInfo(Strict):
@@ -103,6 +103,7 @@ class Report(Strict):
     versions: dict[str, str] = Field(description="python, torch, torchvision, onnx, onnxruntime, ...")
     settings: dict[str, Any] = Field(description="Every LENET_* setting as used, by field name")
     recipe: dict[str, Any] = Field(description="The hyperparameters used, after explicit settings were applied")
+    variants_in_parallel: bool = Field(False, description="Variants trained side by side, one process each")
     data: DataInfo | None = None
     min_test_accuracy: float
     accuracy_gate_passed: bool

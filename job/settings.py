@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     num_threads: int | None = Field(None, ge=1, le=1024, description="an integer 1-1024, or empty for torch's choice")
     parity_max_abs_diff: float = Field(1e-4, gt=0, description="a number > 0")
     parity_min_agreement: float = Field(1.0, ge=0, le=1, description="a number 0-1")
+    parallel_variants: bool | None = Field(None, description="true, false, or empty for auto (on a CPU with a "
+                                                             "core per variant)")
     keep_runs: int = Field(10, ge=1, le=100000, description="an integer >= 1")
     champion_check: bool = Field(False, description="true or false")
     champion_tolerance: float = Field(0.001, ge=0, le=1, description="a number 0-1")

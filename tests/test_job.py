@@ -134,3 +134,18 @@ def test_verify_checks_an_onnx_file_against_its_recorded_accuracy(small_run, rea
         done = export_cli("verify", str(folder / "model.onnx"), data_dir=real_data_dir)
         assert done.returncode == expected_status, (name, done.stdout, done.stderr)
         assert f"test accuracy {100 * accuracy:.2f}% on 10000 images" in done.stdout
+
+
+def test_the_same_seed_gives_the_same_figures_on_cpu(real_data_dir, tmp_path):
+    figures = []
+    for attempt in ("first", "second"):
+        folder = tmp_path / attempt
+        folder.mkdir()
+        done = run_job(folder, real_data_dir, train_limit=2000, test_limit=500, epochs=2, min_test_accuracy=0,
+                       device="cpu", seed=7)
+        assert done.returncode == 0, done.stderr
+        (report_path,) = (folder / "outputs" / "runs").glob("*/report.json")
+        report = read_report(report_path)
+        assert report.variants_in_parallel  # both variants, side by side, as a default run on CPU does
+        figures.append([[(e.train_loss, e.test_loss, e.test_accuracy) for e in v.epochs] for v in report.variants])
+    assert figures[0] == figures[1]
