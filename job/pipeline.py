@@ -278,7 +278,7 @@ def train_in_parallel(settings: Settings, stop: StopRequest, run_id: str, run_di
 
 def create_run_dir(output_dir: Path, run_id: str) -> Path:
     if output_dir.exists() and not output_dir.is_dir():
-        raise NotADirectoryError(f"it is a file, not a folder")
+        raise NotADirectoryError("it is a file, not a folder")
     run_dir = output_dir / RUNS / run_id
     run_dir.mkdir(parents=True)
     return run_dir

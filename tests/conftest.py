@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import os
 import struct
 import sys
@@ -55,4 +54,3 @@ def job_env(tmp_path: Path, data_dir: Path, **settings: object) -> dict[str, str
 
 
 PYTHON = sys.executable
-__all__ = ["PYTHON", "ROOT", "job_env", "small_mnist", "write_idx", "gzip"]

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import PYTHON, ROOT, job_env
+from conftest import PYTHON, job_env
 from job.report import read_report
 
 TINY = dict(train_limit=1500, test_limit=300, epochs=1, variants="plain", min_test_accuracy=0, device="cpu")
