@@ -29,8 +29,10 @@ def test_succeeds_and_logs_one_tutorial_line_per_epoch(small_run):
     assert done.returncode == 0, done.stderr
     epoch_lines = [line for line in done.stdout.splitlines() if " Epoch:" in line]
     assert len(epoch_lines) == 4
-    assert epoch_lines[0].startswith("[plain] Epoch: 1, Train_acc:") and epoch_lines[-1].startswith(
-        "[bn_dropout] Epoch: 2, Train_acc:")
+    for variant in ("plain", "bn_dropout"):  # trained side by side: the two variants' lines interleave
+        mine = [line for line in epoch_lines if line.startswith(f"[{variant}] ")]
+        assert [line.split(",")[0] for line in mine] == [f"[{variant}] Epoch: 1", f"[{variant}] Epoch: 2"]
+        assert mine[0].startswith(f"[{variant}] Epoch: 1, Train_acc:")
     assert all(", Test_acc:" in line and ", Test_loss:" in line and line.endswith("s") for line in epoch_lines)
     assert "\r" not in done.stdout  # no progress bar when stdout is not a terminal
     assert "Total params: 61,706" in done.stdout
