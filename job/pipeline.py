@@ -140,7 +140,7 @@ def model_metadata(variant: str, recipe: Recipe, accuracy: float, run_id: str, t
 
 
 def train_variant(variant: str, data: MnistData, recipe: Recipe, settings: Settings, stop: StopRequest,
-                  run_id: str, run_dir: Path) -> VariantResult:
+                  run_id: str, run_dir: Path, progress_bar: bool = True) -> VariantResult:
     """Train one variant, then export it and check that every exported file predicts what it predicts."""
     from export.formats import export_model  # torch.export / onnx are loaded only when a model is ready
     from export.parity import check_parity, describe_failures
@@ -153,8 +153,9 @@ def train_variant(variant: str, data: MnistData, recipe: Recipe, settings: Setti
     model = build_model(variant, recipe.dropout).to(device)
     started = time.perf_counter()
     history, final = train_model(model, data.train, data.test, recipe, seed=settings.seed,
-                          eval_batch_size=settings.eval_batch_size, should_stop=stop, progress_label=f"[{variant}]",
-                          on_epoch=lambda metrics: log(epoch_line(variant, metrics)))
+                                 eval_batch_size=settings.eval_batch_size, should_stop=stop,
+                                 progress_label=f"[{variant}]" if progress_bar else None,
+                                 on_epoch=lambda metrics: log(epoch_line(variant, metrics)))
     training_seconds = time.perf_counter() - started
     confusion = torch.bincount(data.test.labels.cpu() * 10 + final.predictions, minlength=100).reshape(10, 10)
     last = history[-1]
@@ -240,7 +241,9 @@ def variant_worker(variant: str, settings: Settings, stop: StopRequest, run_id: 
         recipe = settings.resolved_recipe()
         data = load_mnist(settings.data_dir, download=False, normalize=recipe.normalize,
                           train_limit=settings.train_limit, test_limit=settings.test_limit)
-        results.put((variant, train_variant(variant, data, recipe, settings, stop, run_id, run_dir), None))
+        # No progress bar: two processes drawing on one terminal line would garble it.
+        result = train_variant(variant, data, recipe, settings, stop, run_id, run_dir, progress_bar=False)
+        results.put((variant, result, None))
     except Exception as error:
         results.put((variant, None, error))
 

@@ -69,8 +69,9 @@ def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generato
 def train_model(model: nn.Module, train: Split, test: Split, recipe: Recipe, *, seed: int, eval_batch_size: int,
                 on_epoch: Callable[[EpochMetrics], None] = lambda metrics: None,
                 should_stop: Callable[[], bool] = lambda: False,
-                progress_label: str = "") -> tuple[list[EpochMetrics], Evaluation]:
-    """Train for the recipe's epochs; return each epoch's metrics and the final model's test evaluation."""
+                progress_label: str | None = None) -> tuple[list[EpochMetrics], Evaluation]:
+    """Train for the recipe's epochs; return each epoch's metrics and the final model's test evaluation.
+    With a `progress_label`, a terminal also gets a progress bar within each epoch."""
     device = train.images.device
     generator = torch.Generator(device=device).manual_seed(seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=recipe.learning_rate, momentum=recipe.momentum,
@@ -79,7 +80,7 @@ def train_model(model: nn.Module, train: Split, test: Split, recipe: Recipe, *, 
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=recipe.learning_rate, total_steps=recipe.epochs * steps_per_epoch) \
         if recipe.lr_schedule == "onecycle" else None
-    progress = ProgressBar(progress_label, steps_per_epoch) if sys.stdout.isatty() else None
+    progress = ProgressBar(progress_label, steps_per_epoch) if progress_label and sys.stdout.isatty() else None
     history = []
     for epoch in range(1, recipe.epochs + 1):
         started = time.perf_counter()

@@ -151,3 +151,39 @@ def test_the_same_seed_gives_the_same_figures_on_cpu(real_data_dir, tmp_path):
         assert report.variants_in_parallel  # both variants, side by side, as a default run on CPU does
         figures.append([[(e.train_loss, e.test_loss, e.test_accuracy) for e in v.epochs] for v in report.variants])
     assert figures[0] == figures[1]
+
+
+def run_on_a_terminal(tmp_path, data_dir, **settings) -> str:
+    """Run the job with stdout on a pseudo-terminal, as an interactive user would; return what it printed."""
+    import os
+    import pty
+
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen([PYTHON, "-m", "job"], env=job_env(tmp_path, data_dir, **settings), cwd=tmp_path,
+                               stdout=terminal, stderr=subprocess.DEVNULL)
+    os.close(terminal)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the job exited and closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert process.wait(timeout=300) == 0
+    os.close(controller)
+    return output.decode(errors="replace")
+
+
+def test_a_terminal_gets_a_progress_bar_within_the_epoch(real_data_dir, tmp_path):
+    output = run_on_a_terminal(tmp_path, real_data_dir, train_limit=3000, test_limit=200, epochs=1,
+                               variants="plain", min_test_accuracy=0)
+    assert "\r[plain] Epoch: 1 [###" in output and "24/24" in output
+    assert "[plain] Epoch: 1, Train_acc:" in output
+
+
+def test_variants_side_by_side_draw_no_bars_on_a_terminal(real_data_dir, tmp_path):
+    output = run_on_a_terminal(tmp_path, real_data_dir, train_limit=3000, test_limit=200, epochs=1,
+                               min_test_accuracy=0, parallel_variants="true")
+    assert "[###" not in output and "[bn_dropout] Epoch: 1, Train_acc:" in output
