@@ -242,13 +242,31 @@ def test_an_output_dir_that_is_a_file_fails_with_6(real_data_dir, tmp_path):
     assert target.read_text() == "precious"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def make_unwritable(folder):
+    """Make `folder` refuse new files, even to root (as in CI): an immutable folder (chattr +i) does that.
+    Returns the undo."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return lambda: folder.chmod(0o755)
+    if shutil.which("chattr") and subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0:
+        return lambda: subprocess.run(["chattr", "-i", str(folder)], check=True)
+    pytest.skip("running as root where chattr +i is not available: root may write anywhere")
+
+
 def test_an_output_dir_that_is_not_writable_fails_with_6(real_data_dir, tmp_path):
-    target = tmp_path / "outputs"
-    target.mkdir(mode=0o500)
-    done = subprocess.run([PYTHON, "-m", "job"], env=job_env(tmp_path, real_data_dir, **TINY), cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 6 and "Permission denied" in done.stderr
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    (outputs / "latest.json").write_text("precious")
+    undo = make_unwritable(outputs)
+    try:
+        done = subprocess.run([PYTHON, "-m", "job"], env=job_env(tmp_path, real_data_dir, **TINY), cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        undo()
+    assert done.returncode == 6, done.stderr
+    assert done.stderr.count("\n") == 1 and f"LENET_OUTPUT_DIR={outputs} cannot hold a run folder" in done.stderr
+    assert "Permission denied" in done.stderr or "Operation not permitted" in done.stderr
+    assert (outputs / "latest.json").read_text() == "precious" and list(outputs.iterdir()) == [outputs / "latest.json"]
 
 
 def test_a_device_that_is_not_present_fails_with_2(real_data_dir, tmp_path):
