@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import queue
 import secrets
 import signal
@@ -143,7 +144,7 @@ def train_variant(variant: str, data: MnistData, recipe: Recipe, settings: Setti
                   run_id: str, run_dir: Path, progress_bar: bool = True) -> VariantResult:
     """Train one variant, then export it and check that every exported file predicts what it predicts."""
     from export.formats import export_model  # torch.export / onnx are loaded only when a model is ready
-    from export.parity import check_parity, describe_failures
+    from export.parity import check_parity
 
     device = data.train.images.device
     # The summary runs a forward pass that draws Dropout masks from the global RNG: print it from a throwaway
@@ -183,9 +184,6 @@ def train_variant(variant: str, data: MnistData, recipe: Recipe, settings: Setti
         log(f"[{variant}] parity {check.format:<29} batch {check.batch_size:>5}: {check.argmax_agreements}/"
             f"{check.images} argmax agree, max |diff| {check.max_abs_logit_diff:.1e}, "
             f"accuracy {100 * check.accuracy:.2f}%")
-    if not all(check.passed for check in result.parity):
-        raise ParityError(f"[{variant}] exported model differs from the trained one: "
-                          f"{describe_failures(result.parity)}")
     return result
 
 
@@ -220,6 +218,12 @@ def run(settings: Settings, device: torch.device, run_dir: Path, report: Report,
     plots.append(plot_comparison(report.variants, plot_dir / "comparison.png"))
     report.plots = {path.stem: artifact(path, run_dir) for path in plots}
     report.accuracy_gate_passed = all(result.met_accuracy_gate for result in report.variants)
+    failed = [r for r in report.variants if not all(check.passed for check in r.parity)]
+    if failed:  # raised only now, so that the report keeps every variant's figures and plots for diagnosis
+        from export.parity import describe_failures
+
+        raise ParityError("; ".join(f"[{r.variant}] exported model differs from the trained one: "
+                                    f"{describe_failures(r.parity)}" for r in failed))
 
 
 def variants_share_the_cpu(settings: Settings, device: torch.device) -> bool:
@@ -245,6 +249,10 @@ def variant_worker(variant: str, settings: Settings, stop: StopRequest, run_id: 
         result = train_variant(variant, data, recipe, settings, stop, run_id, run_dir, progress_bar=False)
         results.put((variant, result, None))
     except Exception as error:
+        try:
+            pickle.dumps(error)
+        except Exception:  # an error that cannot cross the process boundary still must say what it was
+            error = RuntimeError(f"{type(error).__name__}: {error}")
         results.put((variant, None, error))
 
 

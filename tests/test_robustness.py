@@ -278,3 +278,20 @@ def test_a_device_that_is_not_present_fails_with_2(real_data_dir, tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "LENET_DEVICE=cuda: no cuda device" in done.stderr
     assert not (tmp_path / "outputs").exists()
+
+
+def test_failed_parity_exits_5_and_publishes_nothing(outputs, real_data_dir):
+    """A parity bound no float32 runtime can meet (1e-12) makes onnxruntime fail the check, in worker processes."""
+    before, old_id = published_files(outputs), published_id(outputs)
+    done = subprocess.run([PYTHON, "-m", "job"], env=job_env(outputs.parent, real_data_dir, **(TINY | {
+        "variants": "plain,bn_dropout", "parallel_variants": "true", "parity_max_abs_diff": 1e-12})),
+        cwd=outputs.parent, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 5, done.stderr
+    assert done.stderr.count("\n") == 1 and "exported model differs from the trained one: onnxruntime" in done.stderr
+    assert published_files(outputs) == before
+    (run_dir,) = new_run_dirs(outputs, old_id)
+    report = read_report(run_dir / "report.json")
+    assert report.status == "parity_failed" and report.exit_code == 5 and not report.published
+    failing = [check for v in report.variants for check in v.parity if not check.passed]  # the figures are kept
+    assert [v.variant for v in report.variants] == ["plain", "bn_dropout"] and failing
+    assert {check.format for check in failing} <= {"onnxruntime", "onnxruntime_no_optimizations"}
