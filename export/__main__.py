@@ -20,7 +20,7 @@ def reexport(checkpoint: Path, out_dir: Path, data_dir: Path, batch_size: int) -
     import torch
 
     from export.formats import export_model
-    from export.parity import check_parity, describe_failures
+    from export.parity import check_parity, describe, describe_failures
     from job.data import load_mnist
     from job.model import build_model
 
@@ -32,9 +32,8 @@ def reexport(checkpoint: Path, out_dir: Path, data_dir: Path, batch_size: int) -
     data = load_mnist(data_dir, download=False, normalize=float(metadata["preprocess.std"]) != 1.0)
     results = check_parity(model, paths, data.test, batch_sizes=(1, batch_size), max_abs_diff=1e-4,
                            min_agreement=1.0)
-    for r in results:
-        print(f"{r.format:<29} batch {r.batch_size:>5}: {r.argmax_agreements}/{r.images} agree, "
-              f"max |diff| {r.max_abs_logit_diff:.1e}, accuracy {100 * r.accuracy:.2f}%")
+    for check in results:
+        print(describe(check))
     failures = describe_failures(results)
     if failures:
         print(f"export: parity failed: {failures}", file=sys.stderr)
@@ -44,27 +43,20 @@ def reexport(checkpoint: Path, out_dir: Path, data_dir: Path, batch_size: int) -
 
 
 def verify(onnx_path: Path, data_dir: Path, tolerance: float) -> int:
-    import numpy as np
-    import onnxruntime as ort
-
-    from export.contract import INPUT_NAME, OUTPUT_NAME, preprocessing
+    from export.contract import preprocessing
+    from export.parity import logits_of, onnx_runner
+    from export.predict import load_model
     from job.data import ensure_mnist, read_split
 
-    metadata = dict(ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-                    .get_modelmeta().custom_metadata_map)
+    _, metadata = load_model(onnx_path)
     scale, mean, std = preprocessing(metadata)
     ensure_mnist(data_dir, download=False)
     images, labels = read_split(data_dir, train=False, limit=None)
-    inputs = ((images.numpy().astype(np.float32) * scale - mean) / std)[:, None]
+    inputs = ((images.float() * scale - mean) / std).unsqueeze(1)
     predictions = {}
-    for name, level in (("optimized", ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
-                        ("unoptimized", ort.GraphOptimizationLevel.ORT_DISABLE_ALL)):
-        options = ort.SessionOptions()
-        options.graph_optimization_level = level
-        session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-        predictions[name] = np.concatenate([session.run([OUTPUT_NAME], {INPUT_NAME: inputs[i:i + 1000]})[0]
-                                            for i in range(0, len(inputs), 1000)]).argmax(1)
-        accuracy = float((predictions[name] == labels.numpy()).mean())
+    for name, optimize in (("optimized", True), ("unoptimized", False)):
+        predictions[name] = logits_of(onnx_runner(onnx_path, optimize), inputs, 1000).argmax(1)
+        accuracy = int((predictions[name] == labels).sum()) / len(labels)
         print(f"onnxruntime {name}: test accuracy {100 * accuracy:.2f}% on {len(labels)} images")
     recorded = float(metadata.get("metrics.test_accuracy", "nan"))
     disagreements = int((predictions["optimized"] != predictions["unoptimized"]).sum())

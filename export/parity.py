@@ -74,7 +74,11 @@ def check_parity(model: nn.Module, paths: dict[str, Path], test: Split, *, batch
     return results
 
 
+def describe(check: FormatParity) -> str:
+    return (f"{check.format} at batch {check.batch_size}: {check.argmax_agreements}/{check.images} agree, "
+            f"max |diff| {check.max_abs_logit_diff:.1e}, accuracy {100 * check.accuracy:.2f}%")
+
+
 def describe_failures(results: list[FormatParity]) -> str:
-    return "; ".join(f"{r.format} at batch {r.batch_size}: {r.argmax_agreements}/{r.images} agree, "
-                     f"max |diff| {r.max_abs_logit_diff:.2e}" for r in results if not r.passed)
+    return "; ".join(describe(r) for r in results if not r.passed)
 

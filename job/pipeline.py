@@ -144,7 +144,7 @@ def train_variant(variant: str, data: MnistData, recipe: Recipe, settings: Setti
                   run_id: str, run_dir: Path, progress_bar: bool = True) -> VariantResult:
     """Train one variant, then export it and check that every exported file predicts what it predicts."""
     from export.formats import export_model  # torch.export / onnx are loaded only when a model is ready
-    from export.parity import check_parity
+    from export.parity import check_parity, describe
 
     device = data.train.images.device
     # The summary runs a forward pass that draws Dropout masks from the global RNG: print it from a throwaway
@@ -181,9 +181,7 @@ def train_variant(variant: str, data: MnistData, recipe: Recipe, settings: Setti
     result.parity_seconds = time.perf_counter() - started
     log(f"[{variant}] exported in {result.export_seconds:.1f}s, parity checked in {result.parity_seconds:.1f}s")
     for check in result.parity:
-        log(f"[{variant}] parity {check.format:<29} batch {check.batch_size:>5}: {check.argmax_agreements}/"
-            f"{check.images} argmax agree, max |diff| {check.max_abs_logit_diff:.1e}, "
-            f"accuracy {100 * check.accuracy:.2f}%")
+        log(f"[{variant}] parity {describe(check)}")
     return result
 
 
