@@ -18,7 +18,6 @@ import sys
 import time
 from dataclasses import asdict
 from datetime import UTC, datetime
-from hashlib import sha256
 from pathlib import Path
 
 import torch
@@ -109,11 +108,6 @@ def library_versions() -> dict[str, str]:
             "matplotlib": matplotlib.__version__}
 
 
-def artifact(path: Path, run_dir: Path) -> Artifact:
-    data = path.read_bytes()
-    return Artifact(path=str(path.relative_to(run_dir)), sha256=sha256(data).hexdigest(), bytes=len(data))
-
-
 def epoch_line(variant: str, m: EpochMetrics) -> str:
     """The tutorial's log line, with the variant and the epoch's seconds added."""
     return (f"[{variant}] Epoch:{m.epoch:2d}, Train_acc:{100 * m.train_accuracy:.1f}%, "
@@ -171,7 +165,7 @@ def train_variant(variant: str, data: MnistData, recipe: Recipe, settings: Setti
     started = time.perf_counter()
     model_dir = run_dir / "models" / variant
     paths = export_model(model, model_dir, model_metadata(variant, recipe, final.accuracy, run_id, utc_now()))
-    result.artifacts = {name: artifact(path, run_dir) for name, path in paths.items()}
+    result.artifacts = {name: Artifact.of(path, run_dir) for name, path in paths.items()}
     result.export_seconds = time.perf_counter() - started
     stop.check()
     started = time.perf_counter()
@@ -214,7 +208,7 @@ def run(settings: Settings, device: torch.device, run_dir: Path, report: Report,
         plots += [plot_curves(result, plot_dir / f"curves_{result.variant}.png"),
                   plot_confusion(result, plot_dir / f"confusion_{result.variant}.png")]
     plots.append(plot_comparison(report.variants, plot_dir / "comparison.png"))
-    report.plots = {path.stem: artifact(path, run_dir) for path in plots}
+    report.plots = {path.stem: Artifact.of(path, run_dir) for path in plots}
     report.accuracy_gate_passed = all(result.met_accuracy_gate for result in report.variants)
     failed = [r for r in report.variants if not all(check.passed for check in r.parity)]
     if failed:  # raised only now, so that the report keeps every variant's figures and plots for diagnosis
@@ -326,6 +320,12 @@ def judge(report: Report, settings: Settings) -> None:
     report.status, report.exit_code, report.message = "succeeded", EXIT_OK, ""
 
 
+def record(report: Report, run_dir: Path) -> None:
+    """Write the report, then the manifest, which hashes every file of the run including the report."""
+    write_report(report, run_dir)
+    write_manifest(run_dir, report.run_id)
+
+
 def finish(report: Report, settings: Settings, run_dir: Path, stop: StopRequest, error: Exception | None) -> None:
     """Judge the run, write its report and manifest, and publish it if it passed; all under the publish lock,
     so that concurrent runs publish one after the other."""
@@ -339,13 +339,11 @@ def finish(report: Report, settings: Settings, run_dir: Path, stop: StopRequest,
         report.published = report.status == "succeeded"
         finished = utc_now()
         report.finished_at, report.elapsed_seconds = finished, (finished - report.started_at).total_seconds()
-        write_report(report, run_dir)
-        write_manifest(run_dir, report.run_id)
+        record(report, run_dir)
         if report.published and stop():  # the stop came while the report was written: honour it
             report.status, report.exit_code, report.message = outcome(Interrupted(), stop)
             report.published = False
-            write_report(report, run_dir)
-            write_manifest(run_dir, report.run_id)
+            record(report, run_dir)
         if report.published:
             point_latest_at(settings.output_dir, run_dir, report)
             removed = prune_runs(settings.output_dir, settings.keep_runs, report.run_id)

@@ -12,11 +12,10 @@ import json
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from hashlib import sha256
 from pathlib import Path
 
 from job.atomic import write_text_atomically
-from job.report import ChampionCheck, Report, read_report
+from job.report import Artifact, ChampionCheck, Report, read_report
 
 POINTER = "latest.json"
 MANIFEST = "manifest.json"
@@ -58,8 +57,8 @@ def check_champion(report: Report, output_dir: Path, tolerance: float) -> Champi
 def write_manifest(run_dir: Path, run_id: str) -> Path:
     files = {}
     for path in sorted(p for p in run_dir.rglob("*") if p.is_file() and p.name != MANIFEST):
-        data = path.read_bytes()
-        files[str(path.relative_to(run_dir))] = {"sha256": sha256(data).hexdigest(), "bytes": len(data)}
+        entry = Artifact.of(path, run_dir)
+        files[entry.path] = entry.model_dump(exclude={"path"})
     manifest = run_dir / MANIFEST
     write_text_atomically(manifest, json.dumps({"run_id": run_id, "files": files}, indent=2) + "\n")
     return manifest

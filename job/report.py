@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from hashlib import sha256
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,6 +49,11 @@ class Artifact(Strict):
     path: str = Field(description="Relative to the run folder")
     sha256: str
     bytes: int
+
+    @classmethod
+    def of(cls, path: Path, run_dir: Path) -> Artifact:
+        data = path.read_bytes()
+        return cls(path=str(path.relative_to(run_dir)), sha256=sha256(data).hexdigest(), bytes=len(data))
 
 
 class VariantResult(Strict):
