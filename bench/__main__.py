@@ -50,6 +50,8 @@ def worker(kind: str, variant: str, epochs: int, train_limit: int | None, data_d
         model = build_model(variant, recipe.dropout)
         _, final = train_model(model, data.train, data.test, recipe, seed=0, eval_batch_size=1000)
         accuracy = final.accuracy
+    elif kind == "training_steps":
+        return training_steps(variant, steps=epochs)
     else:  # the whole default job: both variants, exports and parity checks included
         from job.pipeline import main
         from job.report import read_report
@@ -61,6 +63,48 @@ def worker(kind: str, variant: str, epochs: int, train_limit: int | None, data_d
         report = read_report(output_dir / json.loads((output_dir / "latest.json").read_text())["report"])
         accuracy = {v.variant: v.final_test_accuracy for v in report.variants}
     return {"seconds": time.perf_counter() - started, "accuracy": accuracy, "peak_rss_mb": peak_rss_mb()}
+
+
+def training_steps(variant: str, steps: int) -> dict:
+    """Seconds per training step of the default recipe on one thread, data already in memory: forward, loss,
+    backward and SGD step, nothing else (no batching, augmentation, metrics or evaluation). Times the job's
+    steps cannot beat without changing the arithmetic or the kernels that run it."""
+    import torch.nn.functional as F
+
+    from job.model import build_model
+    from job.settings import RECIPES
+
+    recipe = RECIPES["default"]
+    torch.set_num_threads(1)  # as each variant gets when they train side by side
+    torch.manual_seed(0)
+    model = build_model(variant, recipe.dropout).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.learning_rate, momentum=recipe.momentum,
+                                weight_decay=recipe.weight_decay)
+    images, labels = torch.randn(recipe.batch_size, 1, 28, 28), torch.randint(0, 10, (recipe.batch_size,))
+    for step in range(10 + steps):
+        if step == 10:  # after warm-up
+            started = time.perf_counter()
+        loss = F.cross_entropy(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return {"seconds_per_step": (time.perf_counter() - started) / steps, "batch_size": recipe.batch_size,
+            "epochs": recipe.epochs}
+
+
+def step_floor(steps: int, data_dir: str, env: dict) -> dict[str, dict]:
+    """Both variants' training steps at once, one process each, as the job trains them on the CPU."""
+    running = {variant: subprocess.Popen(
+        [sys.executable, "-m", "bench", "--worker", "training_steps", "--variant", variant, "--epochs", str(steps),
+         "--data-dir", data_dir], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+        for variant in ("plain", "bn_dropout")}
+    results = {}
+    for variant, process in running.items():
+        out, _ = process.communicate()
+        if process.returncode != 0:
+            raise SystemExit(f"training steps of {variant} failed")
+        results[variant] = json.loads(out.strip().splitlines()[-1])
+    return results
 
 
 def measure(kind: str, variant: str, epochs: int, train_limit: int | None, data_dir: str, env: dict) -> dict:
@@ -120,6 +164,16 @@ def main() -> None:
         print(f"full default job, variants {label} (train, export, parity; process start included): "
               f"{wall:.1f}s, peak {result['peak_rss_mb']:.0f} MB, {accuracies}; "
               f"ratio to the tutorial: {wall / tutorial:.3f} (target <= 0.35)", flush=True)
+    floor = step_floor(50 if args.quick else 300, args.data_dir, env)
+    seconds = {v: r["seconds_per_step"] * epochs * -(-(train_limit or 60000) // r["batch_size"])
+               for v, r in floor.items()}
+    print(f"training arithmetic alone (forward, backward, SGD step; default recipe, {epochs} epoch(s) x "
+          f"{train_limit or 60000} images, one thread per variant, both at once): " + ", ".join(
+              f"{v} {1000 * r['seconds_per_step']:.2f} ms/step, {seconds[v]:.1f}s" for v, r in floor.items()))
+    print(f"lower bound for the default job's training: {max(seconds.values()):.1f}s with the variants side by "
+          f"side, {sum(seconds.values()) / 2:.1f}s if the two cores shared the work perfectly; ratio to the "
+          f"tutorial: {max(seconds.values()) / tutorial:.3f} / {sum(seconds.values()) / 2 / tutorial:.3f} "
+          f"(target <= 0.35)")
 
 if __name__ == "__main__":
     main()
