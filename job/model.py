@@ -8,14 +8,62 @@ features remain and the tutorial's own forward pass fails.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 NUM_CLASSES = 10
 
 
+class MaxPool2x2(nn.Module):
+    """`F.max_pool2d(x, 2)`, with a faster path for training on the CPU.
+
+    On the CPU, max_pool2d's forward pass over NCHW 28x28 planes took 2.5 ms per batch of 128 (measured, one
+    thread): a fifth of a training step. Taking the maximum of the four strided quarters of the input takes
+    0.2 ms. The fast path also computes the same indices max_pool2d would (the first maximum of each window
+    wins ties, as in max_pool2d) and hands them to max_pool2d's own backward kernel, so its outputs and
+    gradients are bit for bit those of max_pool2d (tests/test_model.py). Evaluation, TorchScript and the
+    exports take the plain max_pool2d path.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (self.training and x.requires_grad and x.device.type == "cpu" and not torch.jit.is_scripting()
+                and x.shape[-2] % 2 == 0 and x.shape[-1] % 2 == 0):
+            return self.train_forward(x)
+        return F.max_pool2d(x, 2)
+
+    @torch.jit.unused
+    def train_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return MaxPool2x2Function.apply(x)
+
+
+class MaxPool2x2Function(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        top_left, top_right = x[..., 0::2, 0::2], x[..., 0::2, 1::2]
+        bottom_left, bottom_right = x[..., 1::2, 0::2], x[..., 1::2, 1::2]
+        top, bottom = torch.maximum(top_left, top_right), torch.maximum(bottom_left, bottom_right)
+        lower = top < bottom  # strict comparisons: on a tie the earlier position wins
+        right = torch.where(lower, bottom_left < bottom_right, top_left < top_right)
+        height, width = x.shape[-2:]
+        window_start = torch.arange(0, height, 2).view(-1, 1) * width + torch.arange(0, width, 2)
+        ctx.save_for_backward(x, window_start + lower * width + right)
+        return torch.maximum(top, bottom)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        x, indices = ctx.saved_tensors
+        return torch.ops.aten.max_pool2d_with_indices_backward(grad, x, [2, 2], [2, 2], [0, 0], [1, 1], False, indices)
+
+
 class LeNet(nn.Module):
     """LeNet-5 as the tutorial specifies it; with `batch_norm`, BatchNorm follows every layer but the last,
-    and Dropout(`dropout`) follows each hidden fully connected layer."""
+    and Dropout(`dropout`) follows each hidden fully connected layer.
+
+    Each convolution is max-pooled before its ReLU, the reverse of the tutorial's code: the two commute exactly
+    (the same outputs and the same gradients, tests/test_model.py), and the ReLU then touches a quarter of the
+    values. With MaxPool2x2's training path, this cut a bn_dropout training step from 14.2 to 11.4 ms (medians,
+    both variants training at once, docs/performance.md).
+    """
 
     def __init__(self, batch_norm: bool = False, dropout: float = 0.0) -> None:
         super().__init__()
@@ -27,8 +75,8 @@ class LeNet(nn.Module):
             return [nn.Dropout(dropout)] if dropout > 0 else []
 
         self.features = nn.Sequential(
-            *normalized(nn.Conv2d(1, 6, kernel_size=5, padding=2), nn.BatchNorm2d, 6), nn.ReLU(), nn.MaxPool2d(2),
-            *normalized(nn.Conv2d(6, 16, kernel_size=5), nn.BatchNorm2d, 16), nn.ReLU(), nn.MaxPool2d(2),
+            *normalized(nn.Conv2d(1, 6, kernel_size=5, padding=2), nn.BatchNorm2d, 6), MaxPool2x2(), nn.ReLU(),
+            *normalized(nn.Conv2d(6, 16, kernel_size=5), nn.BatchNorm2d, 16), MaxPool2x2(), nn.ReLU(),
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),

@@ -2,7 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from job.model import LeNet, build_model, parameter_count
+from bench.tutorial import tutorial_model
+from job.model import LeNet, MaxPool2x2, build_model, parameter_count
 
 
 def test_plain_lenet_has_the_classic_61706_parameters():
@@ -43,3 +44,53 @@ def test_bn_dropout_is_deterministic_in_eval_mode_only():
 def test_unknown_variant_is_refused():
     with pytest.raises(ValueError, match="allowed: plain, bn_dropout"):
         build_model("resnet", dropout=0.0)
+
+
+@pytest.mark.parametrize("make_input", [
+    lambda shape: torch.randn(shape),
+    lambda shape: torch.relu(torch.randn(shape)),  # ties at zero in most windows
+    lambda shape: torch.randint(0, 3, shape).float(),  # ties among positive values too
+    lambda shape: torch.full(shape, 0.5),  # every window a four-way tie
+], ids=["random", "relu", "small-integers", "constant"])
+@pytest.mark.parametrize("shape", [(8, 6, 28, 28), (8, 16, 10, 10)])
+def test_training_pooling_matches_max_pool2d_bit_for_bit(make_input, shape):
+    torch.manual_seed(0)
+    x = make_input(shape)
+    fast_input, reference_input = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    grad = torch.randn(shape[0], shape[1], shape[2] // 2, shape[3] // 2)
+    fast = MaxPool2x2().train()(fast_input)
+    assert type(fast.grad_fn).__name__ == "MaxPool2x2FunctionBackward"  # the fast path, not the fallback
+    reference = nn.functional.max_pool2d(reference_input, 2)
+    fast.backward(grad)
+    reference.backward(grad)
+    assert torch.equal(fast, reference)
+    assert torch.equal(fast_input.grad, reference_input.grad)
+
+
+@pytest.mark.parametrize("variant", ["plain", "bn_dropout"])
+def test_training_gives_the_same_weights_as_the_tutorials_relu_then_max_pool2d(variant):
+    torch.manual_seed(0)
+    reference = tutorial_model(variant, dropout=0.25)
+    fast = build_model(variant, dropout=0.25)
+    fast.load_state_dict(reference.state_dict())  # pooling and ReLU hold no weights: the same keys
+    assert [type(m) for m in reference.features if not isinstance(m, (nn.Conv2d, nn.BatchNorm2d))] == \
+        [nn.ReLU, nn.MaxPool2d] * 2
+    optimizers = [torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (fast, reference)]
+    for step in range(5):
+        x = torch.full((32, 1, 28, 28), -0.4242)  # MNIST's standardized background: ties in every pooling window
+        x[:, :, 6:22, 6:22] = torch.randn(32, 1, 16, 16, generator=torch.Generator().manual_seed(step))
+        for model, optimizer in zip((fast, reference), optimizers):
+            torch.manual_seed(step)  # the same dropout masks
+            loss = nn.functional.cross_entropy(model(x), torch.arange(32) % 10)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    for (name, a), b in zip(fast.state_dict().items(), reference.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_pooling_outside_training_is_max_pool2d():
+    x = torch.randn(2, 6, 28, 28, requires_grad=True)
+    assert type(MaxPool2x2().eval()(x).grad_fn).__name__ == "MaxPool2DWithIndicesBackward0"
+    odd = torch.randn(2, 6, 27, 27, requires_grad=True)  # odd sizes: max_pool2d drops the last row and column
+    assert MaxPool2x2().train()(odd).shape == (2, 6, 13, 13)
