@@ -66,28 +66,23 @@ def worker(kind: str, variant: str, epochs: int, train_limit: int | None, data_d
 
 
 def training_steps(variant: str, steps: int) -> dict:
-    """Seconds per training step of the default recipe on one thread, data already in memory: forward, loss,
-    backward and SGD step, nothing else (no batching, augmentation, metrics or evaluation). Times the job's
-    steps cannot beat without changing the arithmetic or the kernels that run it."""
-    import torch.nn.functional as F
-
+    """Seconds per training step of the default recipe on one thread, data already in memory: the job's own
+    train_step (forward, loss, backward, SGD step) and nothing else (no batching, augmentation, metrics or
+    evaluation). Times the job's steps cannot beat without changing the arithmetic or the kernels that run it."""
     from job.model import build_model
     from job.settings import RECIPES
+    from job.train import sgd, train_step
 
     recipe = RECIPES["default"]
     torch.set_num_threads(1)  # as each variant gets when they train side by side
     torch.manual_seed(0)
     model = build_model(variant, recipe.dropout).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.learning_rate, momentum=recipe.momentum,
-                                weight_decay=recipe.weight_decay)
+    optimizer = sgd(model, recipe)
     images, labels = torch.randn(recipe.batch_size, 1, 28, 28), torch.randint(0, 10, (recipe.batch_size,))
     for step in range(10 + steps):
         if step == 10:  # after warm-up
             started = time.perf_counter()
-        loss = F.cross_entropy(model(images), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(model, optimizer, images, labels)
     return {"seconds_per_step": (time.perf_counter() - started) / steps, "batch_size": recipe.batch_size,
             "epochs": recipe.epochs}
 

@@ -66,6 +66,22 @@ def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generato
     return padded[torch.arange(n, device=images.device)[:, None, None], 0, rows, cols].unsqueeze(1)
 
 
+def sgd(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
+    return torch.optim.SGD(model.parameters(), lr=recipe.learning_rate, momentum=recipe.momentum,
+                           weight_decay=recipe.weight_decay)
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+               labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on one batch; returns the batch's logits and loss."""
+    logits = model(images)
+    loss = F.cross_entropy(logits, labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return logits, loss
+
+
 def train_model(model: nn.Module, train: Split, test: Split, recipe: Recipe, *, seed: int, eval_batch_size: int,
                 on_epoch: Callable[[EpochMetrics], None] = lambda metrics: None,
                 should_stop: Callable[[], bool] = lambda: False,
@@ -74,8 +90,7 @@ def train_model(model: nn.Module, train: Split, test: Split, recipe: Recipe, *, 
     With a `progress_label`, a terminal also gets a progress bar within each epoch."""
     device = train.images.device
     generator = torch.Generator(device=device).manual_seed(seed)
-    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.learning_rate, momentum=recipe.momentum,
-                                weight_decay=recipe.weight_decay)
+    optimizer = sgd(model, recipe)
     steps_per_epoch = -(-len(train) // recipe.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=recipe.learning_rate, total_steps=recipe.epochs * steps_per_epoch) \
@@ -92,11 +107,7 @@ def train_model(model: nn.Module, train: Split, test: Split, recipe: Recipe, *, 
                 raise Interrupted
             if recipe.max_shift:
                 images = random_shift(images, recipe.max_shift, generator)
-            logits = model(images)
-            loss = F.cross_entropy(logits, labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            logits, loss = train_step(model, optimizer, images, labels)
             if scheduler is not None:
                 scheduler.step()
             with torch.no_grad():
