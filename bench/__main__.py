@@ -50,8 +50,6 @@ def worker(kind: str, variant: str, epochs: int, train_limit: int | None, data_d
         model = build_model(variant, recipe.dropout)
         _, final = train_model(model, data.train, data.test, recipe, seed=0, eval_batch_size=1000)
         accuracy = final.accuracy
-    elif kind == "training_steps":
-        return training_steps(variant, steps=epochs)
     else:  # the whole default job: both variants, exports and parity checks included
         from job.pipeline import main
         from job.report import read_report
@@ -87,28 +85,33 @@ def training_steps(variant: str, steps: int) -> dict:
             "epochs": recipe.epochs}
 
 
+def worker_command(kind: str, variant: str, data_dir: str, *options: str) -> list[str]:
+    return [sys.executable, "-m", "bench", "--worker", kind, "--variant", variant, "--data-dir", data_dir, *options]
+
+
+def worker_result(kind: str, variant: str, returncode: int, stdout: str, stderr: str) -> dict:
+    if returncode != 0:
+        raise SystemExit(f"{kind} {variant} failed:\n{stdout[-2000:]}\n{stderr[-2000:]}")
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
 def step_floor(steps: int, data_dir: str, env: dict) -> dict[str, dict]:
     """Both variants' training steps at once, one process each, as the job trains them on the CPU."""
-    running = {variant: subprocess.Popen(
-        [sys.executable, "-m", "bench", "--worker", "training_steps", "--variant", variant, "--epochs", str(steps),
-         "--data-dir", data_dir], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
-        for variant in ("plain", "bn_dropout")}
+    running = {variant: subprocess.Popen(worker_command("training_steps", variant, data_dir, "--steps", str(steps)),
+                                         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for variant in ("plain", "bn_dropout")}
     results = {}
     for variant, process in running.items():
-        out, _ = process.communicate()
-        if process.returncode != 0:
-            raise SystemExit(f"training steps of {variant} failed")
-        results[variant] = json.loads(out.strip().splitlines()[-1])
+        stdout, stderr = process.communicate()
+        results[variant] = worker_result("training_steps", variant, process.returncode, stdout, stderr)
     return results
 
 
 def measure(kind: str, variant: str, epochs: int, train_limit: int | None, data_dir: str, env: dict) -> dict:
-    args = [sys.executable, "-m", "bench", "--worker", kind, "--variant", variant, "--epochs", str(epochs),
-            "--data-dir", data_dir] + (["--train-limit", str(train_limit)] if train_limit else [])
-    done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{kind} {variant} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    options = ["--epochs", str(epochs)] + (["--train-limit", str(train_limit)] if train_limit else [])
+    done = subprocess.run(worker_command(kind, variant, data_dir, *options), cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    return worker_result(kind, variant, done.returncode, done.stdout, done.stderr)
 
 
 def main() -> None:
@@ -119,7 +122,11 @@ def main() -> None:
     parser.add_argument("--variant", default="plain", help=argparse.SUPPRESS)
     parser.add_argument("--epochs", type=int, default=8, help=argparse.SUPPRESS)
     parser.add_argument("--train-limit", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, default=300, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker == "training_steps":
+        print(json.dumps(training_steps(args.variant, args.steps)))
+        return
     if args.worker:
         print(json.dumps(worker(args.worker, args.variant, args.epochs, args.train_limit, args.data_dir)))
         return
@@ -128,11 +135,12 @@ def main() -> None:
 
     ensure_mnist(Path(args.data_dir), download=False)
     epochs, train_limit = (1, 10000) if args.quick else (8, None)
-    images = (train_limit or 60000) * epochs
+    images_per_epoch = train_limit or 60000
+    images = images_per_epoch * epochs
     env = {k: v for k, v in os.environ.items() if not k.startswith("LENET_")}
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), python {platform.python_version()}")
-    print(f"mode: {'quick' if args.quick else 'full'}: {epochs} epoch(s) x {train_limit or 60000} training images")
+    print(f"mode: {'quick' if args.quick else 'full'}: {epochs} epoch(s) x {images_per_epoch} training images")
     print(f"{'variant':<11} {'pipeline':<26} {'seconds':>8} {'images/s':>9} {'peak MB':>8} {'test acc':>9}")
     totals = {"tutorial": 0.0, "job_seed_recipe": 0.0}
     for variant in ("plain", "bn_dropout"):
@@ -160,15 +168,15 @@ def main() -> None:
               f"{wall:.1f}s, peak {result['peak_rss_mb']:.0f} MB, {accuracies}; "
               f"ratio to the tutorial: {wall / tutorial:.3f} (target <= 0.35)", flush=True)
     floor = step_floor(50 if args.quick else 300, args.data_dir, env)
-    seconds = {v: r["seconds_per_step"] * epochs * -(-(train_limit or 60000) // r["batch_size"])
-               for v, r in floor.items()}
+    seconds = {v: r["seconds_per_step"] * epochs * -(-images_per_epoch // r["batch_size"]) for v, r in floor.items()}
+    side_by_side, shared = max(seconds.values()), sum(seconds.values()) / 2
     print(f"training arithmetic alone (forward, backward, SGD step; default recipe, {epochs} epoch(s) x "
-          f"{train_limit or 60000} images, one thread per variant, both at once): " + ", ".join(
+          f"{images_per_epoch} images, one thread per variant, both at once): " + ", ".join(
               f"{v} {1000 * r['seconds_per_step']:.2f} ms/step, {seconds[v]:.1f}s" for v, r in floor.items()))
-    print(f"lower bound for the default job's training: {max(seconds.values()):.1f}s with the variants side by "
-          f"side, {sum(seconds.values()) / 2:.1f}s if the two cores shared the work perfectly; ratio to the "
-          f"tutorial: {max(seconds.values()) / tutorial:.3f} / {sum(seconds.values()) / 2 / tutorial:.3f} "
-          f"(target <= 0.35)")
+    print(f"lower bound for the default job's training: {side_by_side:.1f}s with the variants side by side, "
+          f"{shared:.1f}s if the two cores shared the work perfectly; ratio to the tutorial: "
+          f"{side_by_side / tutorial:.3f} / {shared / tutorial:.3f} (target <= 0.35)")
+
 
 if __name__ == "__main__":
     main()

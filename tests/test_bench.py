@@ -18,7 +18,7 @@ def bench_worker(*args: str) -> dict:
 
 
 def test_training_steps_times_the_default_recipes_step():
-    result = bench_worker("training_steps", "--variant", "bn_dropout", "--epochs", "3")
+    result = bench_worker("training_steps", "--variant", "bn_dropout", "--steps", "3")
     assert result["batch_size"] == RECIPES["default"].batch_size and result["epochs"] == RECIPES["default"].epochs
     assert 0 < result["seconds_per_step"] < 10
 
