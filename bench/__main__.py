@@ -51,7 +51,7 @@ def worker(kind: str, variant: str, epochs: int, train_limit: int | None, data_d
         _, final = train_model(model, data.train, data.test, recipe, seed=0, eval_batch_size=1000)
         accuracy = final.accuracy
     else:  # the whole default job: both variants, exports and parity checks included
-        from job.pipeline import main
+        from job.cli import main
         from job.report import read_report
 
         output_dir = Path(os.environ["LENET_OUTPUT_DIR"])

@@ -20,7 +20,8 @@ def reexport(checkpoint: Path, out_dir: Path, data_dir: Path, batch_size: int) -
     import torch
 
     from export.formats import export_model
-    from export.parity import check_parity, describe, describe_failures
+    from export.checks import describe, describe_failures
+    from export.parity import check_parity
     from job.data import load_mnist
     from job.model import build_model
 
@@ -30,8 +31,8 @@ def reexport(checkpoint: Path, out_dir: Path, data_dir: Path, batch_size: int) -
     model.eval()
     paths = export_model(model, out_dir, metadata)
     data = load_mnist(data_dir, download=False, normalize=float(metadata["preprocess.std"]) != 1.0)
-    results = check_parity(model, paths, data.test, batch_sizes=(1, batch_size), max_abs_diff=1e-4,
-                           min_agreement=1.0)
+    results = check_parity(model, paths, data.test.images, data.test.labels, batch_sizes=(1, batch_size),
+                           max_abs_diff=1e-4, min_agreement=1.0)
     for check in results:
         print(describe(check))
     failures = describe_failures(results)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from export.contract import INPUT_NAME, OUTPUT_NAME
-from job.atomic import atomic_path, write_text_atomically
+from export.atomic import atomic_path, write_text_atomically
 
 # The default (torch.export-based) ONNX exporter, not the legacy TorchScript one (dynamo=False): the legacy one
 # is deprecated and warns so, while the default one folds BatchNorm into Conv/Gemm, gives a graph of plain

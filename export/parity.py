@@ -17,9 +17,8 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from export.checks import FormatParity
 from export.contract import INPUT_NAME, OUTPUT_NAME
-from job.data import Split
-from job.report import FormatParity
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
 
@@ -50,12 +49,12 @@ def logits_of(run: Runner, images: torch.Tensor, batch_size: int) -> torch.Tenso
         return torch.cat([run(images[start:start + batch_size]) for start in range(0, len(images), batch_size)])
 
 
-def check_parity(model: nn.Module, paths: dict[str, Path], test: Split, *, batch_sizes: tuple[int, ...],
-                 max_abs_diff: float, min_agreement: float,
+def check_parity(model: nn.Module, paths: dict[str, Path], images: torch.Tensor, labels: torch.Tensor, *,
+                 batch_sizes: tuple[int, ...], max_abs_diff: float, min_agreement: float,
                  should_stop: Callable[[], None] = lambda: None) -> list[FormatParity]:
     """`should_stop` is called between formats; it raises to abandon the check (e.g. on SIGTERM)."""
     eager = copy.deepcopy(model).cpu().eval()
-    images, labels = test.images.cpu().contiguous(), test.labels.cpu()
+    images, labels = images.cpu().contiguous(), labels.cpu()
     results = []
     runners = format_runners(paths)
     for batch_size in batch_sizes:
@@ -72,13 +71,4 @@ def check_parity(model: nn.Module, paths: dict[str, Path], test: Split, *, batch
                 max_abs_logit_diff=diff, accuracy=int((predicted == labels).sum()) / len(images),
                 passed=bool(agreements >= min_agreement * len(images) and diff <= max_abs_diff)))
     return results
-
-
-def describe(check: FormatParity) -> str:
-    return (f"{check.format} at batch {check.batch_size}: {check.argmax_agreements}/{check.images} agree, "
-            f"max |diff| {check.max_abs_logit_diff:.1e}, accuracy {100 * check.accuracy:.2f}%")
-
-
-def describe_failures(results: list[FormatParity]) -> str:
-    return "; ".join(describe(r) for r in results if not r.passed)
 

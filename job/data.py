@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torchvision.datasets import MNIST
 
-from job.atomic import atomic_path
+from export.atomic import atomic_path
 
 VENDORED_DIR = Path(__file__).parent / "mnist"
 # Mean and std of the MNIST training pixels after ToTensor's scaling to [0, 1].

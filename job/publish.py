@@ -1,4 +1,5 @@
-"""Stage 8: publish a run that passed every check, so that downstream apps only ever load verified models.
+"""Stage 8: run folders, and publishing a run that passed every check, so that downstream apps only ever load
+verified models.
 
 OUTPUT_DIR/latest.json names the last published run. It is replaced atomically, under a lock, and only at the
 very end of a successful run: a failed, interrupted or concurrent run never leaves it naming anything but a
@@ -7,14 +8,15 @@ complete run. Each finished run folder holds manifest.json, the SHA-256 of every
 
 from __future__ import annotations
 
-import fcntl
 import json
+import secrets
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
-from job.atomic import write_text_atomically
+from filelock import FileLock
+
+from export.atomic import write_text_atomically
 from job.report import Artifact, ChampionCheck, Report, read_report
 
 POINTER = "latest.json"
@@ -22,15 +24,24 @@ MANIFEST = "manifest.json"
 RUNS = "runs"
 
 
-@contextmanager
-def publish_lock(output_dir: Path) -> Iterator[None]:
-    """Serialize the read-compare-publish step of concurrent runs on one output dir."""
-    with (output_dir / ".publish.lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+LOCK = ".publish.lock"
+
+
+def new_run_id(now: datetime) -> str:
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"  # sorts by time; the suffix keeps concurrent runs apart
+
+
+def create_run_dir(output_dir: Path, run_id: str) -> Path:
+    if output_dir.exists() and not output_dir.is_dir():
+        raise NotADirectoryError("it is a file, not a folder")
+    run_dir = output_dir / RUNS / run_id
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def publish_lock(output_dir: Path) -> FileLock:
+    """Serialize the read-compare-publish step of concurrent runs on one output dir (an flock on Unix)."""
+    return FileLock(output_dir / LOCK)
 
 
 def published_run(output_dir: Path) -> tuple[str, Report] | None:

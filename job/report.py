@@ -14,7 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from job.atomic import write_text_atomically
+from export.atomic import write_text_atomically
+from export.checks import FormatParity
 
 SCHEMA_VERSION = "1.0"
 Status = Literal["succeeded", "accuracy_gate_failed", "parity_failed", "champion_check_failed", "interrupted",
@@ -33,16 +34,6 @@ class Epoch(Strict):
     test_loss: float = Field(description="Mean cross-entropy per test image after the epoch")
     seconds: float = Field(description="Wall time of the epoch: training plus evaluation")
     learning_rate: float = Field(description="Learning rate at the end of the epoch")
-
-
-class FormatParity(Strict):
-    format: str = Field(description="torchscript | torch_export | onnxruntime | onnxruntime_no_optimizations")
-    batch_size: int
-    images: int
-    argmax_agreements: int = Field(description="Images where this format's top class equals the eager model's")
-    max_abs_logit_diff: float = Field(description="Largest |logit difference| from the eager model")
-    accuracy: float = Field(description="This format's test accuracy (0-1)")
-    passed: bool
 
 
 class Artifact(Strict):

@@ -33,6 +33,13 @@ class Recipe:
     max_shift: int  # random translation of training images, in pixels (0 = no augmentation)
     dropout: float  # dropout probability of the bn_dropout variant
 
+    def describe(self) -> str:
+        schedule = "one-cycle to" if self.lr_schedule == "onecycle" else "constant"
+        return (f"{self.name}: {self.epochs} epochs, batch {self.batch_size}, SGD lr {schedule} {self.learning_rate:g}, "
+                f"momentum {self.momentum:g}, weight decay {self.weight_decay:g}, "
+                f"{'standardized' if self.normalize else '[0, 1]'} pixels, random shift {self.max_shift} px, "
+                f"dropout {self.dropout:g}")
+
 
 RECIPES = {
     # The tutorial exactly: ToTensor scaling only, batch 32, plain SGD at lr 0.01, 8 epochs.
@@ -90,7 +97,7 @@ class Settings(BaseSettings):
     def _check_device(cls, value: str) -> str:
         value = value.strip().lower()
         if not DEVICE_PATTERN.fullmatch(value):
-            raise ValueError("must be one of auto, cpu, cuda, cuda:N, mps, xpu")
+            raise ValueError("not a device name")
         return value
 
     def resolved_recipe(self) -> Recipe:

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from job.data import Split, batches
 from job.settings import Recipe
+from job.stop import Interrupted
 
 
 @dataclass(frozen=True)
@@ -35,10 +37,6 @@ class Evaluation:
     accuracy: float
     loss: float
     predictions: torch.Tensor  # int64 [N], on the CPU
-
-
-class Interrupted(Exception):
-    """Training stopped early because a stop was requested (see job.pipeline)."""
 
 
 def evaluate(model: nn.Module, split: Split, batch_size: int) -> Evaluation:
@@ -95,14 +93,19 @@ def train_model(model: nn.Module, train: Split, test: Split, recipe: Recipe, *, 
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=recipe.learning_rate, total_steps=recipe.epochs * steps_per_epoch) \
         if recipe.lr_schedule == "onecycle" else None
-    progress = ProgressBar(progress_label, steps_per_epoch) if progress_label and sys.stdout.isatty() else None
     history = []
     for epoch in range(1, recipe.epochs + 1):
         started = time.perf_counter()
         model.train()
         correct = torch.zeros((), dtype=torch.long, device=device)
         loss_sum = torch.zeros((), device=device)
-        for step, (images, labels) in enumerate(batches(train, recipe.batch_size, generator), 1):
+        # A bar within the epoch for terminals only (logs get one line per epoch), erased when the epoch ends. Its
+        # size is fixed: tqdm hides bars on a terminal that reports no size (a fresh pty, `docker run -t`).
+        progress = tqdm(total=steps_per_epoch, desc=f"{progress_label} Epoch:{epoch:2d}", file=sys.stdout,
+                        leave=False, ascii=".#", bar_format="{desc} [{bar:30}] {n_fmt}/{total_fmt}",
+                        mininterval=0, miniters=max(1, steps_per_epoch // 100), ncols=80, nrows=2,
+                        disable=not (progress_label and sys.stdout.isatty()))
+        for images, labels in batches(train, recipe.batch_size, generator):
             if should_stop():
                 raise Interrupted
             if recipe.max_shift:
@@ -113,10 +116,8 @@ def train_model(model: nn.Module, train: Split, test: Split, recipe: Recipe, *, 
             with torch.no_grad():
                 loss_sum += loss.detach() * len(labels)
                 correct += (logits.argmax(1) == labels).sum()
-            if progress is not None:
-                progress.show(epoch, step)
-        if progress is not None:
-            progress.clear()
+            progress.update()
+        progress.close()
         evaluation = evaluate(model, test, eval_batch_size)
         metrics = EpochMetrics(epoch, correct.item() / len(train), loss_sum.item() / len(train),
                                evaluation.accuracy, evaluation.loss, time.perf_counter() - started,
@@ -124,23 +125,3 @@ def train_model(model: nn.Module, train: Split, test: Split, recipe: Recipe, *, 
         history.append(metrics)
         on_epoch(metrics)
     return history, evaluation
-
-
-class ProgressBar:
-    """A one-line bar within the epoch, for terminals only: logs get one line per epoch and nothing else."""
-
-    def __init__(self, label: str, total: int, width: int = 30) -> None:
-        self.label, self.total, self.width = label, total, width
-        self.every = max(1, total // 100)
-
-    def show(self, epoch: int, step: int) -> None:
-        if step % self.every and step != self.total:
-            return
-        filled = self.width * step // self.total
-        sys.stdout.write(f"\r{self.label} Epoch:{epoch:2d} [{'#' * filled}{'.' * (self.width - filled)}] "
-                         f"{step}/{self.total}")
-        sys.stdout.flush()
-
-    def clear(self) -> None:
-        sys.stdout.write("\r\033[K")
-        sys.stdout.flush()

@@ -42,8 +42,8 @@ def exported(request, tmp_path_factory):
 
 def test_every_format_predicts_what_the_model_predicts(exported, random_test_split):
     model, paths = exported
-    results = check_parity(model, paths, random_test_split, batch_sizes=(1, 128), max_abs_diff=1e-4,
-                           min_agreement=1.0)
+    results = check_parity(model, paths, random_test_split.images, random_test_split.labels, batch_sizes=(1, 128),
+                           max_abs_diff=1e-4, min_agreement=1.0)
     assert {r.format for r in results} == {"torchscript", "torch_export", "onnxruntime",
                                            "onnxruntime_no_optimizations"}
     assert all(r.passed and r.argmax_agreements == 300 for r in results), results

@@ -85,7 +85,7 @@ def slow(path, text):
         time.sleep(1.5)
     original(path, text)
 report.write_text_atomically = slow
-from job.pipeline import main
+from job.cli import main
 sys.exit(main())
 """
 
@@ -169,7 +169,7 @@ def test_champion_check_refuses_a_worse_model(outputs, real_data_dir):
 
 
 def run_in_process(monkeypatch, outputs, data_dir, **settings):
-    from job.pipeline import main
+    from job.cli import main
 
     for name in [n for n in os.environ if n.startswith("LENET_")]:
         monkeypatch.delenv(name)

@@ -1,0 +1,31 @@
+"""What a parity check found, as the run's report records it (no torch here: the report and the job's exit
+status read it without loading the exporter)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ParityError(RuntimeError):
+    """An exported file does not predict what the trained model predicts."""
+
+
+class FormatParity(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format: str = Field(description="torchscript | torch_export | onnxruntime | onnxruntime_no_optimizations")
+    batch_size: int
+    images: int
+    argmax_agreements: int = Field(description="Images where this format's top class equals the eager model's")
+    max_abs_logit_diff: float = Field(description="Largest |logit difference| from the eager model")
+    accuracy: float = Field(description="This format's test accuracy (0-1)")
+    passed: bool
+
+
+def describe(check: FormatParity) -> str:
+    return (f"{check.format} at batch {check.batch_size}: {check.argmax_agreements}/{check.images} agree, "
+            f"max |diff| {check.max_abs_logit_diff:.1e}, accuracy {100 * check.accuracy:.2f}%")
+
+
+def describe_failures(results: list[FormatParity]) -> str:
+    return "; ".join(describe(r) for r in results if not r.passed)

@@ -1,0 +1,16 @@
+"""The job's log: one line per event on stdout, flushed at once so that a scheduler's log shows it live."""
+
+from __future__ import annotations
+
+from job.train import EpochMetrics
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def epoch_line(variant: str, m: EpochMetrics) -> str:
+    """The tutorial's log line, with the variant and the epoch's seconds added."""
+    return (f"[{variant}] Epoch:{m.epoch:2d}, Train_acc:{100 * m.train_accuracy:.1f}%, "
+            f"Train_loss:{m.train_loss:.3f}, Test_acc:{100 * m.test_accuracy:.1f}%, "
+            f"Test_loss:{m.test_loss:.3f}, {m.seconds:.1f}s")

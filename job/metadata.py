@@ -1,0 +1,55 @@
+"""Where a run and its models came from: the metadata written into every exported model (the keys of
+export.contract.METADATA_KEYS) and the library versions recorded in the report."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+from export.contract import CLASS_LABELS
+from job.data import MNIST_MEAN, MNIST_STD
+from job.settings import Recipe
+
+
+def source_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                              text=True, timeout=5, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return os.environ.get("SOURCE_COMMIT", "unknown")
+
+
+def library_versions() -> dict[str, str]:
+    import matplotlib
+    import onnx
+    import onnxruntime
+    import pydantic
+    import torchvision
+
+    return {"python": sys.version.split()[0], "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "pydantic": pydantic.__version__,
+            "matplotlib": matplotlib.__version__}
+
+
+def model_metadata(variant: str, recipe: Recipe, accuracy: float, run_id: str, trained_at: datetime) -> dict:
+    return {
+        "model.variant": variant,
+        "model.dropout": repr(recipe.dropout if variant == "bn_dropout" else 0.0),
+        "model.classes": ",".join(CLASS_LABELS),
+        "preprocess.image_size": "28x28",
+        "preprocess.color": "white digit on black background, grayscale",
+        "preprocess.scale": repr(1 / 255),
+        "preprocess.mean": repr(MNIST_MEAN if recipe.normalize else 0.0),
+        "preprocess.std": repr(MNIST_STD if recipe.normalize else 1.0),
+        "metrics.test_accuracy": f"{accuracy:.4f}",
+        "run.id": run_id,
+        "run.trained_at": trained_at.isoformat(),
+        "run.torch_version": torch.__version__,
+        "run.source_commit": source_commit(),
+        "run.recipe": recipe.name,
+    }

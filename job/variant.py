@@ -1,0 +1,71 @@
+"""One variant, start to end: train it, export every format, and prove each format predicts what it predicts.
+
+The pipeline calls this once per variant, either in its own process (job.workers) or one after the other.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+from torchinfo import summary
+
+from job.data import MnistData
+from job.log import epoch_line, log
+from job.metadata import model_metadata
+from job.model import build_model, parameter_count
+from job.report import Artifact, Epoch, VariantResult
+from job.settings import Recipe, Settings
+from job.stop import StopRequest
+from job.train import train_model
+
+
+def train_variant(variant: str, data: MnistData, recipe: Recipe, settings: Settings, stop: StopRequest,
+                  run_id: str, run_dir: Path, progress_bar: bool = True) -> VariantResult:
+    """Train one variant, then export it and check that every exported file predicts what it predicts."""
+    from export.checks import describe  # torch.export / onnx are loaded only when a model is ready
+    from export.formats import export_model
+    from export.parity import check_parity
+
+    device = data.train.images.device
+    # The summary runs a forward pass that draws Dropout masks from the global RNG: print it from a throwaway
+    # copy before seeding, so that it cannot change what the seeded run trains.
+    log(str(summary(build_model(variant, recipe.dropout), input_size=(1, 1, 28, 28), verbose=0, device="cpu")))
+    torch.manual_seed(settings.seed)
+    model = build_model(variant, recipe.dropout).to(device)
+    started = time.perf_counter()
+    history, final = train_model(model, data.train, data.test, recipe, seed=settings.seed,
+                                 eval_batch_size=settings.eval_batch_size, should_stop=stop,
+                                 progress_label=f"[{variant}]" if progress_bar else None,
+                                 on_epoch=lambda metrics: log(epoch_line(variant, metrics)))
+    training_seconds = time.perf_counter() - started
+    confusion = torch.bincount(data.test.labels.cpu() * 10 + final.predictions, minlength=100).reshape(10, 10)
+    last = history[-1]
+    result = VariantResult(
+        variant=variant, parameters=parameter_count(model), epochs=[Epoch(**asdict(m)) for m in history],
+        final_test_accuracy=final.accuracy, final_test_loss=final.loss, final_train_accuracy=last.train_accuracy,
+        final_train_loss=last.train_loss, training_seconds=training_seconds,
+        met_accuracy_gate=final.accuracy >= settings.min_test_accuracy, confusion_matrix=confusion.tolist())
+
+    stop.check()
+    log(f"[{variant}] exporting TorchScript, torch.export and ONNX")
+    started = time.perf_counter()
+    model_dir = run_dir / "models" / variant
+    metadata = model_metadata(variant, recipe, final.accuracy, run_id, datetime.now(UTC))
+    paths = export_model(model, model_dir, metadata)
+    result.artifacts = {name: Artifact.of(path, run_dir) for name, path in paths.items()}
+    result.export_seconds = time.perf_counter() - started
+    stop.check()
+    started = time.perf_counter()
+    result.parity = check_parity(model, paths, data.test.images, data.test.labels,
+                                 batch_sizes=(1, settings.eval_batch_size),
+                                 max_abs_diff=settings.parity_max_abs_diff,
+                                 min_agreement=settings.parity_min_agreement, should_stop=stop.check)
+    result.parity_seconds = time.perf_counter() - started
+    log(f"[{variant}] exported in {result.export_seconds:.1f}s, parity checked in {result.parity_seconds:.1f}s")
+    for check in result.parity:
+        log(f"[{variant}] parity {describe(check)}")
+    return result

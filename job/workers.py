@@ -1,0 +1,83 @@
+"""Variants side by side: one process per variant, each training, exporting and verifying its own model.
+
+Measured on 2 cores (docs/performance.md): small convolutions use a second thread poorly, so two
+single-threaded trainings beat one two-threaded after the other, and one variant's export and parity check
+overlap the other's training.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import queue
+import signal
+from pathlib import Path
+
+import torch
+
+from job.data import load_mnist
+from job.log import log
+from job.report import VariantResult
+from job.settings import Settings
+from job.stop import Interrupted, StopRequest
+from job.variant import train_variant
+
+
+def variants_share_the_cpu(settings: Settings, device: torch.device) -> bool:
+    """Train the variants side by side, one process each? Yes on a CPU with a core per variant, unless
+    LENET_PARALLEL_VARIANTS says otherwise."""
+    if settings.parallel_variants is not None:
+        return settings.parallel_variants and len(settings.variants) > 1
+    return device.type == "cpu" and len(settings.variants) > 1 and torch.get_num_threads() >= len(settings.variants)
+
+
+def variant_worker(variant: str, settings: Settings, stop: StopRequest, run_id: str, run_dir: Path, threads: int,
+                   results: multiprocessing.Queue) -> None:
+    """One variant in its own process: load MNIST, then train, export and verify it; send back the result."""
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, signal.SIG_IGN)  # the parent handles signals and raises the shared stop flag
+    torch.set_num_threads(threads)
+    try:
+        recipe = settings.resolved_recipe()
+        data = load_mnist(settings.data_dir, download=False, normalize=recipe.normalize,
+                          train_limit=settings.train_limit, test_limit=settings.test_limit)
+        # No progress bar: two processes drawing on one terminal line would garble it.
+        result = train_variant(variant, data, recipe, settings, stop, run_id, run_dir, progress_bar=False)
+        results.put((variant, result, None))
+    except Exception as error:
+        try:
+            pickle.dumps(error)
+        except Exception:  # an error that cannot cross the process boundary still must say what it was
+            error = RuntimeError(f"{type(error).__name__}: {error}")
+        results.put((variant, None, error))
+
+
+def train_in_parallel(settings: Settings, stop: StopRequest, run_id: str, run_dir: Path,
+                      threads: int) -> list[VariantResult]:
+    context = multiprocessing.get_context("spawn")  # not fork: forking a process with torch's threads can hang
+    results = context.Queue()
+    workers = {variant: context.Process(target=variant_worker, name=f"lenet-{variant}",
+                                        args=(variant, settings, stop, run_id, run_dir, threads, results))
+               for variant in settings.variants}
+    log(f"training {', '.join(workers)} side by side: one process each, {threads} thread(s) each")
+    for worker in workers.values():
+        worker.start()
+    received: dict[str, tuple[VariantResult | None, Exception | None]] = {}
+    try:
+        while len(received) < len(workers):
+            try:
+                variant, result, error = results.get(timeout=2)
+                received[variant] = (result, error)
+            except queue.Empty:
+                dead = [v for v, w in workers.items() if v not in received and w.exitcode is not None]
+                if dead:
+                    raise RuntimeError(f"the {dead[0]} worker died with exit code {workers[dead[0]].exitcode}")
+    finally:
+        for worker in workers.values():
+            worker.join(timeout=60)
+            if worker.is_alive():
+                worker.terminate()
+    errors = [error for _, error in received.values() if error is not None]
+    if errors:
+        raise next((e for e in errors if isinstance(e, Interrupted)), errors[0]) if stop() else errors[0]
+    return [received[variant][0] for variant in settings.variants]
