@@ -1,41 +1,100 @@
-"""Recognize digits in image files with an exported ONNX model: a downstream example that needs no torch.
+"""Recognize digits in picture files with an exported ONNX model: a downstream tool that needs no torch.
 
-    python -m export.predict model.onnx IMAGE [IMAGE ...]
+    python -m export.predict model.onnx PICTURE|FOLDER [...] [--json]
 
-Only onnxruntime, numpy and Pillow are used, and the preprocessing is read from the model's own metadata,
-so a slim image that never installs torch can run it. Prints one line per image: path, digit, probability.
+Each picture (PNG, JPEG, ... of one digit, any size) is turned into an MNIST-style 28x28 input by
+export.preprocess, then scaled as the model's own metadata says. Only onnxruntime, numpy and Pillow are used.
+A folder stands for the pictures directly in it. Prints one line per picture (path, digit, probability), or with
+--json one JSON document: {"model": ..., "variant": ..., "results": [{"path", "digit", "probability", "top3"}
+or {"path", "error", "status"}, ...]}.
+
+Exit status: 0 every picture was read; 2 bad command line; 3 the model is missing, not ONNX, or not an export of
+this job; 4 a picture is missing, not a picture, too large, or a folder without pictures; 5 a picture holds no
+digit (no ink). A failing picture gets one line on stderr and the others are still read; the exit status is that
+of the first picture that failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from export.contract import INPUT_NAME, OUTPUT_NAME, preprocessing
+from export.preprocess import MAX_PIXELS, NoDigitError, to_input
 
-SIZE = 28
+EXIT_OK, EXIT_USAGE, EXIT_MODEL, EXIT_PICTURE, EXIT_NO_DIGIT = 0, 2, 3, 4, 5
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+class PredictError(Exception):
+    """An expected failure: `status` is the exit status, the message one line that names the file."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def load_model(path: Path) -> tuple[ort.InferenceSession, dict[str, str]]:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session, dict(session.get_modelmeta().custom_metadata_map)
+    if not path.exists():
+        raise PredictError(EXIT_MODEL, f"{path}: no such model file")
+    if path.is_dir():
+        raise PredictError(EXIT_MODEL, f"{path}: is a folder, not an ONNX model file")
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own types for unreadable, invalid or non-ONNX files
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise PredictError(EXIT_MODEL, f"{path}: not an ONNX model that onnxruntime can load ({first_line})") from None
+    metadata = dict(session.get_modelmeta().custom_metadata_map)
+    try:
+        preprocessing(metadata)
+    except ValueError as error:
+        raise PredictError(EXIT_MODEL, f"{path}: {error}") from None
+    if [i.name for i in session.get_inputs()] != [INPUT_NAME]:
+        raise PredictError(EXIT_MODEL, f"{path}: its input is not named {INPUT_NAME!r}: not an export of this job")
+    return session, metadata
 
 
-def to_input(image: Image.Image, scale: float, mean: float, std: float) -> np.ndarray:
-    """Any picture of one digit -> float32 [1, 28, 28] as the model was trained on: white digit on black."""
-    gray = ImageOps.grayscale(ImageOps.exif_transpose(image))
-    pixels = np.asarray(gray.resize((SIZE, SIZE), Image.Resampling.LANCZOS), dtype=np.float32)
-    # MNIST digits are light on a dark background; a scan or drawing is usually the other way round. The border
-    # is background in either case, so a light border means the picture must be inverted.
-    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    if border.mean() > 127.5:
-        pixels = 255.0 - pixels
-    return ((pixels * scale - mean) / std)[None]
+def picture_paths(paths: list[Path]) -> list[Path]:
+    """Each path as given; a folder becomes the pictures directly in it, sorted by name."""
+    expanded = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in PICTURE_SUFFIXES)
+            expanded += found or [path]  # an empty folder stays, to be reported as such
+        else:
+            expanded.append(path)
+    return expanded
+
+
+def open_picture(path: Path) -> Image.Image:
+    if path.is_dir():
+        raise PredictError(EXIT_PICTURE, f"{path}: a folder with no pictures ({', '.join(PICTURE_SUFFIXES)})")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+            width, height = image.size  # read from the header: nothing is decoded yet
+            if width * height > MAX_PIXELS:
+                raise PredictError(EXIT_PICTURE, f"{path}: too large, {width}x{height} = {width * height:,} pixels "
+                                                 f"(allowed: up to {MAX_PIXELS:,})")
+            image.load()
+    except FileNotFoundError:
+        raise PredictError(EXIT_PICTURE, f"{path}: no such file") from None
+    except UnidentifiedImageError:
+        raise PredictError(EXIT_PICTURE, f"{path}: not a picture that Pillow can read") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise PredictError(EXIT_PICTURE, f"{path}: too large to decode safely (allowed: up to {MAX_PIXELS:,} "
+                                         f"pixels)") from None
+    except (OSError, SyntaxError, ValueError) as error:  # truncated or damaged files, unreadable ones
+        raise PredictError(EXIT_PICTURE, f"{path}: cannot be read: {error}") from None
+    return image
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -43,27 +102,62 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def predict(model_path: Path, image_paths: list[Path]) -> list[tuple[int, float]]:
-    session, metadata = load_model(model_path)
+def predict(model_path: Path, paths: list[Path]) -> list[dict]:
+    """One result per picture: {"path", "digit", "probability", "top3"}, or {"path", "error", "status"}."""
+    return classify(*load_model(model_path), paths)
+
+
+def classify(session: ort.InferenceSession, metadata: dict[str, str], paths: list[Path]) -> list[dict]:
     scale, mean, std = preprocessing(metadata)
-    batch = np.stack([to_input(Image.open(path), scale, mean, std) for path in image_paths])
-    probabilities = softmax(session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0])
-    return [(int(p.argmax()), float(p.max())) for p in probabilities]
+    results, inputs = [], []
+    for path in picture_paths(paths):
+        try:
+            inputs.append(to_input(open_picture(path), scale, mean, std))
+            results.append({"path": str(path)})
+        except PredictError as error:
+            results.append({"path": str(path), "error": str(error), "status": error.status})
+        except NoDigitError as error:
+            results.append({"path": str(path), "error": f"{path}: {error}", "status": EXIT_NO_DIGIT})
+    if inputs:
+        probabilities = iter(softmax(session.run([OUTPUT_NAME], {INPUT_NAME: np.stack(inputs)})[0]))
+        for result in (r for r in results if "error" not in r):
+            p = next(probabilities)
+            top = np.argsort(-p, kind="stable")[:3]
+            result.update(digit=int(top[0]), probability=float(p[top[0]]),
+                          top3=[{"digit": int(d), "probability": float(p[d])} for d in top])
+    return results
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see --help)\n")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.predict", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m export.predict", description=__doc__.splitlines()[0],
+                           epilog="exit status: 0 ok, 2 bad command line, 3 model problem, 4 picture unreadable, "
+                                  "5 no digit in a picture")
     parser.add_argument("model", type=Path, help="an ONNX file exported by this job")
-    parser.add_argument("images", type=Path, nargs="+", help="PNG or JPEG files, one digit each, any size")
+    parser.add_argument("pictures", type=Path, nargs="+", help="picture files (one digit each, any size) or folders")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of lines")
     args = parser.parse_args(argv)
     try:
-        results = predict(args.model, args.images)
-    except (OSError, UnidentifiedImageError, ValueError, ort.capi.onnxruntime_pybind11_state.Fail) as error:
+        session, metadata = load_model(args.model)
+    except PredictError as error:
         print(f"predict: {error}", file=sys.stderr)
-        return 2
-    for path, (digit, probability) in zip(args.images, results):
-        print(f"{path}\t{digit}\t{probability:.4f}")
-    return 0
+        return error.status
+    results = classify(session, metadata, args.pictures)
+    failures = [r for r in results if "error" in r]
+    for failure in failures:
+        print(f"predict: {failure['error']}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"model": str(args.model), "variant": metadata.get("model.variant"), "results": results},
+                         indent=2))
+    else:
+        for result in results:
+            if "error" not in result:
+                print(f"{result['path']}\t{result['digit']}\t{result['probability']:.4f}")
+    return failures[0]["status"] if failures else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from export.contract import CLASS_LABELS
+from export.preprocess import METHOD as PICTURE_METHOD
 from job.data import MNIST_MEAN, MNIST_STD
 from job.settings import Recipe
 
@@ -46,6 +47,7 @@ def model_metadata(variant: str, recipe: Recipe, accuracy: float, run_id: str, t
         "preprocess.scale": repr(1 / 255),
         "preprocess.mean": repr(MNIST_MEAN if recipe.normalize else 0.0),
         "preprocess.std": repr(MNIST_STD if recipe.normalize else 1.0),
+        "preprocess.method": PICTURE_METHOD,
         "metrics.test_accuracy": f"{accuracy:.4f}",
         "run.id": run_id,
         "run.trained_at": trained_at.isoformat(),

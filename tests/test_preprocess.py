@@ -1,0 +1,185 @@
+"""MNIST-style preprocessing of any picture of a digit (export.preprocess), on pictures made as users make them."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from PIL import Image, ImageDraw
+
+from export.preprocess import NoDigitError, to_mnist
+
+ROOT = Path(__file__).resolve().parents[1]
+# The contract's test vector: docs/model-contract.md gives the SHA-256 of the 784 bytes this picture must give.
+TEST_VECTOR = ROOT / "docs" / "images" / "preprocess-test-vector.png"
+
+
+def seven(size=(200, 200), box=(60, 40, 140, 160), width=9, ink=0, paper=255, mode="L") -> Image.Image:
+    """A 7 drawn on a canvas with a pen, as a user would: the top bar, then the diagonal."""
+    image = Image.new("L", size, paper)
+    left, top, right, bottom = box
+    ImageDraw.Draw(image).line([(left, top), (right, top), (left + (right - left) * 0.35, bottom)], fill=ink,
+                               width=width, joint="curve")
+    return image.convert(mode)
+
+
+def center_of_mass(field: np.ndarray) -> tuple[float, float]:
+    mass = field.astype(float)
+    return ((mass.sum(1) * np.arange(28)).sum() / mass.sum(), (mass.sum(0) * np.arange(28)).sum() / mass.sum())
+
+
+def differs(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute difference of two MNIST-style pictures, 0-1."""
+    return float(np.abs(a.astype(float) - b.astype(float)).mean() / 255)
+
+
+def test_the_ink_fills_20_pixels_and_its_center_of_mass_is_the_fields_center():
+    field = to_mnist(seven())
+    assert field.shape == (28, 28) and field.dtype == np.uint8 and field.max() == 255
+    rows, cols = np.nonzero(field)
+    assert max(rows.max() - rows.min() + 1, cols.max() - cols.min() + 1) == 20  # the longer side, as MNIST's
+    row, col = center_of_mass(field)
+    assert abs(row - 14) <= 0.5 and abs(col - 14) <= 0.5
+    assert field[:, :2].max() == 0 and field[:, -2:].max() == 0  # MNIST's margin: nothing at the edges
+
+
+@pytest.mark.parametrize("where", ["small in a corner", "edge to edge", "off centre on a wide canvas"])
+def test_position_and_size_on_the_canvas_do_not_matter(where):
+    reference = to_mnist(seven())
+    picture = {"small in a corner": seven(box=(8, 10, 38, 50), width=3),
+               "edge to edge": seven(size=(130, 200), box=(1, 4, 129, 196), width=14),
+               "off centre on a wide canvas": seven(size=(640, 200), box=(420, 40, 500, 160))}[where]
+    assert differs(to_mnist(picture), reference) < 0.04
+
+
+@pytest.mark.parametrize("form", ["light on dark", "RGB", "RGBA on transparent", "white on transparent", "palette",
+                                  "16-bit", "bilevel", "CMYK", "tinted paper"])
+def test_every_colour_form_gives_the_same_digit(form):
+    reference = to_mnist(seven())
+    ink_only = seven(ink=255, paper=0)  # 255 where the pen went
+    if form == "light on dark":
+        picture = seven(ink=230, paper=30)
+    elif form in ("RGBA on transparent", "white on transparent"):
+        colour = (20, 20, 200) if form == "RGBA on transparent" else (255, 255, 255)
+        picture = Image.new("RGBA", ink_only.size, colour + (0,))
+        picture.putalpha(ink_only)
+    elif form == "16-bit":
+        picture = Image.fromarray((np.asarray(seven(), dtype=np.uint16) * 257))
+    elif form == "tinted paper":
+        picture = Image.merge("RGB", [seven(paper=250), seven(paper=230), seven(paper=190)])
+    else:
+        picture = seven().convert({"RGB": "RGB", "palette": "P", "bilevel": "1", "CMYK": "CMYK"}[form])
+    assert differs(to_mnist(picture), reference) < 0.03
+
+
+def test_a_fine_pen_on_a_large_picture_gets_strokes_as_thick_as_mnists():
+    """A 2-pixel pen line on a 600-pixel picture would be a tenth of a pixel wide in the 20x20 box."""
+    fine = to_mnist(seven(size=(600, 600), box=(180, 120, 420, 480), width=2))
+    thick = to_mnist(seven())
+    assert fine.sum() >= 0.55 * thick.sum() and differs(fine, thick) < 0.035  # unthickened: 0.36 and 0.043
+
+
+def test_exif_orientation_is_applied():
+    upright = seven()
+    stored = upright.rotate(90, expand=True)  # a phone stores the sensor's pixels and says how to turn them
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    buffer = io.BytesIO()
+    stored.save(buffer, format="PNG", exif=exif)
+    assert differs(to_mnist(Image.open(buffer)), to_mnist(upright)) < 0.02
+
+
+def photo_of(picture: Image.Image, seed: int = 0, shadow: float = 60, noise: float = 8) -> Image.Image:
+    """The picture as a phone's photo of a page: a shadow across it, paper texture, and JPEG compression."""
+    rng = np.random.default_rng(seed)
+    pixels = np.asarray(picture.convert("L"), dtype=float)
+    height, width = pixels.shape
+    pixels = pixels - shadow * np.linspace(0, 1, width)[None, :] + rng.normal(0, noise, pixels.shape)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).convert("RGB").save(buffer, format="JPEG", quality=60)
+    return Image.open(buffer)
+
+
+def test_shadow_paper_texture_and_jpeg_noise_are_not_ink():
+    assert differs(to_mnist(photo_of(seven())), to_mnist(seven())) < 0.05
+
+
+def test_a_thin_frame_around_the_picture_is_not_the_digit():
+    framed = seven()
+    ImageDraw.Draw(framed).rectangle((1, 1, 198, 198), outline=0, width=2)
+    assert differs(to_mnist(framed), to_mnist(seven())) < 0.03
+
+
+def test_specks_away_from_the_digit_do_not_move_it():
+    specked = seven()
+    ImageDraw.Draw(specked).ellipse((180, 185, 182, 187), fill=0)
+    assert differs(to_mnist(specked), to_mnist(seven())) < 0.02
+
+
+@pytest.mark.parametrize("picture", [
+    Image.new("L", (200, 200), 255),
+    Image.new("RGB", (64, 48), (0, 0, 0)),
+    Image.new("RGBA", (100, 100), (0, 0, 0, 0)),
+    Image.fromarray(np.random.default_rng(0).normal(235, 6, (300, 300)).clip(0, 255).astype(np.uint8)),
+    photo_of(Image.new("L", (300, 200), 255)),
+], ids=["white", "black", "transparent", "paper texture", "photo of a blank page"])
+def test_a_picture_without_ink_is_an_error_not_a_guess(picture):
+    with pytest.raises(NoDigitError, match="no ink"):
+        to_mnist(picture)
+
+
+def test_a_picture_too_small_to_hold_a_digit_is_an_error():
+    with pytest.raises(NoDigitError, match="too small"):
+        to_mnist(Image.new("L", (5, 40), 0))
+
+
+def test_an_mnist_digit_comes_back_as_itself(real_data_dir):
+    """MNIST's own digits are already built this way: preprocessing a scan of one gives it back, nearly."""
+    from job.data import read_split
+
+    images, _ = read_split(real_data_dir, train=False, limit=50)
+    scores = []
+    for pixels in images.numpy():
+        scan = Image.fromarray(255 - pixels).resize((112, 112), Image.Resampling.BILINEAR)  # dark on light, 4x
+        scores.append(differs(to_mnist(scan), pixels))
+    assert np.median(scores) < 0.04 and max(scores) < 0.12
+
+
+def test_the_contracts_test_vector():
+    field = to_mnist(Image.open(TEST_VECTOR))
+    documented = (ROOT / "docs" / "model-contract.md").read_text()
+    assert f"SHA-256 `{hashlib.sha256(field.tobytes()).hexdigest()}`" in documented
+
+
+EXAMPLES = int(os.environ.get("LENET_HYPOTHESIS_EXAMPLES", "150"))
+
+
+@st.composite
+def any_picture(draw) -> Image.Image:
+    mode = draw(st.sampled_from(["L", "RGB", "RGBA", "LA", "I;16", "1", "P", "F", "CMYK"]))
+    shape = (draw(st.integers(1, 40)), draw(st.integers(1, 40)))
+    if mode == "I;16":
+        return Image.fromarray(draw(arrays(np.uint16, shape)))
+    if mode == "F":
+        return Image.fromarray(draw(arrays(np.float32, shape, elements=st.floats(allow_nan=True, width=32))))
+    channels = {"RGB": 3, "RGBA": 4, "LA": 2, "CMYK": 4}.get(mode)
+    pixels = draw(arrays(np.uint8, shape + ((channels,) if channels else ())))
+    return Image.fromarray(pixels, mode) if channels else Image.fromarray(pixels, "L").convert(mode)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(any_picture())
+def test_any_picture_gives_a_28x28_digit_or_says_there_is_none(picture):
+    """Long run: LENET_HYPOTHESIS_EXAMPLES=5000 make test."""
+    try:
+        field = to_mnist(picture)
+    except NoDigitError:
+        return
+    assert field.shape == (28, 28) and field.dtype == np.uint8 and field.max() == 255
