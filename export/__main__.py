@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--tolerance", type=float, default=0.0005,
                        help="largest accuracy difference from the recorded one (default 0.0005: 5 images)")
     args = parser.parse_args(argv)
+    from export.predict import PredictError
     from job.data import DataError
 
     try:
@@ -92,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as error:
         print(f"export: data problem: {error}", file=sys.stderr)
         return EXIT_DATA
+    except PredictError as error:  # the ONNX file is missing, not ONNX, or not an export of this job
+        print(f"export: {error}", file=sys.stderr)
+        return EXIT_BAD_ARGUMENT
     except (OSError, KeyError, ValueError) as error:
         print(f"export: {type(error).__name__}: {error}", file=sys.stderr)
         return EXIT_BAD_ARGUMENT

@@ -45,7 +45,7 @@ def test_export_does_not_import_job_except_its_command_line():
 
 def test_torch_free_modules_stay_torch_free():
     """A slim downstream image has onnxruntime, numpy and Pillow only."""
-    for name in ("__init__.py", "contract.py", "predict.py"):
+    for name in ("__init__.py", "contract.py", "predict.py", "preprocess.py", "ink.py"):
         assert not {"torch", "job", "torchvision"} & imported_packages(ROOT / "export" / name), name
 
 

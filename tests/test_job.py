@@ -60,6 +60,20 @@ def test_report_holds_every_figure_and_the_published_pointer_names_it(small_run)
     assert latest["models"]["plain"]["onnx"] == f"{latest['run_dir']}/models/plain/model.onnx"
 
 
+def test_the_onnx_metadata_holds_every_key_of_the_contract(small_run):
+    import onnx
+
+    from export.contract import METADATA_KEYS
+    from export.preprocess import METHOD
+
+    outputs, _ = small_run
+    latest = json.loads((outputs / "latest.json").read_text())
+    for variant, files in latest["models"].items():
+        metadata = {p.key: p.value for p in onnx.load(str(outputs / files["onnx"])).metadata_props}
+        assert sorted(metadata) == sorted(METADATA_KEYS)
+        assert metadata["model.variant"] == variant and metadata["preprocess.method"] == METHOD
+
+
 def test_every_artifact_is_there_with_its_recorded_checksum(small_run):
     from hashlib import sha256
 
@@ -136,6 +150,13 @@ def test_verify_checks_an_onnx_file_against_its_recorded_accuracy(small_run, rea
         done = export_cli("verify", str(folder / "model.onnx"), data_dir=real_data_dir)
         assert done.returncode == expected_status, (name, done.stdout, done.stderr)
         assert f"test accuracy {100 * accuracy:.2f}% on 10000 images" in done.stdout
+
+
+def test_verify_of_a_file_that_is_not_onnx_is_one_line_and_exit_2(real_data_dir, tmp_path):
+    bogus = tmp_path / "model.onnx"
+    bogus.write_text("not a model")
+    done = export_cli("verify", str(bogus), data_dir=real_data_dir)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "not an ONNX model" in done.stderr
 
 
 def test_the_same_seed_gives_the_same_figures_on_cpu(real_data_dir, tmp_path):
