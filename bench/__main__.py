@@ -55,7 +55,7 @@ def worker(kind: str, variant: str, epochs: int, train_limit: int | None, data_d
         from job.report import read_report
 
         output_dir = Path(os.environ["LENET_OUTPUT_DIR"])
-        code = main()
+        code = main([])
         if code != 0:
             raise SystemExit(f"the job exited {code}")
         report = read_report(output_dir / json.loads((output_dir / "latest.json").read_text())["report"])

@@ -18,6 +18,8 @@ class FormatParity(BaseModel):
     images: int
     argmax_agreements: int = Field(description="Images where this format's top class equals the eager model's")
     max_abs_logit_diff: float = Field(description="Largest |logit difference| from the eager model")
+    max_scaled_diff: float = Field(description="Largest |difference| / (max_abs_diff + max_rel_diff * |eager "
+                                               "logit|), as numpy.allclose; at most 1 to pass")
     accuracy: float = Field(description="This format's test accuracy (0-1)")
     passed: bool
 

@@ -33,3 +33,13 @@ def preprocessing(metadata: dict[str, str]) -> tuple[float, float, float]:
                 float(metadata["preprocess.std"]))
     except KeyError as missing:
         raise ValueError(f"the model's metadata has no {missing.args[0]!r}: not an export of this job") from None
+
+
+def project_version() -> str:
+    """The installed lenet-mnist version, for --version (a copied export/ folder is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lenet-mnist")
+    except PackageNotFoundError:
+        return "unknown (not installed)"

@@ -26,7 +26,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image, UnidentifiedImageError
 
-from export.contract import INPUT_NAME, OUTPUT_NAME, preprocessing
+from export.contract import INPUT_NAME, OUTPUT_NAME, preprocessing, project_version
 from export.preprocess import MAX_PIXELS, NoDigitError, to_input
 
 EXIT_OK, EXIT_USAGE, EXIT_MODEL, EXIT_PICTURE, EXIT_NO_DIGIT = 0, 2, 3, 4, 5
@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model", type=Path, help="an ONNX file exported by this job")
     parser.add_argument("pictures", type=Path, nargs="+", help="picture files (one digit each, any size) or folders")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of lines")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {project_version()}")
     args = parser.parse_args(argv)
     try:
         session, metadata = load_model(args.model)

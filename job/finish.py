@@ -13,10 +13,11 @@ from export.checks import ParityError
 from job import status
 from job.data import DataError
 from job.log import log
-from job.publish import check_champion, point_latest_at, prune_runs, publish_lock, write_manifest
+from job.publish import DamagedFileError, check_champion, point_latest_at, prune_runs, publish_lock, write_manifest
 from job.report import Report, write_report
 from job.settings import Settings
 from job.stop import Interrupted, StopRequest
+from job.train import Diverged
 
 
 def outcome(error: BaseException, stop: StopRequest) -> tuple[status.ExitStatus, str]:
@@ -26,6 +27,10 @@ def outcome(error: BaseException, stop: StopRequest) -> tuple[status.ExitStatus,
         return code, f"interrupted by {signal.Signals(stop.signal).name}; nothing was published"
     if isinstance(error, DataError):
         return status.DATA, f"data problem: {error}"
+    if isinstance(error, DamagedFileError):
+        return status.DAMAGED, f"{error}; nothing was published"
+    if isinstance(error, Diverged):
+        return status.DIVERGED, f"{error}; nothing was published"
     if isinstance(error, ParityError):
         return status.PARITY, f"{error}; nothing was published"
     if isinstance(error, OSError):
@@ -68,7 +73,10 @@ def finish(report: Report, settings: Settings, run_dir: Path, stop: StopRequest,
         if error is None and stop():
             error = Interrupted()
         if error is None:
-            judge(report, settings)
+            try:
+                judge(report, settings)
+            except DamagedFileError as damaged:
+                conclude(report, *outcome(damaged, stop))
         else:
             conclude(report, *outcome(error, stop))
         report.published = report.status == status.OK.report_status

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 from job.train import EpochMetrics
 
 
 def log(message: str) -> None:
-    print(message, flush=True)
+    """A reader that closed stdout early (`python -m job | head`) takes nothing from the run's outcome: the rest
+    of the log goes nowhere and the run goes on."""
+    try:
+        print(message, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def epoch_line(variant: str, m: EpochMetrics) -> str:

@@ -14,7 +14,7 @@ import shutil
 from datetime import datetime
 from pathlib import Path
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from export.atomic import write_text_atomically
 from job.report import Artifact, ChampionCheck, Report, read_report
@@ -25,6 +25,8 @@ RUNS = "runs"
 
 
 LOCK = ".publish.lock"
+RUN_LOCK = ".running.lock"  # in each run folder, held while the run lives
+ABANDONED = "ABANDONED"  # written into a run folder found without a report and without a live process
 
 
 def new_run_id(now: datetime) -> str:
@@ -44,12 +46,26 @@ def publish_lock(output_dir: Path) -> FileLock:
     return FileLock(output_dir / LOCK)
 
 
+class DamagedFileError(RuntimeError):
+    """latest.json, or the report it names, cannot be read (a disk that filled, a hand edit)."""
+
+
 def published_run(output_dir: Path) -> tuple[str, Report] | None:
     pointer = output_dir / POINTER
     if not pointer.is_file():
         return None
-    published = json.loads(pointer.read_text())
-    return published["run_id"], read_report(output_dir / published["report"])
+    try:
+        published = json.loads(pointer.read_text())
+        run_id, report_path = published["run_id"], output_dir / published["report"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise DamagedFileError(f"{pointer} is damaged ({type(error).__name__}: {error}): the champion check "
+                               f"cannot read the published run; restore it, or remove it to publish anew") from None
+    try:
+        return run_id, read_report(report_path)
+    except (OSError, ValueError) as error:
+        reason = error.strerror if isinstance(error, OSError) else str(error).splitlines()[0]
+        raise DamagedFileError(f"{report_path}, the report {pointer.name} names, cannot be read ({reason}); "
+                               f"restore it, or remove {pointer.name} to publish anew") from None
 
 
 def check_champion(report: Report, output_dir: Path, tolerance: float) -> ChampionCheck:
@@ -67,7 +83,7 @@ def check_champion(report: Report, output_dir: Path, tolerance: float) -> Champi
 
 def write_manifest(run_dir: Path, run_id: str) -> Path:
     files = {}
-    for path in sorted(p for p in run_dir.rglob("*") if p.is_file() and p.name != MANIFEST):
+    for path in sorted(p for p in run_dir.rglob("*") if p.is_file() and p.name not in (MANIFEST, RUN_LOCK)):
         entry = Artifact.of(path, run_dir)
         files[entry.path] = entry.model_dump(exclude={"path"})
     manifest = run_dir / MANIFEST
@@ -84,13 +100,39 @@ def point_latest_at(output_dir: Path, run_dir: Path, report: Report) -> None:
     write_text_atomically(output_dir / POINTER, json.dumps(pointer, indent=2) + "\n")
 
 
+def hold_run(run_dir: Path) -> FileLock:
+    """Held by the run's process for its whole life: when the process is gone (killed by the OOM killer, a lost
+    node), the lock is free and the folder is known to be abandoned. The kernel releases it; no stale lock."""
+    lock = FileLock(run_dir / RUN_LOCK)
+    lock.acquire()
+    return lock
+
+
+def finished_or_abandoned(run_dir: Path) -> bool:
+    """A run folder with a report is finished; one without is abandoned when no process holds its lock (it is
+    then marked so), and otherwise still in progress."""
+    if (run_dir / "report.json").is_file() or (run_dir / ABANDONED).is_file():
+        return True
+    lock = FileLock(run_dir / RUN_LOCK)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return False
+    try:
+        write_text_atomically(run_dir / ABANDONED, "no report, and no process holds the run's lock: the run was "
+                                                   "killed before it could finish\n")
+    finally:
+        lock.release()
+    return True
+
+
 def prune_runs(output_dir: Path, keep: int, this_run: str) -> list[str]:
-    """Delete the oldest finished runs beyond the newest `keep`; never the published one, this one, or one
-    still in progress (no report yet: a concurrent run may be writing it)."""
+    """Delete the oldest finished or abandoned runs beyond the newest `keep`; never the published one, this one,
+    or one still in progress."""
     current = published_run(output_dir)
     protected = {this_run, current[0] if current else None}
-    finished = sorted(p for p in (output_dir / RUNS).iterdir() if (p / "report.json").is_file())
-    doomed = [p for p in finished[:-keep] if p.name not in protected]
+    done = sorted(p for p in (output_dir / RUNS).iterdir() if p.is_dir() and finished_or_abandoned(p))
+    doomed = [p for p in done[:-keep] if p.name not in protected]
     for path in doomed:
         shutil.rmtree(path, ignore_errors=True)
     return [p.name for p in doomed]

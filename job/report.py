@@ -17,9 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from export.atomic import write_text_atomically
 from export.checks import FormatParity
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: status "diverged"; parity max_scaled_diff
 Status = Literal["succeeded", "accuracy_gate_failed", "parity_failed", "champion_check_failed", "interrupted",
-                 "failed"]
+                 "failed", "diverged"]
 
 
 class Strict(BaseModel):

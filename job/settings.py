@@ -6,12 +6,15 @@ A recipe is a named set of training hyperparameters; any explicit setting overri
 
 from __future__ import annotations
 
+import difflib
+import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator
+from dotenv import dotenv_values
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "LENET_"
@@ -73,6 +76,7 @@ class Settings(BaseSettings):
     eval_batch_size: int = Field(1000, ge=1, le=10000, description="an integer 1-10000")
     num_threads: int | None = Field(None, ge=1, le=1024, description="an integer 1-1024, or empty for torch's choice")
     parity_max_abs_diff: float = Field(1e-4, gt=0, description="a number > 0")
+    parity_max_rel_diff: float = Field(1e-5, ge=0, le=1, description="a number 0-1")
     parity_min_agreement: float = Field(1.0, ge=0, le=1, description="a number 0-1")
     parallel_variants: bool | None = Field(None, description="true, false, or empty for auto (on a CPU with a "
                                                              "core per variant)")
@@ -116,8 +120,9 @@ def env_name(field: str) -> str:
 
 
 def load_settings(**overrides: object) -> Settings:
+    reject_unknown_names()
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as error:
         first = error.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "?"
@@ -127,3 +132,27 @@ def load_settings(**overrides: object) -> Settings:
         message = f"{env_name(field)}={got!s}: {problem}" if not isinstance(got, dict) else \
             f"{env_name(field)}: {problem}"
         raise SettingsError(f"{message} (allowed: {allowed})" if allowed else message) from None
+    reject_untrainable(settings)
+    return settings
+
+
+def reject_unknown_names() -> None:
+    """A misspelt LENET_* variable would otherwise be ignored and the job run with the default instead."""
+    known = {env_name(field) for field in Settings.model_fields}
+    given = [name for name in os.environ if name.upper().startswith(ENV_PREFIX)]
+    if Path(".env").is_file():
+        given += [name for name in dotenv_values(".env") if name.upper().startswith(ENV_PREFIX)]
+    for name in given:
+        if name.upper() not in known:
+            close = difflib.get_close_matches(name.upper(), sorted(known), n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise SettingsError(f"{name}: not a setting of this job ({hint}all of them: python -m job --help)")
+
+
+def reject_untrainable(settings: Settings) -> None:
+    """Combinations that every value allows but that cannot train."""
+    recipe = settings.resolved_recipe()
+    if "bn_dropout" in settings.variants and (recipe.batch_size == 1 or settings.train_limit == 1):
+        name, value = ("LENET_BATCH_SIZE", 1) if recipe.batch_size == 1 else ("LENET_TRAIN_LIMIT", 1)
+        raise SettingsError(f"{name}={value}: the bn_dropout variant's BatchNorm cannot train on batches of one "
+                            f"image (allowed: 2 or more with bn_dropout, or LENET_VARIANTS=plain)")

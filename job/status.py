@@ -27,13 +27,19 @@ DATA = ExitStatus(3, "failed", "data problem: MNIST missing, truncated, corrupte
 ACCURACY_GATE = ExitStatus(4, "accuracy_gate_failed", "accuracy gate missed (`LENET_MIN_TEST_ACCURACY`)", "yes", "no")
 PARITY = ExitStatus(5, "parity_failed", "an exported file does not predict what the trained model predicts", "yes",
                     "no")
-OUTPUT = ExitStatus(6, "failed", "output dir is a file or not writable, disk full while writing", "when possible", "no")
+OUTPUT = ExitStatus(6, "failed", "output dir is a file or not writable, disk full while writing, no writable "
+                               "temporary folder", "when possible", "no")
 CHAMPION = ExitStatus(7, "champion_check_failed", "champion check failed (`LENET_CHAMPION_CHECK`)", "yes", "no")
+DAMAGED = ExitStatus(8, "failed", "latest.json or the report it names is damaged (the champion check cannot read "
+                               "it): the message names the file", "yes", "no")
+DIVERGED = ExitStatus(9, "diverged", "training diverged: the loss became infinite or NaN (learning rate too high)",
+                      "yes", "no")
 SIGINT = ExitStatus(130, "interrupted", "stopped by SIGINT (Ctrl-C), at the next batch or stage", "yes", "no")
 SIGTERM = ExitStatus(143, "interrupted", "stopped by SIGTERM (docker stop, Kubernetes), at the next batch or stage",
                      "yes", "no")
 
-STATUSES = (OK, UNEXPECTED, BAD_SETTING, DATA, ACCURACY_GATE, PARITY, OUTPUT, CHAMPION, SIGINT, SIGTERM)
+STATUSES = (OK, UNEXPECTED, BAD_SETTING, DATA, ACCURACY_GATE, PARITY, OUTPUT, CHAMPION, DAMAGED, DIVERGED, SIGINT,
+            SIGTERM)
 
 
 def markdown_table() -> str:

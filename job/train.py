@@ -6,6 +6,7 @@ every step wait for the device.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -37,6 +38,10 @@ class Evaluation:
     accuracy: float
     loss: float
     predictions: torch.Tensor  # int64 [N], on the CPU
+
+
+class Diverged(RuntimeError):
+    """The training loss became infinite or NaN: no later step can recover, so the run stops at once."""
 
 
 def evaluate(model: nn.Module, split: Split, batch_size: int) -> Evaluation:
@@ -93,12 +98,15 @@ def train_model(model: nn.Module, train: Split, test: Split, recipe: Recipe, *, 
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=recipe.learning_rate, total_steps=recipe.epochs * steps_per_epoch) \
         if recipe.lr_schedule == "onecycle" else None
+    batch_norm = any(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in model.modules())
+    check_each_step = device.type == "cpu"  # free on a CPU; on an accelerator it would wait for every step
     history = []
     for epoch in range(1, recipe.epochs + 1):
         started = time.perf_counter()
         model.train()
         correct = torch.zeros((), dtype=torch.long, device=device)
         loss_sum = torch.zeros((), device=device)
+        seen = 0
         # A bar within the epoch for terminals only (logs get one line per epoch), erased when the epoch ends. Its
         # size is fixed: tqdm hides bars on a terminal that reports no size (a fresh pty, `docker run -t`).
         progress = tqdm(total=steps_per_epoch, desc=f"{progress_label} Epoch:{epoch:2d}", file=sys.stdout,
@@ -108,9 +116,15 @@ def train_model(model: nn.Module, train: Split, test: Split, recipe: Recipe, *, 
         for images, labels in batches(train, recipe.batch_size, generator):
             if should_stop():
                 raise Interrupted
+            if len(labels) == 1 and batch_norm:  # a last batch of one image: BatchNorm cannot normalize it
+                continue
+            seen += len(labels)
             if recipe.max_shift:
                 images = random_shift(images, recipe.max_shift, generator)
             logits, loss = train_step(model, optimizer, images, labels)
+            if check_each_step and not torch.isfinite(loss):
+                raise Diverged(f"the training loss became {loss.item()} at epoch {epoch} (try a lower "
+                               f"LENET_LEARNING_RATE)")
             if scheduler is not None:
                 scheduler.step()
             with torch.no_grad():
@@ -119,9 +133,12 @@ def train_model(model: nn.Module, train: Split, test: Split, recipe: Recipe, *, 
             progress.update()
         progress.close()
         evaluation = evaluate(model, test, eval_batch_size)
-        metrics = EpochMetrics(epoch, correct.item() / len(train), loss_sum.item() / len(train),
+        metrics = EpochMetrics(epoch, correct.item() / seen, loss_sum.item() / seen,
                                evaluation.accuracy, evaluation.loss, time.perf_counter() - started,
                                optimizer.param_groups[0]["lr"])
+        if not math.isfinite(metrics.train_loss):
+            raise Diverged(f"the training loss became {metrics.train_loss} in epoch {epoch} (try a lower "
+                           f"LENET_LEARNING_RATE)")
         history.append(metrics)
         on_epoch(metrics)
     return history, evaluation

@@ -20,7 +20,7 @@ from job.model import build_model, parameter_count
 from job.report import Artifact, Epoch, VariantResult
 from job.settings import Recipe, Settings
 from job.stop import StopRequest
-from job.train import train_model
+from job.train import Diverged, train_model
 
 
 def train_variant(variant: str, data: MnistData, recipe: Recipe, settings: Settings, stop: StopRequest,
@@ -37,10 +37,13 @@ def train_variant(variant: str, data: MnistData, recipe: Recipe, settings: Setti
     torch.manual_seed(settings.seed)
     model = build_model(variant, recipe.dropout).to(device)
     started = time.perf_counter()
-    history, final = train_model(model, data.train, data.test, recipe, seed=settings.seed,
-                                 eval_batch_size=settings.eval_batch_size, should_stop=stop,
-                                 progress_label=f"[{variant}]" if progress_bar else None,
-                                 on_epoch=lambda metrics: log(epoch_line(variant, metrics)))
+    try:
+        history, final = train_model(model, data.train, data.test, recipe, seed=settings.seed,
+                                     eval_batch_size=settings.eval_batch_size, should_stop=stop,
+                                     progress_label=f"[{variant}]" if progress_bar else None,
+                                     on_epoch=lambda metrics: log(epoch_line(variant, metrics)))
+    except Diverged as error:
+        raise Diverged(f"[{variant}] {error}") from None
     training_seconds = time.perf_counter() - started
     confusion = torch.bincount(data.test.labels.cpu() * 10 + final.predictions, minlength=100).reshape(10, 10)
     last = history[-1]
@@ -62,7 +65,7 @@ def train_variant(variant: str, data: MnistData, recipe: Recipe, settings: Setti
     started = time.perf_counter()
     result.parity = check_parity(model, paths, data.test.images, data.test.labels,
                                  batch_sizes=(1, settings.eval_batch_size),
-                                 max_abs_diff=settings.parity_max_abs_diff,
+                                 max_abs_diff=settings.parity_max_abs_diff, max_rel_diff=settings.parity_max_rel_diff,
                                  min_agreement=settings.parity_min_agreement, should_stop=stop.check)
     result.parity_seconds = time.perf_counter() - started
     log(f"[{variant}] exported in {result.export_seconds:.1f}s, parity checked in {result.parity_seconds:.1f}s")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import struct
+import subprocess
 import sys
 from pathlib import Path
 
@@ -54,3 +57,39 @@ def job_env(tmp_path: Path, data_dir: Path, **settings: object) -> dict[str, str
 
 
 PYTHON = sys.executable
+
+
+# An output dir that already holds one published run, and the tiny settings its runs use (tests of what happens
+# to what is published: test_robustness.py, test_field.py).
+TINY = dict(train_limit=1500, test_limit=300, epochs=1, variants="plain", min_test_accuracy=0, device="cpu")
+
+
+def snapshot(folder):
+    """Every file under `folder` with its bytes: what a consumer could read."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def published_files(outputs):
+    latest = json.loads((outputs / "latest.json").read_text())
+    return snapshot(outputs / latest["run_dir"]) | {"latest.json": (outputs / "latest.json").read_bytes()}
+
+
+def published_id(outputs):
+    return json.loads((outputs / "latest.json").read_text())["run_id"]
+
+
+@pytest.fixture(scope="module")
+def published(real_data_dir, tmp_path_factory):
+    """An output dir that already holds one published run."""
+    tmp_path = tmp_path_factory.mktemp("published")
+    done = subprocess.run([PYTHON, "-m", "job"], env=job_env(tmp_path, real_data_dir, **TINY), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return tmp_path / "outputs"
+
+
+@pytest.fixture
+def outputs(published, tmp_path):
+    copy = tmp_path / "outputs"
+    shutil.copytree(published, copy)
+    return copy

@@ -43,7 +43,7 @@ def exported(request, tmp_path_factory):
 def test_every_format_predicts_what_the_model_predicts(exported, random_test_split):
     model, paths = exported
     results = check_parity(model, paths, random_test_split.images, random_test_split.labels, batch_sizes=(1, 128),
-                           max_abs_diff=1e-4, min_agreement=1.0)
+                           max_abs_diff=1e-4, max_rel_diff=1e-5, min_agreement=1.0)
     assert {r.format for r in results} == {"torchscript", "torch_export", "onnxruntime",
                                            "onnxruntime_no_optimizations"}
     assert all(r.passed and r.argmax_agreements == 300 for r in results), results
@@ -119,3 +119,20 @@ def test_export_package_and_predict_do_not_import_torch():
     code = ("import sys, export, export.contract, export.predict; "
             "sys.exit(1 if any(m == 'torch' or m.startswith('torch.') for m in sys.modules) else 0)")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_the_parity_bound_scales_with_the_logits(tmp_path, random_test_split):
+    """A model with logits in the thousands (a run that trained badly) differs from its exports by float32
+    rounding at that scale: relative plus absolute, as numpy.allclose, passes it; an absolute bound alone fails it."""
+    model = trained_looking("plain")
+    with torch.no_grad():
+        model.classifier[-1].weight.mul_(1e4)
+        model.classifier[-1].bias.mul_(1e4)
+    paths = export_model(model, tmp_path, METADATA)
+    images, labels = random_test_split.images, random_test_split.labels
+    scaled = check_parity(model, paths, images, labels, batch_sizes=(1,), max_abs_diff=1e-4, max_rel_diff=1e-5,
+                          min_agreement=1.0)
+    absolute = check_parity(model, paths, images, labels, batch_sizes=(1,), max_abs_diff=1e-4, max_rel_diff=0,
+                            min_agreement=1.0)
+    assert max(c.max_abs_logit_diff for c in scaled) > 1e-4  # float32 rounding at this scale exceeds the absolute bound
+    assert all(c.passed for c in scaled) and not all(c.passed for c in absolute)

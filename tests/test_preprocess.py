@@ -158,7 +158,7 @@ def test_the_contracts_test_vector():
     assert f"SHA-256 `{hashlib.sha256(field.tobytes()).hexdigest()}`" in documented
 
 
-EXAMPLES = int(os.environ.get("LENET_HYPOTHESIS_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("HYPOTHESIS_EXAMPLES", "150"))
 
 
 @st.composite
@@ -177,7 +177,7 @@ def any_picture(draw) -> Image.Image:
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(any_picture())
 def test_any_picture_gives_a_28x28_digit_or_says_there_is_none(picture):
-    """Long run: LENET_HYPOTHESIS_EXAMPLES=5000 make test."""
+    """Long run: HYPOTHESIS_EXAMPLES=5000 make test."""
     try:
         field = to_mnist(picture)
     except NoDigitError:

@@ -10,25 +10,8 @@ import time
 
 import pytest
 
-from conftest import PYTHON, job_env
+from conftest import PYTHON, TINY, job_env, published_files, published_id
 from job.report import read_report
-
-TINY = dict(train_limit=1500, test_limit=300, epochs=1, variants="plain", min_test_accuracy=0, device="cpu")
-
-
-def snapshot(folder):
-    """Every file under `folder` with its bytes: what a consumer could read."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def published_files(outputs):
-    latest = json.loads((outputs / "latest.json").read_text())
-    return snapshot(outputs / latest["run_dir"]) | {"latest.json": (outputs / "latest.json").read_bytes()}
-
-
-def published_id(outputs):
-    return json.loads((outputs / "latest.json").read_text())["run_id"]
-
 
 def new_run_dirs(outputs, old_id):
     return [p for p in sorted((outputs / "runs").iterdir()) if p.name != old_id]
@@ -36,23 +19,6 @@ def new_run_dirs(outputs, old_id):
 
 def no_partial_files(outputs):
     return not [p for p in outputs.rglob("*") if ".partial" in p.name]
-
-
-@pytest.fixture(scope="module")
-def published(real_data_dir, tmp_path_factory):
-    """An output dir that already holds one published run."""
-    tmp_path = tmp_path_factory.mktemp("published")
-    done = subprocess.run([PYTHON, "-m", "job"], env=job_env(tmp_path, real_data_dir, **TINY), cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    return tmp_path / "outputs"
-
-
-@pytest.fixture
-def outputs(published, tmp_path):
-    copy = tmp_path / "outputs"
-    shutil.copytree(published, copy)
-    return copy
 
 
 def start(outputs, data_dir, launcher=None, **settings):
@@ -284,7 +250,8 @@ def test_failed_parity_exits_5_and_publishes_nothing(outputs, real_data_dir):
     """A parity bound no float32 runtime can meet (1e-12) makes onnxruntime fail the check, in worker processes."""
     before, old_id = published_files(outputs), published_id(outputs)
     done = subprocess.run([PYTHON, "-m", "job"], env=job_env(outputs.parent, real_data_dir, **(TINY | {
-        "variants": "plain,bn_dropout", "parallel_variants": "true", "parity_max_abs_diff": 1e-12})),
+        "variants": "plain,bn_dropout", "parallel_variants": "true", "parity_max_abs_diff": 1e-12,
+        "parity_max_rel_diff": 0})),
         cwd=outputs.parent, capture_output=True, text=True, timeout=300)
     assert done.returncode == 5, done.stderr
     assert done.stderr.count("\n") == 1 and "exported model differs from the trained one: onnxruntime" in done.stderr

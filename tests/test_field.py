@@ -1,0 +1,225 @@
+"""Inputs a user or a scheduler gives in the field, each with a defined outcome: a batch of one for BatchNorm, a
+damaged latest.json, a diverging run, --help, a misspelt variable, a reader that closes stdout, a killed run."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from filelock import FileLock
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import PYTHON, TINY, job_env, published_files, published_id
+from job.report import read_report
+
+
+def run(outputs, data_dir, *args, **settings):
+    return subprocess.run([PYTHON, "-m", "job", *args], env=job_env(outputs.parent, data_dir, **(TINY | settings)),
+                          cwd=outputs.parent, capture_output=True, text=True, timeout=300)
+
+
+def test_a_last_batch_of_one_image_does_not_stop_batchnorm(outputs, real_data_dir):
+    done = run(outputs, real_data_dir, variants="bn_dropout", train_limit=129, batch_size=128)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("settings, named", [({"batch_size": 1}, "LENET_BATCH_SIZE=1"),
+                                             ({"train_limit": 1}, "LENET_TRAIN_LIMIT=1")])
+def test_a_batch_of_one_with_batchnorm_is_refused_before_any_work(outputs, real_data_dir, settings, named):
+    runs_before = sorted((outputs / "runs").iterdir())
+    done = run(outputs, real_data_dir, variants="plain,bn_dropout", **settings)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert named in done.stderr and "bn_dropout" in done.stderr and "allowed:" in done.stderr
+    assert sorted((outputs / "runs").iterdir()) == runs_before
+
+
+@pytest.mark.parametrize("damage", ["latest.json is not JSON", "latest.json names no run", "the report is damaged"])
+def test_a_damaged_published_run_is_a_named_error_with_exit_8(outputs, real_data_dir, damage):
+    latest = outputs / "latest.json"
+    if damage == "latest.json is not JSON":
+        latest.write_text('{"run_id": "2026')  # a disk that filled while another tool wrote it
+        named = latest
+    elif damage == "latest.json names no run":
+        latest.write_text("[]")
+        named = latest
+    else:
+        named = outputs / json.loads(latest.read_text())["report"]
+        named.write_text(named.read_text()[:100])
+    before = {p: p.read_bytes() for p in outputs.rglob("*") if p.is_file()}
+    done = run(outputs, real_data_dir, champion_check="true")
+    assert done.returncode == 8, done.stderr
+    assert done.stderr.count("\n") == 1 and str(named) in done.stderr and "Traceback" not in done.stderr
+    assert {p: p.read_bytes() for p in before} == before  # nothing that was there changed
+
+
+def test_training_that_diverges_stops_at_once(real_data_dir):
+    from dataclasses import replace
+
+    import torch
+
+    from job.data import load_mnist
+    from job.model import build_model
+    from job.settings import RECIPES
+    from job.train import Diverged, train_model
+
+    data = load_mnist(real_data_dir, download=False, normalize=True, train_limit=512, test_limit=100)
+    recipe = replace(RECIPES["seed"], learning_rate=1e30, epochs=3)  # far beyond what any setting allows
+    torch.manual_seed(0)
+    with pytest.raises(Diverged, match="the training loss became (nan|inf) at epoch 1"):
+        train_model(build_model("plain", 0.0), data.train, data.test, recipe, seed=0, eval_batch_size=100)
+
+
+def test_a_diverged_run_exits_9_reports_diverged_and_publishes_nothing(monkeypatch, outputs, real_data_dir, capsys):
+    import job.variant
+    from job.train import Diverged
+    from test_robustness import run_in_process
+
+    def diverging(*args, **kwargs):
+        raise Diverged("the training loss became nan at epoch 1 (try a lower LENET_LEARNING_RATE)")
+
+    before = published_files(outputs)
+    monkeypatch.setattr(job.variant, "train_model", diverging)
+    assert run_in_process(monkeypatch, outputs, real_data_dir) == 9
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "[plain] the training loss became nan" in error
+    run_dir = next(p for p in (outputs / "runs").iterdir() if p.name != published_id(outputs))
+    assert read_report(run_dir / "report.json").status == "diverged"
+    assert published_files(outputs) == before
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_lists_every_setting_and_creates_nothing(tmp_path, flag):
+    from job.settings import Settings, env_name
+
+    done = subprocess.run([PYTHON, "-m", "job", flag], env=job_env(tmp_path, tmp_path / "data"), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stderr == ""
+    for field, info in Settings.model_fields.items():
+        assert env_name(field) in done.stdout and info.description in done.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_version_and_unknown_arguments(tmp_path):
+    version = subprocess.run([PYTHON, "-m", "job", "--version"], env=job_env(tmp_path, tmp_path), cwd=tmp_path,
+                             capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0 and version.stdout.startswith("lenet-mnist ")
+    bogus = subprocess.run([PYTHON, "-m", "job", "--epochs", "3"], env=job_env(tmp_path, tmp_path), cwd=tmp_path,
+                           capture_output=True, text=True, timeout=60)
+    assert bogus.returncode == 2 and bogus.stderr.count("\n") == 1 and "see --help" in bogus.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("where", ["environment", ".env"])
+def test_a_misspelt_setting_is_refused_with_the_closest_name(tmp_path, where):
+    env = job_env(tmp_path, tmp_path)
+    if where == "environment":
+        env["LENET_EPOCHSS"] = "3"
+    else:
+        (tmp_path / ".env").write_text("HOST_UID=1000\nLENET_EPOCHSS=3\n")  # other tools' keys are not ours
+    done = subprocess.run([PYTHON, "-m", "job"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "LENET_EPOCHSS" in done.stderr and "did you mean LENET_EPOCHS?" in done.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_reader_that_closes_stdout_early_does_not_fail_the_run(outputs, real_data_dir):
+    """`python -m job | head -1`: the run goes on, succeeds and publishes."""
+    process = subprocess.Popen([PYTHON, "-m", "job"], env=job_env(outputs.parent, real_data_dir, **TINY),
+                               cwd=outputs.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.readline()
+    process.stdout.close()
+    assert process.wait(timeout=300) == 0, process.stderr.read()
+    assert read_report(outputs / json.loads((outputs / "latest.json").read_text())["report"]).status == "succeeded"
+
+
+def test_a_killed_run_is_marked_abandoned_and_pruned_and_a_live_one_is_kept(outputs, real_data_dir):
+    process = subprocess.Popen([PYTHON, "-m", "job"], env=job_env(outputs.parent, real_data_dir, **(TINY | {
+        "epochs": 5, "train_limit": 20000})), cwd=outputs.parent, stdout=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if "Epoch: 1," in line:
+            process.send_signal(signal.SIGKILL)  # the OOM killer: no handler runs, no report is written
+            break
+    process.wait(timeout=60)
+    killed = [p for p in (outputs / "runs").iterdir() if not (p / "report.json").exists()]
+    assert len(killed) == 1
+    live = outputs / "runs" / "20000101T000000Z-aaaaaa"  # an old name, so that it is among the oldest
+    live.mkdir()
+    with FileLock(live / ".running.lock"):  # as a run in progress holds it
+        time.sleep(0.1)
+        done = run(outputs, real_data_dir, keep_runs=1)
+        assert done.returncode == 0, done.stderr
+    left = {p.name for p in (outputs / "runs").iterdir()}
+    assert killed[0].name not in left and live.name in left and published_id(outputs) in left
+    assert os.path.exists(live)
+
+
+def test_no_writable_temporary_folder_is_one_line_and_exit_6(tmp_path):
+    """A read-only root filesystem without a tmpfs on /tmp: every folder tempfile tries is unwritable (here /proc
+    stands for them); the job says so before importing what needs one."""
+    launcher = ("import runpy, sys, tempfile; tempfile._candidate_tempdir_list = lambda: ['/proc']; "
+                "sys.argv = ['job']; runpy.run_module('job', run_name='__main__')")
+    done = subprocess.run([PYTHON, "-c", launcher], env=job_env(tmp_path, tmp_path), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 6 and done.stderr.count("\n") == 1
+    assert "no writable temporary folder" in done.stderr and "TMPDIR" in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+SETTINGS_EXAMPLES = int(os.environ.get("HYPOTHESIS_SETTINGS_EXAMPLES", "6"))
+
+
+@st.composite
+def any_settings(draw) -> dict[str, object]:
+    """Any allowed value of every setting that changes what a run does, on tiny data. Variants run one after the
+    other (LENET_PARALLEL_VARIANTS=false): a process per variant per example would make each example cost 10 s."""
+    maybe = lambda strategy: st.one_of(st.just(""), strategy)  # noqa: E731 (empty = the recipe's or default)
+    return {
+        "variants": draw(st.sampled_from(["plain", "bn_dropout", "plain,bn_dropout", "bn_dropout, plain"])),
+        "recipe": draw(st.sampled_from(["default", "seed"])),
+        "epochs": draw(maybe(st.integers(1, 2))),
+        "batch_size": draw(maybe(st.integers(1, 400))),
+        "learning_rate": draw(maybe(st.floats(1e-6, 10))),
+        "momentum": draw(maybe(st.floats(0, 0.999))),
+        "seed": draw(st.integers(0, 2**32 - 1)),
+        "min_test_accuracy": draw(st.floats(0, 1)),
+        "train_limit": draw(st.integers(1, 300)),
+        "test_limit": draw(st.integers(1, 60)),
+        "eval_batch_size": draw(st.integers(1, 10000)),
+        "num_threads": draw(maybe(st.integers(1, 2))),
+        "parity_max_abs_diff": draw(st.floats(1e-12, 1)),
+        "parity_max_rel_diff": draw(st.floats(0, 1)),
+        "parity_min_agreement": draw(st.floats(0, 1)),
+        "keep_runs": draw(st.integers(1, 3)),
+        "champion_check": draw(st.booleans()),
+        "champion_tolerance": draw(st.floats(0, 1)),
+        "device": draw(st.sampled_from(["auto", "cpu", "CPU"])),
+        "parallel_variants": "false",
+    }
+
+
+@settings(max_examples=SETTINGS_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(choice=any_settings())
+def test_any_allowed_settings_complete_or_are_refused_before_any_work(monkeypatch, real_data_dir, tmp_path_factory,
+                                                                      choice):
+    """Exit 1 means a bug: any allowed combination ends with a defined status. Long run:
+    HYPOTHESIS_SETTINGS_EXAMPLES=200 python -m pytest tests/test_field.py -k any_allowed."""
+    from job.cli import main
+
+    folder = tmp_path_factory.mktemp("settings")
+    for name in [n for n in os.environ if n.startswith("LENET_")]:
+        monkeypatch.delenv(name)
+    for key, value in job_env(folder, real_data_dir, **choice).items():
+        if key.startswith("LENET_"):
+            monkeypatch.setenv(key, value)
+    monkeypatch.chdir(folder)
+    code = main([])
+    assert code in {0, 2, 4, 5, 7, 8, 9}, f"exit {code} for {choice}"
+    if code == 2:
+        assert not (folder / "outputs").exists()  # refused before any work
+    else:
+        (report,) = (folder / "outputs" / "runs").glob("*/report.json")
+        assert read_report(report).exit_code == code
