@@ -7,6 +7,7 @@ A recipe is a named set of training hyperparameters; any explicit setting overri
 from __future__ import annotations
 
 import difflib
+import io
 import os
 import re
 from dataclasses import dataclass, replace
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator
-from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "LENET_"
@@ -140,13 +141,34 @@ def reject_unknown_names() -> None:
     """A misspelt LENET_* variable would otherwise be ignored and the job run with the default instead."""
     known = {env_name(field) for field in Settings.model_fields}
     given = [name for name in os.environ if name.upper().startswith(ENV_PREFIX)]
-    if Path(".env").is_file():
-        given += [name for name in dotenv_values(".env") if name.upper().startswith(ENV_PREFIX)]
+    given += [name for name in dotenv_names(Path(".env")) if name.upper().startswith(ENV_PREFIX)]
     for name in given:
         if name.upper() not in known:
             close = difflib.get_close_matches(name.upper(), sorted(known), n=1)
             hint = f"did you mean {close[0]}? " if close else ""
             raise SettingsError(f"{name}: not a setting of this job ({hint}all of them: python -m job --help)")
+
+
+def dotenv_names(path: Path) -> list[str]:
+    """The names a .env file sets; a file that is not UTF-8 text, or a line that cannot be parsed, is an error
+    (python-dotenv would skip the line with a warning, and its setting would silently keep its default)."""
+    if not path.is_file():
+        return []
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise SettingsError(f".env: not UTF-8 text (byte {error.start}) (allowed: NAME=value lines and # comments "
+                            f"in UTF-8)") from None
+    except OSError as error:
+        raise SettingsError(f".env: cannot be read: {error.strerror}") from None
+    names = []
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            raise SettingsError(f".env line {binding.original.line}: cannot be parsed: "
+                                f"{binding.original.string.strip()[:80]!r} (allowed: NAME=value lines and # comments)")
+        if binding.key is not None:
+            names.append(binding.key)
+    return names
 
 
 def reject_untrainable(settings: Settings) -> None:

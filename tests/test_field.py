@@ -223,3 +223,61 @@ def test_any_allowed_settings_complete_or_are_refused_before_any_work(monkeypatc
     else:
         (report,) = (folder / "outputs" / "runs").glob("*/report.json")
         assert read_report(report).exit_code == code
+
+
+FUZZ_EXAMPLES = int(os.environ.get("HYPOTHESIS_FUZZ_EXAMPLES", "150"))
+SETTING_LINES = st.sampled_from(["LENET_EPOCHS=", "LENET_VARIANTS=", "LENET_DEVICE=", "LENET_SEED=", "HOST_UID=",
+                                 "lenet_recipe=", "# ", "export LENET_BATCH_SIZE=", "LENET_", "=", '"', "'", "\\"])
+
+
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(content=st.one_of(st.binary(max_size=200),
+                         st.lists(st.tuples(SETTING_LINES, st.text(max_size=20)), max_size=6).map(
+                             lambda lines: "\n".join(a + b for a, b in lines).encode("utf-8", "surrogatepass"))))
+def test_any_dotenv_file_gives_settings_or_a_settings_error(monkeypatch, tmp_path_factory, content):
+    """Long run: HYPOTHESIS_FUZZ_EXAMPLES=5000."""
+    from job.settings import SettingsError, load_settings
+
+    folder = tmp_path_factory.mktemp("dotenv")
+    (folder / ".env").write_bytes(content)
+    for name in [n for n in os.environ if n.startswith("LENET_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(folder)
+    try:
+        load_settings()
+    except SettingsError as error:
+        assert "\n" not in str(error)
+
+
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(content=st.one_of(st.binary(max_size=200), st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=30),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(
+        st.sampled_from(["run_id", "report", "run_dir", "manifest", "models", "x"]), children, max_size=5),
+    max_leaves=8).map(lambda value: json.dumps(value).encode())))
+def test_any_latest_json_is_read_or_named_as_damaged(tmp_path_factory, content):
+    from job.publish import DamagedFileError, published_run
+
+    folder = tmp_path_factory.mktemp("pointer")
+    (folder / "latest.json").write_bytes(content)
+    try:
+        published_run(folder)
+    except DamagedFileError as error:
+        assert str(folder / "latest.json") in str(error) or "report" in str(error)
+
+
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(name=st.sampled_from(["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                             "t10k-labels-idx1-ubyte"]),
+       content=st.binary(max_size=64), keep=st.integers(0, 4096))
+def test_any_damage_to_an_idx_file_is_a_data_error(real_data_dir, tmp_path_factory, name, content, keep):
+    import shutil
+
+    from job.data import DataError, load_mnist
+
+    folder = tmp_path_factory.mktemp("idx")
+    shutil.copytree(real_data_dir / "MNIST", folder / "MNIST")
+    path = folder / "MNIST" / "raw" / name
+    path.write_bytes(path.read_bytes()[:keep] + content)  # truncated, then whatever followed
+    with pytest.raises(DataError):
+        load_mnist(folder, download=False, normalize=True)
