@@ -271,13 +271,15 @@ def test_any_latest_json_is_read_or_named_as_damaged(tmp_path_factory, content):
                              "t10k-labels-idx1-ubyte"]),
        content=st.binary(max_size=64), keep=st.integers(0, 4096))
 def test_any_damage_to_an_idx_file_is_a_data_error(real_data_dir, tmp_path_factory, name, content, keep):
-    import shutil
+    from job.data import CHECKSUMS, DataError, load_mnist
 
-    from job.data import DataError, load_mnist
-
-    folder = tmp_path_factory.mktemp("idx")
-    shutil.copytree(real_data_dir / "MNIST", folder / "MNIST")
-    path = folder / "MNIST" / "raw" / name
-    path.write_bytes(path.read_bytes()[:keep] + content)  # truncated, then whatever followed
+    raw = tmp_path_factory.mktemp("idx") / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for other in CHECKSUMS:  # the intact files stay where they are
+        (raw / other).symlink_to(real_data_dir / "MNIST" / "raw" / other)
+    (raw / name).unlink()
+    with (real_data_dir / "MNIST" / "raw" / name).open("rb") as intact:
+        (raw / name).write_bytes(intact.read(keep) + content)  # truncated, then whatever followed
+    folder = raw.parent.parent
     with pytest.raises(DataError):
         load_mnist(folder, download=False, normalize=True)
