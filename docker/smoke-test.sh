@@ -69,7 +69,7 @@ size=$("${podman[@]}" image inspect lenet-mnist:latest --format '{{.Size}}')
 echo "   image size: $((size / 1000000)) MB"
 timings+=("image size: $((size / 1000000)) MB")
 
-step "compose run train (a subset, one epoch) as a non-root host user"
+step "compose run train (a subset, one epoch) as a non-root host user, read-only root filesystem (compose.yaml)"
 # Root on this machine: run as another UID to prove the outputs are owned by whoever HOST_UID names.
 host_uid=${HOST_UID:-$(id -u)}; host_gid=${HOST_GID:-$(id -g)}
 [ "$host_uid" != 0 ] || { host_uid=4321; host_gid=4321; }
@@ -82,6 +82,17 @@ chown "$host_uid:$host_gid" "$outputs"
     -e LENET_TRAIN_LIMIT=5000 -e LENET_TEST_LIMIT=1000 -e LENET_EPOCHS=1 -e LENET_MIN_TEST_ACCURACY=0.5 train) \
     2>&1 | grep -v -E '│|├|^=+$' | tail -25
 took "compose run"
+
+step "read-only root filesystem without a tmpfs on /tmp: one line, exit 6, nothing written"
+set +e
+message=$("${podman[@]}" run --rm --read-only --read-only-tmpfs=false --cap-drop=ALL \
+    --security-opt no-new-privileges --user "$host_uid:$host_gid" -v "$outputs:/outputs" lenet-mnist:latest 2>&1)
+code=$?
+set -e
+echo "   exit $code: $message"
+[ "$code" = 6 ] && [ "$(printf '%s\n' "$message" | wc -l)" = 1 ] && [[ "$message" == *"no writable temporary folder"* ]] \
+    || { echo "smoke test: expected exit 6 and one line" >&2; exit 1; }
+took "read-only without /tmp"
 
 step "outputs on the host"
 latest=$outputs/latest.json

@@ -267,6 +267,22 @@ def test_any_latest_json_is_read_or_named_as_damaged(tmp_path_factory, content):
 
 
 @settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(content=st.binary(max_size=300), keep=st.integers(0, 3000))
+def test_any_damage_to_the_published_report_is_named(published, tmp_path_factory, content, keep):
+    from job.publish import DamagedFileError, published_run
+
+    folder = tmp_path_factory.mktemp("report")
+    report_path = folder / json.loads((published / "latest.json").read_text())["report"]
+    report_path.parent.mkdir(parents=True)
+    (folder / "latest.json").write_bytes((published / "latest.json").read_bytes())
+    report_path.write_bytes((published / report_path.relative_to(folder)).read_bytes()[:keep] + content)
+    try:
+        published_run(folder)
+    except DamagedFileError as error:
+        assert str(report_path) in str(error) and "\n" not in str(error)
+
+
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(name=st.sampled_from(["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                              "t10k-labels-idx1-ubyte"]),
        content=st.binary(max_size=64), keep=st.integers(0, 4096))
