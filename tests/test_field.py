@@ -174,8 +174,9 @@ SETTINGS_EXAMPLES = int(os.environ.get("HYPOTHESIS_SETTINGS_EXAMPLES", "6"))
 
 @st.composite
 def any_settings(draw) -> dict[str, object]:
-    """Any allowed value of every setting that changes what a run does, on tiny data. Variants run one after the
-    other (LENET_PARALLEL_VARIANTS=false): a process per variant per example would make each example cost 10 s."""
+    """Any allowed value of every setting that changes what a run does, on tiny data (the folders are the test's).
+    Side by side costs a process per variant (~10 s an example), so it is drawn less often than one after the
+    other; empty is auto, which on this machine's 2 cores with two variants means side by side."""
     maybe = lambda strategy: st.one_of(st.just(""), strategy)  # noqa: E731 (empty = the recipe's or default)
     return {
         "variants": draw(st.sampled_from(["plain", "bn_dropout", "plain,bn_dropout", "bn_dropout, plain"])),
@@ -197,7 +198,8 @@ def any_settings(draw) -> dict[str, object]:
         "champion_check": draw(st.booleans()),
         "champion_tolerance": draw(st.floats(0, 1)),
         "device": draw(st.sampled_from(["auto", "cpu", "CPU"])),
-        "parallel_variants": "false",
+        "parallel_variants": draw(st.sampled_from(["false", "false", "false", "true", ""])),
+        "download": draw(st.booleans()),
     }
 
 
