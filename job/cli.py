@@ -66,7 +66,8 @@ def main(argv: list[str] | tuple[str, ...] = ()) -> int:
         run_dir = create_run_dir(settings.output_dir, run_id)
         run_lock = hold_run(run_dir)
     except OSError as error:
-        print(f"lenet-mnist: LENET_OUTPUT_DIR={settings.output_dir} cannot hold a run folder: "
+        shown = str(settings.output_dir) if str(settings.output_dir).isprintable() else repr(str(settings.output_dir))
+        print(f"lenet-mnist: LENET_OUTPUT_DIR={shown} cannot hold a run folder: "
               f"{error.strerror or error} (allowed: a writable folder, created if missing)", file=sys.stderr)
         return status.OUTPUT.code
     try:

@@ -129,8 +129,9 @@ def load_settings(**overrides: object) -> Settings:
         field = str(first["loc"][0]) if first["loc"] else "?"
         allowed = Settings.model_fields[field].description if field in Settings.model_fields else ""
         got = first.get("input")
+        shown = str(got) if str(got).isprintable() else repr(got)  # a quoted .env value may hold a newline
         problem = first["msg"].removeprefix("Value error, ")
-        message = f"{env_name(field)}={got!s}: {problem}" if not isinstance(got, dict) else \
+        message = f"{env_name(field)}={shown}: {problem}" if not isinstance(got, dict) else \
             f"{env_name(field)}: {problem}"
         raise SettingsError(f"{message} (allowed: {allowed})" if allowed else message) from None
     reject_untrainable(settings)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 from filelock import FileLock
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import PYTHON, TINY, job_env, published_files, published_id
@@ -233,6 +233,7 @@ SETTING_LINES = st.sampled_from(["LENET_EPOCHS=", "LENET_VARIANTS=", "LENET_DEVI
 
 
 @settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@example(content=b'LENET_EPOCHS="\n"')  # found by CI: a quoted value holding a newline
 @given(content=st.one_of(st.binary(max_size=200),
                          st.lists(st.tuples(SETTING_LINES, st.text(max_size=20)), max_size=6).map(
                              lambda lines: "\n".join(a + b for a, b in lines).encode("utf-8", "surrogatepass"))))
