@@ -20,7 +20,7 @@ from job.metadata import library_versions
 from job.pipeline import run
 from job.publish import create_run_dir, hold_run, new_run_id
 from job.report import DeviceInfo, Report
-from job.settings import Settings, SettingsError, env_name, load_settings
+from job.settings import Settings, SettingsError, env_name, load_settings, printable
 from job.stop import StopRequest
 from job.workers import variants_share_the_cpu
 
@@ -66,8 +66,7 @@ def main(argv: list[str] | tuple[str, ...] = ()) -> int:
         run_dir = create_run_dir(settings.output_dir, run_id)
         run_lock = hold_run(run_dir)
     except OSError as error:
-        shown = str(settings.output_dir) if str(settings.output_dir).isprintable() else repr(str(settings.output_dir))
-        print(f"lenet-mnist: LENET_OUTPUT_DIR={shown} cannot hold a run folder: "
+        print(f"lenet-mnist: LENET_OUTPUT_DIR={printable(settings.output_dir)} cannot hold a run folder: "
               f"{error.strerror or error} (allowed: a writable folder, created if missing)", file=sys.stderr)
         return status.OUTPUT.code
     try:

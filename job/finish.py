@@ -75,9 +75,9 @@ def finish(report: Report, settings: Settings, run_dir: Path, stop: StopRequest,
         if error is None:
             try:
                 judge(report, settings)
-            except DamagedFileError as damaged:
-                conclude(report, *outcome(damaged, stop))
-        else:
+            except DamagedFileError as damaged:  # the champion check could not read the published run
+                error = damaged
+        if error is not None:
             conclude(report, *outcome(error, stop))
         report.published = report.status == status.OK.report_status
         finished = datetime.now(UTC)

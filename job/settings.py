@@ -120,6 +120,12 @@ def env_name(field: str) -> str:
     return ENV_PREFIX + field.upper()
 
 
+def printable(value: object) -> str:
+    """A value as an error message shows it: quoted when it holds a newline or another control character (a quoted
+    .env value can), so that the message stays one line."""
+    return str(value) if str(value).isprintable() else repr(str(value))
+
+
 def load_settings(**overrides: object) -> Settings:
     reject_unknown_names()
     try:
@@ -129,9 +135,8 @@ def load_settings(**overrides: object) -> Settings:
         field = str(first["loc"][0]) if first["loc"] else "?"
         allowed = Settings.model_fields[field].description if field in Settings.model_fields else ""
         got = first.get("input")
-        shown = str(got) if str(got).isprintable() else repr(got)  # a quoted .env value may hold a newline
         problem = first["msg"].removeprefix("Value error, ")
-        message = f"{env_name(field)}={shown}: {problem}" if not isinstance(got, dict) else \
+        message = f"{env_name(field)}={printable(got)}: {problem}" if not isinstance(got, dict) else \
             f"{env_name(field)}: {problem}"
         raise SettingsError(f"{message} (allowed: {allowed})" if allowed else message) from None
     reject_untrainable(settings)

@@ -44,6 +44,11 @@ class Diverged(RuntimeError):
     """The training loss became infinite or NaN: no later step can recover, so the run stops at once."""
 
 
+def stop_if_diverged(loss: float, epoch: int) -> None:
+    if not math.isfinite(loss):
+        raise Diverged(f"the training loss became {loss} at epoch {epoch} (try a lower LENET_LEARNING_RATE)")
+
+
 def evaluate(model: nn.Module, split: Split, batch_size: int) -> Evaluation:
     model.eval()
     loss_sum = torch.zeros((), device=split.images.device)
@@ -122,9 +127,8 @@ def train_model(model: nn.Module, train: Split, test: Split, recipe: Recipe, *, 
             if recipe.max_shift:
                 images = random_shift(images, recipe.max_shift, generator)
             logits, loss = train_step(model, optimizer, images, labels)
-            if check_each_step and not torch.isfinite(loss):
-                raise Diverged(f"the training loss became {loss.item()} at epoch {epoch} (try a lower "
-                               f"LENET_LEARNING_RATE)")
+            if check_each_step:
+                stop_if_diverged(loss.item(), epoch)
             if scheduler is not None:
                 scheduler.step()
             with torch.no_grad():
@@ -136,9 +140,7 @@ def train_model(model: nn.Module, train: Split, test: Split, recipe: Recipe, *, 
         metrics = EpochMetrics(epoch, correct.item() / seen, loss_sum.item() / seen,
                                evaluation.accuracy, evaluation.loss, time.perf_counter() - started,
                                optimizer.param_groups[0]["lr"])
-        if not math.isfinite(metrics.train_loss):
-            raise Diverged(f"the training loss became {metrics.train_loss} in epoch {epoch} (try a lower "
-                           f"LENET_LEARNING_RATE)")
+        stop_if_diverged(metrics.train_loss, epoch)
         history.append(metrics)
         on_epoch(metrics)
     return history, evaluation
