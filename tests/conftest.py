@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,3 +94,30 @@ def outputs(published, tmp_path):
     copy = tmp_path / "outputs"
     shutil.copytree(published, copy)
     return copy
+
+
+def run_in_process(monkeypatch, outputs, data_dir, **settings):
+    from job.cli import main
+
+    for name in [n for n in os.environ if n.startswith("LENET_")]:
+        monkeypatch.delenv(name)
+    for key, value in job_env(outputs.parent, data_dir, **(TINY | settings)).items():
+        if key.startswith("LENET_"):
+            monkeypatch.setenv(key, value)
+    monkeypatch.chdir(outputs.parent)
+    return main()
+
+
+def run_job(tmp_path, data_dir, *args, **settings):
+    """`python -m job ARGS` as a scheduler starts it, with the given LENET_* settings."""
+    return subprocess.run([PYTHON, "-m", "job", *args], env=job_env(tmp_path, data_dir, **settings), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+
+
+def seven(size=(200, 200), box=(60, 40, 140, 160), width=9, ink=0, paper=255, mode="L") -> Image.Image:
+    """A 7 drawn on a canvas with a pen, as a user would: the top bar, then the diagonal."""
+    image = Image.new("L", size, paper)
+    left, top, right, bottom = box
+    ImageDraw.Draw(image).line([(left, top), (right, top), (left + (right - left) * 0.35, bottom)], fill=ink,
+                               width=width, joint="curve")
+    return image.convert(mode)

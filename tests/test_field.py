@@ -12,13 +12,12 @@ from filelock import FileLock
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from conftest import PYTHON, TINY, job_env, published_files, published_id
+from conftest import PYTHON, TINY, job_env, published_files, published_id, run_in_process, run_job
 from job.report import read_report
 
 
 def run(outputs, data_dir, *args, **settings):
-    return subprocess.run([PYTHON, "-m", "job", *args], env=job_env(outputs.parent, data_dir, **(TINY | settings)),
-                          cwd=outputs.parent, capture_output=True, text=True, timeout=300)
+    return run_job(outputs.parent, data_dir, *args, **(TINY | settings))
 
 
 def test_a_last_batch_of_one_image_does_not_stop_batchnorm(outputs, real_data_dir):
@@ -75,7 +74,6 @@ def test_training_that_diverges_stops_at_once(real_data_dir):
 def test_a_diverged_run_exits_9_reports_diverged_and_publishes_nothing(monkeypatch, outputs, real_data_dir, capsys):
     import job.variant
     from job.train import Diverged
-    from test_robustness import run_in_process
 
     def diverging(*args, **kwargs):
         raise Diverged("the training loss became nan at epoch 1 (try a lower LENET_LEARNING_RATE)")
@@ -209,16 +207,8 @@ def test_any_allowed_settings_complete_or_are_refused_before_any_work(monkeypatc
                                                                       choice):
     """Exit 1 means a bug: any allowed combination ends with a defined status. Long run:
     HYPOTHESIS_SETTINGS_EXAMPLES=200 python -m pytest tests/test_field.py -k any_allowed."""
-    from job.cli import main
-
     folder = tmp_path_factory.mktemp("settings")
-    for name in [n for n in os.environ if n.startswith("LENET_")]:
-        monkeypatch.delenv(name)
-    for key, value in job_env(folder, real_data_dir, **choice).items():
-        if key.startswith("LENET_"):
-            monkeypatch.setenv(key, value)
-    monkeypatch.chdir(folder)
-    code = main([])
+    code = run_in_process(monkeypatch, folder / "outputs", real_data_dir, **choice)  # every TINY key is drawn
     assert code in {0, 2, 4, 5, 7, 8, 9}, f"exit {code} for {choice}"
     if code == 2:
         assert not (folder / "outputs").exists()  # refused before any work

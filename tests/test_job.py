@@ -7,13 +7,8 @@ import subprocess
 import pytest
 from PIL import Image
 
-from conftest import PYTHON, ROOT, job_env
+from conftest import PYTHON, ROOT, job_env, run_job
 from job.report import read_report
-
-
-def run_job(tmp_path, data_dir, **settings):
-    return subprocess.run([PYTHON, "-m", "job"], env=job_env(tmp_path, data_dir, **settings), cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")

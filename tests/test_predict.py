@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
-from conftest import ROOT
+from conftest import ROOT, seven
 from export.formats import export_model
 from job.data import load_mnist
 from job.model import build_model
@@ -64,20 +64,11 @@ def predict_cli(*args) -> subprocess.CompletedProcess:
                           text=True, timeout=120)
 
 
-def seven(size, box, width) -> Image.Image:
-    """A 7 drawn with a pen on a white canvas, as a user of a drawing app would."""
-    image = Image.new("RGB", size, "white")
-    left, top, right, bottom = box
-    ImageDraw.Draw(image).line([(left, top), (right, top), (left + (right - left) * 0.35, bottom)], fill="black",
-                               width=width, joint="curve")
-    return image
-
-
 def test_a_seven_small_in_a_corner_and_one_edge_to_edge_are_read_as_7(small_trained_onnx, tmp_path):
     onnx_path, _ = small_trained_onnx
     corner, edge = tmp_path / "corner.png", tmp_path / "edge.png"
-    seven((200, 200), (10, 12, 45, 60), 4).save(corner)
-    seven((200, 200), (0, 3, 199, 197), 12).save(edge)
+    seven((200, 200), (10, 12, 45, 60), 4, mode="RGB").save(corner)
+    seven((200, 200), (0, 3, 199, 197), 12, mode="RGB").save(edge)
     done = predict_cli(onnx_path, corner, edge, "--json")
     assert done.returncode == 0, done.stderr
     assert [r["digit"] for r in json.loads(done.stdout)["results"]] == [7, 7]
@@ -128,7 +119,7 @@ def bad_model(kind, tmp_path):
                                            ("onnx of another job", "not an export of this job")])
 def test_a_bad_model_is_one_line_and_exit_3(kind, message, tmp_path):
     picture = tmp_path / "digit.png"
-    seven((50, 50), (10, 10, 40, 40), 3).save(picture)
+    seven((50, 50), (10, 10, 40, 40), 3, mode="RGB").save(picture)
     done = predict_cli(bad_model(kind, tmp_path), picture)
     assert done.returncode == 3, done.stderr
     assert done.stderr.startswith("predict: ") and done.stderr.count("\n") == 1 and message in done.stderr
@@ -139,7 +130,7 @@ def bad_picture(kind, tmp_path):
     if kind == "not a picture":
         path.write_text("not a picture")
     elif kind == "truncated":
-        seven((200, 200), (20, 20, 180, 180), 9).save(path)
+        seven((200, 200), (20, 20, 180, 180), 9, mode="RGB").save(path)
         path.write_bytes(path.read_bytes()[:300])
     elif kind == "a folder without pictures":
         path.mkdir()
@@ -160,7 +151,7 @@ def test_a_bad_picture_is_one_line_with_its_status_and_the_others_are_still_read
                                                                                 kind, status, message):
     onnx_path, _ = small_trained_onnx
     good = tmp_path / "good.png"
-    seven((200, 200), (60, 40, 140, 160), 9).save(good)
+    seven((200, 200), (60, 40, 140, 160), 9, mode="RGB").save(good)
     done = predict_cli(onnx_path, bad_picture(kind, tmp_path), good, "--json")
     assert done.returncode == status, done.stderr
     assert done.stderr.startswith("predict: ") and done.stderr.count("\n") == 1 and message in done.stderr

@@ -14,20 +14,12 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image, ImageDraw
 
+from conftest import seven
 from export.preprocess import NoDigitError, to_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 # The contract's test vector: docs/model-contract.md gives the SHA-256 of the 784 bytes this picture must give.
 TEST_VECTOR = ROOT / "docs" / "images" / "preprocess-test-vector.png"
-
-
-def seven(size=(200, 200), box=(60, 40, 140, 160), width=9, ink=0, paper=255, mode="L") -> Image.Image:
-    """A 7 drawn on a canvas with a pen, as a user would: the top bar, then the diagonal."""
-    image = Image.new("L", size, paper)
-    left, top, right, bottom = box
-    ImageDraw.Draw(image).line([(left, top), (right, top), (left + (right - left) * 0.35, bottom)], fill=ink,
-                               width=width, joint="curve")
-    return image.convert(mode)
 
 
 def center_of_mass(field: np.ndarray) -> tuple[float, float]:

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import PYTHON, TINY, job_env, published_files, published_id
+from conftest import PYTHON, TINY, job_env, published_files, published_id, run_in_process
 from job.report import read_report
 
 def new_run_dirs(outputs, old_id):
@@ -132,18 +132,6 @@ def test_champion_check_refuses_a_worse_model(outputs, real_data_dir):
     report = read_report(run_dir / "report.json")
     assert report.status == "champion_check_failed" and report.champion.compared_with_run == old_id
     assert report.champion.new_accuracy["plain"] < report.champion.published_accuracy["plain"]
-
-
-def run_in_process(monkeypatch, outputs, data_dir, **settings):
-    from job.cli import main
-
-    for name in [n for n in os.environ if n.startswith("LENET_")]:
-        monkeypatch.delenv(name)
-    for key, value in job_env(outputs.parent, data_dir, **(TINY | settings)).items():
-        if key.startswith("LENET_"):
-            monkeypatch.setenv(key, value)
-    monkeypatch.chdir(outputs.parent)
-    return main()
 
 
 def test_a_full_disk_while_writing_fails_with_6_and_keeps_what_was_published(monkeypatch, outputs, real_data_dir,
