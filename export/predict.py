@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -151,13 +152,16 @@ def main(argv: list[str] | None = None) -> int:
     failures = [r for r in results if "error" in r]
     for failure in failures:
         print(f"predict: {failure['error']}", file=sys.stderr)
-    if args.json:
-        print(json.dumps({"model": str(args.model), "variant": metadata.get("model.variant"), "results": results},
-                         indent=2))
-    else:
-        for result in results:
-            if "error" not in result:
-                print(f"{result['path']}\t{result['digit']}\t{result['probability']:.4f}")
+    try:
+        if args.json:
+            print(json.dumps({"model": str(args.model), "variant": metadata.get("model.variant"),
+                              "results": results}, indent=2), flush=True)
+        else:
+            for result in results:
+                if "error" not in result:
+                    print(f"{result['path']}\t{result['digit']}\t{result['probability']:.4f}", flush=True)
+    except BrokenPipeError:  # a reader that stopped early (`| head`) changes nothing about the pictures' outcome
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return failures[0]["status"] if failures else EXIT_OK
 
 

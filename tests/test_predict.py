@@ -163,3 +163,15 @@ def test_a_bad_picture_is_one_line_with_its_status_and_the_others_are_still_read
 def test_a_bad_command_line_is_one_line_and_exit_2():
     done = predict_cli()
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "see --help" in done.stderr
+
+
+def test_a_reader_that_closes_stdout_early_changes_nothing(small_trained_onnx, tmp_path):
+    """`python -m export.predict model.onnx scans/ --json | head -1`: no traceback, the pictures' own status."""
+    onnx_path, _ = small_trained_onnx
+    picture = tmp_path / "seven.png"
+    seven(mode="RGB").save(picture)
+    process = subprocess.Popen([sys.executable, "-m", "export.predict", str(onnx_path), str(picture), "--json"],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()
+    assert process.wait(timeout=120) == 0
+    assert process.stderr.read() == b""
