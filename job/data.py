@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torchvision.datasets import MNIST
 
 from export.atomic import atomic_path
 
@@ -104,6 +104,8 @@ def ensure_mnist(data_dir: Path, download: bool) -> tuple[Path, str, dict[str, d
             unpack_vendored(raw_dir)
             source = "vendored"
         elif download:
+            from torchvision.datasets import MNIST  # ~1 s of imports (torch._dynamo), paid only to download
+
             MNIST(str(data_dir), train=True, download=True)
             MNIST(str(data_dir), train=False, download=True)
             source = "download"
@@ -119,16 +121,29 @@ def ensure_mnist(data_dir: Path, download: bool) -> tuple[Path, str, dict[str, d
     return raw_dir, source, verify(raw_dir)
 
 
+def read_idx(path: Path, dimensions: int) -> torch.Tensor:
+    """An IDX file of unsigned bytes (magic 0x0000080N, N = number of dimensions, then each size as a big-endian
+    int32), as MNIST ships it. Read here rather than by torchvision, whose import costs ~1 s of start-up."""
+    data = path.read_bytes()
+    header = 4 * (1 + dimensions)
+    magic = int.from_bytes(data[:4], "big")
+    if magic != 0x0800 + dimensions or len(data) < header:
+        raise DataError(f"{path} is not an IDX file of {dimensions}-dimensional unsigned bytes")
+    shape = [int.from_bytes(data[4 * i:4 * i + 4], "big") for i in range(1, 1 + dimensions)]
+    if len(data) != header + math.prod(shape):
+        raise DataError(f"{path} holds {len(data) - header} bytes of data, its header says {shape}")
+    return torch.frombuffer(bytearray(data[header:]), dtype=torch.uint8).reshape(shape)
+
+
 def read_split(data_dir: Path, train: bool, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    try:
-        dataset = MNIST(str(data_dir), train=train, download=False)
-    except Exception as error:
-        raise DataError(f"could not parse MNIST in {data_dir}: {error}") from error
-    images, labels = dataset.data, dataset.targets
-    if images.dtype != torch.uint8 or images.shape[1:] != (28, 28) or len(images) != len(labels):
+    raw_dir = data_dir / "MNIST" / "raw"
+    prefix = "train" if train else "t10k"
+    images = read_idx(raw_dir / f"{prefix}-images-idx3-ubyte", 3)
+    labels = read_idx(raw_dir / f"{prefix}-labels-idx1-ubyte", 1)
+    if images.shape[1:] != (28, 28) or len(images) != len(labels):
         raise DataError(f"MNIST in {data_dir} has the wrong shape: images {tuple(images.shape)}, "
                         f"labels {tuple(labels.shape)}")
-    return images[:limit], labels[:limit]
+    return images[:limit], labels[:limit].long()
 
 
 def to_split(images: torch.Tensor, labels: torch.Tensor, normalize: bool) -> Split:

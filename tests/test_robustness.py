@@ -150,13 +150,15 @@ def test_a_full_disk_while_writing_fails_with_6_and_keeps_what_was_published(mon
 
 
 def test_no_data_and_no_network_fails_with_3(monkeypatch, outputs, tmp_path, capsys):
+    import torchvision.datasets
+
     import job.data
 
     def offline(*args, **kwargs):
         raise RuntimeError("Error downloading train-images-idx3-ubyte.gz: [Errno -3] Temporary failure")
 
     monkeypatch.setattr(job.data, "VENDORED_DIR", tmp_path / "no-vendored-copy")
-    monkeypatch.setattr(job.data, "MNIST", offline)
+    monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
     before = published_files(outputs)
     assert run_in_process(monkeypatch, outputs, tmp_path / "empty", download="true") == 3
     error = capsys.readouterr().err
