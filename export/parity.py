@@ -1,7 +1,8 @@
 """Stage 6: prove that every exported file predicts what the trained model predicts.
 
 Each format runs the whole test set at batch size 1 and at a large batch, and is compared with the eager
-model at the same batch size: argmax agreements, the largest |logit difference|, and its own accuracy.
+model's logits at the large batch (computed once: what the job's own evaluation computes): argmax agreements,
+the largest |logit difference|, and its own accuracy.
 onnxruntime runs twice, with its default graph optimizations and with none (ORT_DISABLE_ALL): the default
 optimizations delete Dropout nodes, which would make a model exported in training mode look right.
 """
@@ -27,6 +28,9 @@ def onnx_runner(path: Path, optimize: bool) -> Runner:
     options = ort.SessionOptions()
     options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
                                         else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    # As many threads as torch may use here (one per variant side by side): onnxruntime's default, one spinning
+    # thread per core, competes with the other variant's process for its core.
+    options.intra_op_num_threads = torch.get_num_threads()
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return lambda images: torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: images.numpy()})[0])
 
@@ -57,9 +61,9 @@ def check_parity(model: nn.Module, paths: dict[str, Path], images: torch.Tensor,
     images, labels = images.cpu().contiguous(), labels.cpu()
     results = []
     runners = format_runners(paths)
+    reference = logits_of(eager, images, max(batch_sizes))
+    expected = reference.argmax(1)
     for batch_size in batch_sizes:
-        reference = logits_of(eager, images, batch_size)
-        expected = reference.argmax(1)
         for name, run in runners.items():
             should_stop()
             logits = logits_of(run, images, batch_size)

@@ -1,3 +1,4 @@
+import gc
 import sys
 
 from job.preflight import temporary_folder_or_exit
@@ -6,9 +7,27 @@ from job.preflight import temporary_folder_or_exit
 def main_exit() -> None:
     """`python -m job` and the `lenet-mnist` command."""
     temporary_folder_or_exit()
+    start_worker_server_if_needed()
     from job.cli import main  # imports matplotlib and torch, which need a temporary folder
 
-    sys.exit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    gc.freeze()  # the interpreter's exit then skips walking torch's and matplotlib's objects: ~0.4 s
+    sys.exit(code)
+
+
+def start_worker_server_if_needed() -> None:
+    """Start the server the variants' worker processes are forked from before the job imports torch, so that
+    the two import side by side (job.workers). A bad setting is left to job.cli to report."""
+    if sys.argv[1:]:  # --help, --version or a bad argument: no run
+        return
+    from job.settings import SettingsError, load_settings
+    from job.workers import might_share_the_cpu, start_worker_server
+
+    try:
+        if might_share_the_cpu(load_settings()):
+            start_worker_server()
+    except SettingsError:
+        pass
 
 
 if __name__ == "__main__":  # a spawned worker process imports this module too: it must not start a run

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
 
-from job.train import EpochMetrics
+if TYPE_CHECKING:  # not at run time: the log is imported before torch, which job.train needs
+    from job.train import EpochMetrics
 
 
 def log(message: str) -> None:

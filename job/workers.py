@@ -3,24 +3,60 @@
 Measured on 2 cores (docs/performance.md): small convolutions use a second thread poorly, so two
 single-threaded trainings beat one two-threaded after the other, and one variant's export and parity check
 overlap the other's training.
+
+The workers are forked from a multiprocessing forkserver that imports what they need (torch, the exporters,
+onnxruntime: ~2.5 s) once for both, and, started by `python -m job` before the job's own imports, while the job
+is still starting. That server has run no torch operation, so forking it is safe where forking the job is not.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.forkserver
+import os
 import pickle
 import queue
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from job.data import load_mnist
 from job.log import log
 from job.report import VariantResult
 from job.settings import Settings
 from job.stop import Interrupted, StopRequest
-from job.variant import train_variant
+
+if TYPE_CHECKING:
+    import torch
+
+# Everything a worker imports from the start of training to the end of its parity check.
+WORKER_MODULES = ["job.variant", "export.formats", "export.parity", "torch._dynamo", "torch.onnx", "onnxscript",
+                  "onnxruntime", "job.forkserver_ready"]
+
+
+def might_share_the_cpu(settings: Settings) -> bool:
+    """Before torch is imported: could variants_share_the_cpu say yes? (Yes for `auto` on a machine with an
+    accelerator, where the early server then goes unused.)"""
+    if settings.parallel_variants is not None:
+        return settings.parallel_variants and len(settings.variants) > 1
+    return (settings.device in ("auto", "cpu") and len(settings.variants) > 1
+            and (settings.num_threads or os.cpu_count() or 1) >= len(settings.variants))
+
+
+def start_worker_server() -> None:
+    """Start the forkserver now, so that its imports overlap the job's own."""
+    worker_context()
+
+
+def worker_context() -> multiprocessing.context.BaseContext:
+    """The forkserver, with WORKER_MODULES imported; a fresh interpreter per worker (spawn) where the server
+    cannot run (its socket path must fit AF_UNIX's ~100 characters: a long TMPDIR does not)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(WORKER_MODULES)
+    try:
+        multiprocessing.forkserver.ensure_running()
+        return context
+    except OSError:
+        return multiprocessing.get_context("spawn")
 
 
 def variants_share_the_cpu(settings: Settings, device: torch.device) -> bool:
@@ -28,12 +64,19 @@ def variants_share_the_cpu(settings: Settings, device: torch.device) -> bool:
     LENET_PARALLEL_VARIANTS says otherwise."""
     if settings.parallel_variants is not None:
         return settings.parallel_variants and len(settings.variants) > 1
+    import torch
+
     return device.type == "cpu" and len(settings.variants) > 1 and torch.get_num_threads() >= len(settings.variants)
 
 
 def variant_worker(variant: str, settings: Settings, stop: StopRequest, run_id: str, run_dir: Path, threads: int,
                    results: multiprocessing.Queue) -> None:
     """One variant in its own process: load MNIST, then train, export and verify it; send back the result."""
+    import torch
+
+    from job.data import load_mnist
+    from job.variant import train_variant
+
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, signal.SIG_IGN)  # the parent handles signals and raises the shared stop flag
     torch.set_num_threads(threads)
@@ -54,7 +97,7 @@ def variant_worker(variant: str, settings: Settings, stop: StopRequest, run_id: 
 
 def train_in_parallel(settings: Settings, stop: StopRequest, run_id: str, run_dir: Path,
                       threads: int) -> list[VariantResult]:
-    context = multiprocessing.get_context("spawn")  # not fork: forking a process with torch's threads can hang
+    context = worker_context()  # not fork: forking a process that has run torch's threads can hang
     results = context.Queue()
     workers = {variant: context.Process(target=variant_worker, name=f"lenet-{variant}",
                                         args=(variant, settings, stop, run_id, run_dir, threads, results))

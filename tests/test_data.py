@@ -1,5 +1,6 @@
 import gzip
 
+import numpy as np
 import pytest
 import torch
 
@@ -61,12 +62,14 @@ def test_no_data_and_no_download_says_where_to_put_the_files(tmp_path, monkeypat
 
 
 def test_a_failed_download_says_where_to_put_the_files(tmp_path, monkeypatch):
+    import torchvision.datasets
+
     monkeypatch.setattr(data_module, "VENDORED_DIR", tmp_path / "nothing-vendored")
 
     def unreachable(*args, **kwargs):
         raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
 
-    monkeypatch.setattr(data_module, "MNIST", unreachable)
+    monkeypatch.setattr(torchvision.datasets, "MNIST", unreachable)  # job.data imports it only to download
     with pytest.raises(DataError, match=r"could not obtain MNIST .*put the four uncompressed IDX files there"):
         ensure_mnist(tmp_path / "data", download=True)
 
@@ -96,3 +99,20 @@ def test_shuffled_batches_cover_every_sample_once(small_data_dir):
     assert not torch.equal(seen, train.labels)
     in_order = [images for images, _ in batches(train, 30)]
     assert [len(b) for b in in_order] == [30, 30, 4] and torch.equal(torch.cat(in_order), train.images)
+
+
+def test_idx_files_are_read_as_written_and_malformed_ones_are_named(tmp_path):
+    from conftest import write_idx
+    from job.data import read_idx
+
+    array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    write_idx(tmp_path / "good", array)
+    assert read_idx(tmp_path / "good", 3).numpy().tolist() == array.tolist()
+    with pytest.raises(DataError, match="not an IDX file of 1-dimensional"):
+        read_idx(tmp_path / "good", 1)  # the magic says 3 dimensions
+    (tmp_path / "short").write_bytes((tmp_path / "good").read_bytes()[:-1])
+    with pytest.raises(DataError, match=r"short holds 23 bytes of data, its header says \[2, 3, 4\]"):
+        read_idx(tmp_path / "short", 3)
+    (tmp_path / "tiny").write_bytes(b"\x00\x00")
+    with pytest.raises(DataError, match="not an IDX file"):
+        read_idx(tmp_path / "tiny", 3)

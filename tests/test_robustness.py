@@ -244,11 +244,16 @@ def test_failed_parity_exits_5_and_publishes_nothing(outputs, real_data_dir):
         "parity_max_rel_diff": 0})),
         cwd=outputs.parent, capture_output=True, text=True, timeout=300)
     assert done.returncode == 5, done.stderr
-    assert done.stderr.count("\n") == 1 and "exported model differs from the trained one: onnxruntime" in done.stderr
+    assert done.stderr.count("\n") == 1 and "exported model differs from the trained one: " in done.stderr
+    assert "onnxruntime at batch 1000" in done.stderr
     assert published_files(outputs) == before
     (run_dir,) = new_run_dirs(outputs, old_id)
     report = read_report(run_dir / "report.json")
     assert report.status == "parity_failed" and report.exit_code == 5 and not report.published
     failing = [check for v in report.variants for check in v.parity if not check.passed]  # the figures are kept
     assert [v.variant for v in report.variants] == ["plain", "bn_dropout"] and failing
-    assert {check.format for check in failing} <= {"onnxruntime", "onnxruntime_no_optimizations"}
+    # Every format is compared with eager's logits at the large batch: there TorchScript and torch.export run
+    # eager's own kernels on the same batches and match it exactly, so only onnxruntime fails; at batch 1 every
+    # format differs from that reference by float32 rounding (~1e-7), far over 1e-12.
+    assert {check.format for check in failing if check.batch_size > 1} == {"onnxruntime",
+                                                                          "onnxruntime_no_optimizations"}
