@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     download: bool = Field(False, description="true or false")
     train_limit: int | None = Field(None, ge=1, le=60000, description="an integer 1-60000, or empty for all")
     test_limit: int | None = Field(None, ge=1, le=10000, description="an integer 1-10000, or empty for all")
-    eval_batch_size: int = Field(1000, ge=1, le=10000, description="an integer 1-10000")
+    eval_batch_size: int = Field(512, ge=1, le=10000, description="an integer 1-10000")
     num_threads: int | None = Field(None, ge=1, le=1024, description="an integer 1-1024, or empty for torch's choice")
     parity_max_abs_diff: float = Field(1e-4, gt=0, description="a number > 0")
     parity_max_rel_diff: float = Field(1e-5, ge=0, le=1, description="a number 0-1")
