@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,11 +56,11 @@ def worker(kind: str, variant: str, epochs: int, train_limit: int | None, data_d
     return {"seconds": time.perf_counter() - started, "accuracy": accuracy, "peak_rss_mb": peak_rss_mb()}
 
 
-def job_run(env: dict) -> dict:
+def job_run(env: dict, root: Path) -> dict:
     """`python -m job` as a user or a scheduler starts it, timed from process start to exit, with its report's own
     stage timings. Run from a worker process, so that the peak memory is this run's alone."""
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "job"], cwd=ROOT, env=env, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "job"], cwd=root, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"the job exited {done.returncode}:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
@@ -133,12 +134,17 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8, help=argparse.SUPPRESS)
     parser.add_argument("--train-limit", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=300, help=argparse.SUPPRESS)
+    parser.add_argument("--job-root", type=Path, default=ROOT, help=argparse.SUPPRESS)
+    parser.add_argument("--baseline", type=Path, metavar="CHECKOUT",
+                        help="only time the job of another checkout (e.g. `git worktree add /tmp/before COMMIT`) "
+                             "against this one's, alternating: the fixed-cost run 3 times and the full default job "
+                             "twice each; print each run and the ratios of the medians")
     args = parser.parse_args()
     if args.worker == "training_steps":
         print(json.dumps(training_steps(args.variant, args.steps)))
         return
     if args.worker == "job_run":
-        print(json.dumps(job_run(dict(os.environ))))
+        print(json.dumps(job_run(dict(os.environ), args.job_root)))
         return
     if args.worker:
         print(json.dumps(worker(args.worker, args.variant, args.epochs, args.train_limit, args.data_dir)))
@@ -147,6 +153,9 @@ def main() -> None:
     from job.data import ensure_mnist
 
     ensure_mnist(Path(args.data_dir), download=False)
+    if args.baseline:
+        compare_with(args.baseline, args.data_dir)
+        return
     epochs, train_limit = (1, 10000) if args.quick else (8, None)
     images_per_epoch = train_limit or 60000
     images = images_per_epoch * epochs
@@ -196,11 +205,30 @@ def main() -> None:
           f"{side_by_side / tutorial:.3f} / {shared / tutorial:.3f}")
 
 
-def measure_job(env: dict, data_dir: str, **settings: str) -> dict:
+def compare_with(baseline: Path, data_dir: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LENET_")}
+    runs = (("fixed cost (256 images, 1 epoch)", 3, dict(LENET_EPOCHS="1", LENET_TRAIN_LIMIT="256",
+                                                          LENET_MIN_TEST_ACCURACY="0")),
+            ("full default job", 2, {}))
+    for label, rounds, settings in runs:
+        seconds: dict[str, list[float]] = {"baseline": [], "this checkout": []}
+        for _ in range(rounds):
+            for name, root in (("baseline", baseline.resolve()), ("this checkout", ROOT)):
+                result = measure_job(env, data_dir, root, **settings)
+                seconds[name].append(result["seconds"])
+                print(f"{label}, {name}: {result['seconds']:.1f}s, {accuracies(result)}; {stages(result)}",
+                      flush=True)
+        medians = {name: statistics.median(values) for name, values in seconds.items()}
+        print(f"{label}: median {medians['baseline']:.1f}s (baseline) -> {medians['this checkout']:.1f}s, ratio "
+              f"{medians['this checkout'] / medians['baseline']:.3f}", flush=True)
+
+
+def measure_job(env: dict, data_dir: str, root: Path = ROOT, **settings: str) -> dict:
+    """The job in the checkout at `root` (its `job` package is the one `python -m job` finds there)."""
     with tempfile.TemporaryDirectory() as outputs:
-        job_env = dict(env, LENET_OUTPUT_DIR=outputs, LENET_DATA_DIR=data_dir, **settings)
-        done = subprocess.run(worker_command("job_run", "both", data_dir), cwd=ROOT, env=job_env,
-                              capture_output=True, text=True)
+        job_env = dict(env, LENET_OUTPUT_DIR=outputs, LENET_DATA_DIR=str(Path(data_dir).resolve()), **settings)
+        done = subprocess.run(worker_command("job_run", "both", data_dir, "--job-root", str(root)), cwd=ROOT,
+                              env=job_env, capture_output=True, text=True)
         return worker_result("job_run", "both", done.returncode, done.stdout, done.stderr)
 
 

@@ -77,7 +77,7 @@ def main(argv: list[str] | tuple[str, ...] = ()) -> int:
 
 def run_and_finish(settings: Settings, device: torch.device, run_dir: Path, run_id: str, started: datetime,
                    stop: StopRequest) -> int:
-    in_parallel = variants_share_the_cpu(settings, device)
+    in_parallel = variants_share_the_cpu(settings, device.type, torch.get_num_threads())
     threads = max(1, torch.get_num_threads() // len(settings.variants)) if in_parallel else torch.get_num_threads()
     report = Report(status=status.UNEXPECTED.report_status, exit_code=status.UNEXPECTED.code, run_id=run_id,
                     started_at=started, finished_at=started, elapsed_seconds=0.0, versions=library_versions(),

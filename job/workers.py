@@ -18,15 +18,11 @@ import pickle
 import queue
 import signal
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from job.log import log
 from job.report import VariantResult
 from job.settings import Settings
 from job.stop import Interrupted, StopRequest
-
-if TYPE_CHECKING:
-    import torch
 
 # Everything a worker imports from the start of training to the end of its parity check.
 WORKER_MODULES = ["job.variant", "export.formats", "export.parity", "torch._dynamo", "torch.onnx", "onnxscript",
@@ -34,12 +30,10 @@ WORKER_MODULES = ["job.variant", "export.formats", "export.parity", "torch._dyna
 
 
 def might_share_the_cpu(settings: Settings) -> bool:
-    """Before torch is imported: could variants_share_the_cpu say yes? (Yes for `auto` on a machine with an
-    accelerator, where the early server then goes unused.)"""
-    if settings.parallel_variants is not None:
-        return settings.parallel_variants and len(settings.variants) > 1
-    return (settings.device in ("auto", "cpu") and len(settings.variants) > 1
-            and (settings.num_threads or os.cpu_count() or 1) >= len(settings.variants))
+    """Before torch is imported: could variants_share_the_cpu say yes? (`auto` counts as the CPU: on a machine
+    with an accelerator the early server then goes unused.)"""
+    device_type = "cpu" if settings.device == "auto" else settings.device
+    return variants_share_the_cpu(settings, device_type, settings.num_threads or os.cpu_count() or 1)
 
 
 def start_worker_server() -> None:
@@ -59,14 +53,12 @@ def worker_context() -> multiprocessing.context.BaseContext:
         return multiprocessing.get_context("spawn")
 
 
-def variants_share_the_cpu(settings: Settings, device: torch.device) -> bool:
-    """Train the variants side by side, one process each? Yes on a CPU with a core per variant, unless
+def variants_share_the_cpu(settings: Settings, device_type: str, threads: int) -> bool:
+    """Train the variants side by side, one process each? Yes on a CPU with a thread per variant, unless
     LENET_PARALLEL_VARIANTS says otherwise."""
     if settings.parallel_variants is not None:
         return settings.parallel_variants and len(settings.variants) > 1
-    import torch
-
-    return device.type == "cpu" and len(settings.variants) > 1 and torch.get_num_threads() >= len(settings.variants)
+    return device_type == "cpu" and len(settings.variants) > 1 and threads >= len(settings.variants)
 
 
 def variant_worker(variant: str, settings: Settings, stop: StopRequest, run_id: str, run_dir: Path, threads: int,
@@ -102,7 +94,9 @@ def train_in_parallel(settings: Settings, stop: StopRequest, run_id: str, run_di
     workers = {variant: context.Process(target=variant_worker, name=f"lenet-{variant}",
                                         args=(variant, settings, stop, run_id, run_dir, threads, results))
                for variant in settings.variants}
-    log(f"training {', '.join(workers)} side by side: one process each, {threads} thread(s) each")
+    start = ("forked from the preloaded worker server" if context.get_start_method() == "forkserver"
+             else "each in a fresh interpreter")
+    log(f"training {', '.join(workers)} side by side: one process each, {threads} thread(s) each, {start}")
     for worker in workers.values():
         worker.start()
     received: dict[str, tuple[VariantResult | None, Exception | None]] = {}

@@ -155,13 +155,19 @@ def test_verify_of_a_file_that_is_not_onnx_is_one_line_and_exit_2(real_data_dir,
 
 
 def test_the_same_seed_gives_the_same_figures_on_cpu(real_data_dir, tmp_path):
+    """Twice side by side: once with the workers forked from the preloaded server (the default), once in fresh
+    interpreters, the fallback where the server's Unix socket cannot be made (a TMPDIR too long for one)."""
     figures = []
-    for attempt in ("first", "second"):
+    for attempt, temporary_folder, start in (("first", tmp_path, "forked from the preloaded worker server"),
+                                             ("second", tmp_path / ("t" * 120), "each in a fresh interpreter")):
         folder = tmp_path / attempt
         folder.mkdir()
-        done = run_job(folder, real_data_dir, train_limit=2000, test_limit=500, epochs=2, min_test_accuracy=0,
-                       device="cpu", seed=7)
+        temporary_folder.mkdir(exist_ok=True)
+        env = job_env(folder, real_data_dir, train_limit=2000, test_limit=500, epochs=2, min_test_accuracy=0,
+                      device="cpu", seed=7) | {"TMPDIR": str(temporary_folder)}
+        done = subprocess.run([PYTHON, "-m", "job"], env=env, cwd=folder, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr
+        assert f"thread(s) each, {start}" in done.stdout
         (report_path,) = (folder / "outputs" / "runs").glob("*/report.json")
         report = read_report(report_path)
         assert report.variants_in_parallel  # both variants, side by side, as a default run on CPU does
