@@ -1,10 +1,12 @@
 """Time the tutorial's pipeline against this job's on the same machine, in one run, and print the ratios.
 
-    python -m bench            # full: both variants, 8 epochs each, then the full default job (~7 min on 2 cores)
-    python -m bench --quick    # 1 epoch on 10,000 training images: a one-minute check
+    python -m bench            # full (~9 minutes on 2 cores): the fixed cost, 2 epochs, 8 epochs, the full job
+    python -m bench --quick    # the fixed cost, then 1 epoch on 10,000 training images: a two-minute check
+    python -m bench --baseline /tmp/before   # only the job of another checkout against this one, alternating
 
 Each measurement runs in a fresh subprocess (same interpreter, same threads), alternating the tutorial's code
-and the job's, so that neither inherits the other's warm caches or memory. Figures are wall times.
+and the job's, so that neither inherits the other's warm caches or memory. Figures are wall times; the job's are
+`python -m job` from process start to exit, as a scheduler sees it.
 """
 
 from __future__ import annotations
@@ -172,8 +174,8 @@ def main() -> None:
                          for variant in ("plain", "bn_dropout"))
         job_2 = measure_job(env, args.data_dir, LENET_EPOCHS="2")
         print(f"2 epochs, both variants: tutorial's code {tutorial_2:.1f}s, the job (LENET_EPOCHS=2, export and "
-              f"parity included) {job_2['seconds']:.1f}s, {accuracies(job_2)}; ratio {job_2['seconds'] / tutorial_2:.3f} "
-              f"(target <= 0.5); {stages(job_2)}", flush=True)
+              f"parity included) {job_2['seconds']:.1f}s, {accuracies(job_2)}; "
+              f"ratio {job_2['seconds'] / tutorial_2:.3f} (target <= 0.5); {stages(job_2)}", flush=True)
 
     print(f"{'variant':<11} {'pipeline':<26} {'seconds':>8} {'images/s':>9} {'peak MB':>8} {'test acc':>9}")
     totals = {"tutorial": 0.0, "job_seed_recipe": 0.0}

@@ -40,3 +40,25 @@ def test_job_run_times_the_job_from_process_start_and_reads_its_stages(real_data
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert set(result["accuracy"]) == set(result["stages"]) == {"plain", "bn_dropout"}
     assert result["seconds"] > result["inside_seconds"] > max(s["parity"] for s in result["stages"].values()) > 0
+    # The same run's models, piece by piece (bench.parity): every runner of every variant gets its seconds.
+    (run_dir,) = (tmp_path / "outputs" / "runs").iterdir()
+    pieces = subprocess.run([PYTHON, "-m", "bench.parity", str(run_dir), "--data-dir", str(real_data_dir)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert pieces.returncode == 0, pieces.stderr[-2000:]
+    rows = [line.split() for line in pieces.stdout.splitlines()[1:]]
+    assert {(row[0], row[1]) for row in rows if row[1] in ("torchscript", "torch_export", "total")} == {
+        (variant, runner) for variant in ("plain", "bn_dropout") for runner in ("torchscript", "torch_export", "total")}
+    assert all(float(row[-1]) > 0 for row in rows)
+
+
+def test_stages_sums_py_spy_samples_per_stage_of_the_job():
+    from bench.stages import OTHER, seconds_by_stage
+
+    lines = ["main (job/__main__.py:9);check_parity (export/parity.py:60);GraphModule.recompile.<locals>.call_wrapped "
+             "(torch/fx/graph_module.py:1007) 150\n",
+             "main;check_parity (export/parity.py:60);onnx_runner.<locals>.<lambda> (export/parity.py:35) 50\n",
+             "main;train_model (job/train.py:120);backward 300\n",
+             "_Py_Finalize 20\n", "not a sample line\n"]
+    assert seconds_by_stage(lines, rate=100) == {"training + per-epoch evaluation": 3.0,
+                                                 "parity: torch.export program": 1.5,
+                                                 "parity: onnxruntime (2 sessions)": 0.5, OTHER: 0.2}

@@ -12,6 +12,7 @@ import pytest
 
 from conftest import PYTHON, TINY, job_env, published_files, published_id, run_in_process
 from job.report import read_report
+from job.settings import Settings
 
 def new_run_dirs(outputs, old_id):
     return [p for p in sorted((outputs / "runs").iterdir()) if p.name != old_id]
@@ -245,7 +246,8 @@ def test_failed_parity_exits_5_and_publishes_nothing(outputs, real_data_dir):
         cwd=outputs.parent, capture_output=True, text=True, timeout=300)
     assert done.returncode == 5, done.stderr
     assert done.stderr.count("\n") == 1 and "exported model differs from the trained one: " in done.stderr
-    assert "onnxruntime at batch 1000" in done.stderr
+    large_batch = Settings.model_fields["eval_batch_size"].default
+    assert f"onnxruntime at batch {large_batch}" in done.stderr
     assert published_files(outputs) == before
     (run_dir,) = new_run_dirs(outputs, old_id)
     report = read_report(run_dir / "report.json")

@@ -1,0 +1,62 @@
+"""The parity check of a run's models, piece by piece: each format at batch 1 and at the large batch, timed alone.
+
+    python -m bench.parity RUN_DIR [--data-dir data] [--batch 512]
+
+One thread, as each variant's worker has when the variants train side by side. The reference is the eager model
+at the large batch, as in export.parity.check_parity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from export.formats import FILES
+from export.parity import format_runners, logits_of
+from job.data import ensure_mnist, load_mnist
+from job.model import build_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.parity", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--data-dir", type=Path, default=Path("data"))
+    parser.add_argument("--batch", type=int, default=512)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated")
+    torch.set_num_threads(1)
+    ensure_mnist(args.data_dir, download=False)
+    print(f"{'variant':<11} {'runner':<30} {'batch 1':>8} {'batch ' + str(args.batch):>10}")
+    for model_dir in sorted((args.run_dir / "models").iterdir()):
+        metadata = json.loads((model_dir / "model.json").read_text())
+        normalize = float(metadata["preprocess.std"]) != 1.0
+        images = load_mnist(args.data_dir, download=False, normalize=normalize).test.images
+        model = build_model(metadata["model.variant"], float(metadata["model.dropout"]))
+        model.load_state_dict(torch.load(model_dir / "model.pt", map_location="cpu", weights_only=True))
+        started = time.perf_counter()
+        runners = format_runners({name: model_dir / file for name, file in FILES.items()})
+        total = loading = time.perf_counter() - started
+        for name, run in {"eager (reference)": model.eval(), **runners}.items():
+            shown = []
+            for batch_size in (1, args.batch):
+                if name.startswith("eager") and batch_size == 1:
+                    shown.append("-")
+                    continue
+                logits_of(run, images[:64], min(batch_size, 64))  # warm-up
+                started = time.perf_counter()
+                logits_of(run, images, batch_size)
+                seconds = time.perf_counter() - started
+                total += seconds
+                shown.append(f"{seconds:.2f}")
+            print(f"{model_dir.name:<11} {name:<30} {shown[0]:>8} {shown[1]:>10}")
+        print(f"{model_dir.name:<11} {'loading the 3 files':<30} {loading:8.2f}")
+        print(f"{model_dir.name:<11} {'total':<30} {total:8.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
