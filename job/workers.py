@@ -5,8 +5,8 @@ single-threaded trainings beat one two-threaded after the other, and one variant
 overlap the other's training.
 
 The workers are forked from a multiprocessing forkserver that imports what they need (torch, the exporters,
-onnxruntime: ~2.5 s) once for both, and, started by `python -m job` before the job's own imports, while the job
-is still starting. That server has run no torch operation, so forking it is safe where forking the job is not.
+onnxruntime: ~2.5 s) once for both; `python -m job` starts it before its own imports, so that the two import side
+by side. That server has run no torch operation, so forking it is safe where forking the job is not.
 """
 
 from __future__ import annotations

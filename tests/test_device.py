@@ -33,3 +33,20 @@ def test_auto_uses_torch_accelerator_when_it_names_one(monkeypatch):
 def test_a_missing_device_is_an_error_not_a_fallback():
     with pytest.raises(SettingsError, match=r"LENET_DEVICE=cuda:1: no cuda device is present \(present: cpu"):
         select_device("cuda:1")
+
+
+@pytest.mark.parametrize("values, cores, early", [
+    ({}, 2, True),  # auto on a 2-core machine: side by side is likely, start the worker server early
+    ({}, 1, False),  # one core: the variants run one after the other
+    ({"device": "cuda"}, 16, False),
+    ({"device": "cpu", "num_threads": 1}, 16, False),  # one thread cannot be shared by two variants
+    ({"parallel_variants": False}, 16, False),
+    ({"parallel_variants": True, "device": "cuda"}, 1, True),  # asked for: as variants_share_the_cpu decides
+    ({"variants": ("plain",)}, 16, False),
+])
+def test_the_worker_server_starts_early_only_where_variants_may_share_the_cpu(monkeypatch, values, cores, early):
+    from job.settings import Settings
+    from job.workers import might_share_the_cpu
+
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    assert might_share_the_cpu(Settings.model_construct(**values)) is early  # defaults, no .env read
