@@ -9,7 +9,6 @@ at the large batch, as in export.parity.check_parity.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import warnings
 from pathlib import Path
@@ -18,8 +17,8 @@ import torch
 
 from export.formats import FILES
 from export.parity import format_runners, logits_of
-from job.data import ensure_mnist, load_mnist
-from job.model import build_model
+from job.data import ensure_mnist, read_split, to_split
+from job.model import load_trained
 
 
 def main() -> None:
@@ -31,17 +30,15 @@ def main() -> None:
     warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated")
     torch.set_num_threads(1)
     ensure_mnist(args.data_dir, download=False)
+    raw_images, labels = read_split(args.data_dir, train=False, limit=None)
     print(f"{'variant':<11} {'runner':<30} {'batch 1':>8} {'batch ' + str(args.batch):>10}")
     for model_dir in sorted((args.run_dir / "models").iterdir()):
-        metadata = json.loads((model_dir / "model.json").read_text())
-        normalize = float(metadata["preprocess.std"]) != 1.0
-        images = load_mnist(args.data_dir, download=False, normalize=normalize).test.images
-        model = build_model(metadata["model.variant"], float(metadata["model.dropout"]))
-        model.load_state_dict(torch.load(model_dir / "model.pt", map_location="cpu", weights_only=True))
+        model, metadata = load_trained(model_dir / "model.pt")
+        images = to_split(raw_images, labels, normalize=float(metadata["preprocess.std"]) != 1.0).images
         started = time.perf_counter()
         runners = format_runners({name: model_dir / file for name, file in FILES.items()})
         total = loading = time.perf_counter() - started
-        for name, run in {"eager (reference)": model.eval(), **runners}.items():
+        for name, run in {"eager (reference)": model, **runners}.items():
             shown = []
             for batch_size in (1, args.batch):
                 if name.startswith("eager") and batch_size == 1:

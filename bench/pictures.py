@@ -109,21 +109,17 @@ def sweep_pen_widths(run_dir: Path, count: int) -> None:
 def fainter_mnist(run_dir: Path, data_dir: Path) -> None:
     """Why the BatchNorm variant reads thin strokes worse: the MNIST test set with its ink scaled down, through the
     trained models. A thin stroke is, to the first layers, less ink."""
-    import json
 
     import torch
 
     from job.data import ensure_mnist, read_split
-    from job.model import build_model
+    from job.model import load_trained
 
     ensure_mnist(data_dir, download=False)
     images, labels = read_split(data_dir, train=False, limit=None)
     print("MNIST test set with its ink scaled by k (0-1 pixels times k, then the model's mean and std):")
     for model_dir in sorted(run_dir.glob("models/*")):
-        metadata = json.loads((model_dir / "model.json").read_text())
-        model = build_model(metadata["model.variant"], float(metadata["model.dropout"]))
-        model.load_state_dict(torch.load(model_dir / "model.pt", map_location="cpu", weights_only=True))
-        model.eval()
+        model, metadata = load_trained(model_dir / "model.pt")
         mean, std = float(metadata["preprocess.mean"]), float(metadata["preprocess.std"])
         figures = []
         for k in (1.0, 0.6, 0.33):

@@ -9,7 +9,6 @@ Exit status: 0 ok, 2 bad arguments, 3 data problem, 5 parity or accuracy mismatc
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -19,18 +18,14 @@ EXIT_BAD_ARGUMENT, EXIT_DATA, EXIT_PARITY = 2, 3, 5
 
 
 def reexport(checkpoint: Path, out_dir: Path, data_dir: Path, batch_size: int) -> int:
-    import torch
 
     from export.formats import export_model
     from export.checks import describe, describe_failures
     from export.parity import check_parity
     from job.data import load_mnist
-    from job.model import build_model
+    from job.model import load_trained
 
-    metadata = json.loads((checkpoint.parent / "model.json").read_text())
-    model = build_model(metadata["model.variant"], float(metadata["model.dropout"]))
-    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
-    model.eval()
+    model, metadata = load_trained(checkpoint)
     paths = export_model(model, out_dir, metadata)
     data = load_mnist(data_dir, download=False, normalize=float(metadata["preprocess.std"]) != 1.0)
     results = check_parity(model, paths, data.test.images, data.test.labels, batch_sizes=(1, batch_size),

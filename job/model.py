@@ -7,6 +7,9 @@ features remain and the tutorial's own forward pass fails.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -99,3 +102,12 @@ def build_model(variant: str, dropout: float) -> LeNet:
 
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def load_trained(checkpoint: Path) -> tuple[LeNet, dict[str, str]]:
+    """A model this job exported, rebuilt from its state_dict (model.pt) and the model.json beside it, in eval mode;
+    with that metadata."""
+    metadata = json.loads((checkpoint.parent / "model.json").read_text())
+    model = build_model(metadata["model.variant"], float(metadata["model.dropout"]))
+    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+    return model.eval(), metadata

@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -265,18 +266,13 @@ def test_relative_folders_mean_the_jobs_folder_in_forked_workers(monkeypatch, re
     """The forkserver keeps the folder it was started in; a job run in-process from another folder, with relative
     LENET_DATA_DIR and LENET_OUTPUT_DIR, must still read and write there in its workers (multiprocessing moves
     each new process to the starting process's folder, for a forkserver as for spawn)."""
-    from job.cli import main
     from job.workers import start_worker_server
 
     start_worker_server()  # from pytest's folder, as a long-lived caller would have
     (tmp_path / "mnist-here").symlink_to(real_data_dir, target_is_directory=True)
-    for name in [n for n in os.environ if n.startswith("LENET_")]:
-        monkeypatch.delenv(name)
-    for key, value in (TINY | {"variants": "plain,bn_dropout", "parallel_variants": "true", "test_limit": 100,
-                               "data_dir": "mnist-here", "output_dir": "outputs"}).items():
-        monkeypatch.setenv(f"LENET_{key.upper()}", str(value))
-    monkeypatch.chdir(tmp_path)
-    assert main() == 0
+    # run_in_process moves to tmp_path; both folders are given relative to it.
+    assert run_in_process(monkeypatch, tmp_path / "outputs", Path("mnist-here"), variants="plain,bn_dropout",
+                          parallel_variants="true", test_limit=100, output_dir="outputs") == 0
     (run_dir,) = (tmp_path / "outputs" / "runs").iterdir()
     assert read_report(run_dir / "report.json").variants_in_parallel
     assert {p.name for p in (run_dir / "models").iterdir()} == {"plain", "bn_dropout"}
