@@ -3,13 +3,13 @@
 PYTHON ?= python3
 VENV ?= .venv
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(VENV)/.installed: pyproject.toml client/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[test]'
+	$(VENV)/bin/pip install --quiet -c constraints.txt -e ./client -e '.[test]'
 	touch $@
 
-.PHONY: setup run test bench
+.PHONY: setup run test test-fast bench
 setup: $(VENV)/.installed
 
 run: $(VENV)/.installed
@@ -17,6 +17,10 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest
+
+# The edit loop: every test but those marked slow (whole job runs, training on the real MNIST, new environments).
+test-fast: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest -m "not slow"
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/python -m bench

@@ -55,7 +55,8 @@ def worker(kind: str, variant: str, epochs: int, train_limit: int | None, data_d
         data = load_mnist(Path(data_dir), download=False, normalize=recipe.normalize, train_limit=train_limit)
         torch.manual_seed(0)
         model = build_model(variant, recipe.dropout)
-        _, final = train_model(model, data.train, data.test, recipe, seed=0, eval_batch_size=1000)
+        _, final = train_model(model, data.train, data.test, recipe, device=torch.device("cpu"), seed=0,
+                               eval_batch_size=1000)
         accuracy = final.accuracy
     else:
         raise SystemExit(f"unknown worker {kind}")
@@ -131,7 +132,7 @@ def measure(kind: str, variant: str, epochs: int, train_limit: int | None, data_
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 epoch on 10,000 training images")
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--worker", help=argparse.SUPPRESS)

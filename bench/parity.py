@@ -22,7 +22,7 @@ from job.model import load_trained
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.parity", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.parity", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--data-dir", type=Path, default=Path("data"))
     parser.add_argument("--batch", type=int, default=512)

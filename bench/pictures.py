@@ -1,5 +1,5 @@
 """Accuracy of exported models on pictures of digits that are not MNIST (bench.digits), through the shipped
-torch-free path (export.predict), against the preprocessing it had before (resize the whole picture), in one run.
+torch-free path (lenet_client.predict), against the preprocessing it had before (resize the whole picture), in one run.
 
     python -m bench.pictures RUN_DIR [--count 1000] [--seed 0] [--data-dir data]   # RUN_DIR/models/<variant>/...
 
@@ -19,14 +19,14 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from bench.digits import pen_sweep, samples, write
-from export.preprocess import to_input
-import export.preprocess
-from export.contract import preprocessing
-from export.predict import classify, load_model
+from lenet_client.preprocess import to_input
+import lenet_client.preprocess
+from lenet_client.contract import preprocessing
+from lenet_client.predict import classify, load_model
 
 
 def resize_whole_picture(image: Image.Image, scale: float, mean: float, std: float) -> np.ndarray:
-    """The baseline: export.predict before MNIST-style preprocessing (grayscale, invert by the border, resize)."""
+    """The baseline: the predictor before MNIST-style preprocessing (grayscale, invert by the border, resize)."""
     gray = ImageOps.grayscale(ImageOps.exif_transpose(image))
     pixels = np.asarray(gray.resize((28, 28), Image.Resampling.LANCZOS), dtype=np.float32)
     border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
@@ -43,7 +43,7 @@ def baseline_predictions(model: Path, paths: list[Path]) -> list[int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.pictures", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.pictures", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
@@ -62,18 +62,18 @@ def main() -> None:
             before = np.array(baseline_predictions(model, paths))
             print(f"{variant:<11} {'resize whole picture (before)':<32} {100 * (before == labels).mean():8.1f}% "
                   f"{0:>9}")
-            with mock.patch.object(export.preprocess, "MIN_STROKE", 0.0):  # ablation: thin strokes left thin
+            with mock.patch.object(lenet_client.preprocess, "MIN_STROKE", 0.0):  # ablation: thin strokes left thin
                 thin = np.array([r.get("digit", -1) for r in classify(*load_model(model), paths)])
             print(f"{variant:<11} {'MNIST-style, thin strokes kept':<32} {100 * (thin == labels).mean():8.1f}% "
                   f"{int((thin == -1).sum()):>9}")
             results = classify(*load_model(model), paths)
             after = np.array([r.get("digit", -1) for r in results])
-            print(f"{variant:<11} {'MNIST-style (export.preprocess)':<32} {100 * (after == labels).mean():8.1f}% "
+            print(f"{variant:<11} {'MNIST-style (lenet_client)':<32} {100 * (after == labels).mean():8.1f}% "
                   f"{int((after == -1).sum()):>9}")
             fine = np.array(["fine pen" in s.description for _, s in made])
             print(f"  fine-pen strokes ({fine.sum()}): resize {100 * (before == labels)[fine].mean():.1f}%, "
                   f"thin kept {100 * (thin == labels)[fine].mean():.1f}%, "
-                  f"export.preprocess {100 * (after == labels)[fine].mean():.1f}%")
+                  f"lenet_client.preprocess {100 * (after == labels)[fine].mean():.1f}%")
             by_kind = defaultdict(list)
             for (_, sample), ok in zip(made, after == labels):
                 for kind in sample.description.split(", "):
@@ -98,8 +98,8 @@ def sweep_pen_widths(run_dir: Path, count: int) -> None:
         line = f"  pen {100 * band[0]:.1f}-{100 * band[1]:.1f}% of the drawing:"
         for variant, (session, metadata) in models.items():
             figures = []
-            for min_stroke in (0.0, export.preprocess.MIN_STROKE):
-                with mock.patch.object(export.preprocess, "MIN_STROKE", min_stroke):
+            for min_stroke in (0.0, lenet_client.preprocess.MIN_STROKE):
+                with mock.patch.object(lenet_client.preprocess, "MIN_STROKE", min_stroke):
                     batch = np.stack([to_input(image, *preprocessing(metadata)) for image, _ in pictures])
                 figures.append(100 * (session.run(None, {"input": batch})[0].argmax(1) == labels).mean())
             line += f"  {variant} {figures[0]:.1f}% thin kept, {figures[1]:.1f}% grown"

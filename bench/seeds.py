@@ -42,7 +42,7 @@ def table(output_dirs: list[Path]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.seeds", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.seeds", description=__doc__.split("\n\n")[0])
     parser.add_argument("--table", nargs="+", type=Path, help="print the table of these output dirs only")
     parser.add_argument("--out", type=Path, default=Path("outputs/seeds"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

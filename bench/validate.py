@@ -22,7 +22,7 @@ VALIDATION = 5000
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.validate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.validate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipe", default="default", choices=sorted(RECIPES))
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="recipe fields to change")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -40,7 +40,8 @@ def main() -> None:
         for seed in args.seeds:
             torch.manual_seed(seed)
             model = build_model(variant, recipe.dropout)
-            _, final = train_model(model, train, validation, recipe, seed=seed, eval_batch_size=1000)
+            _, final = train_model(model, train, validation, recipe, device=torch.device("cpu"), seed=seed,
+                                   eval_batch_size=1000)
             print(f"{variant} seed {seed}: validation accuracy {100 * final.accuracy:.2f}%", flush=True)
 
 

@@ -1,6 +1,5 @@
-"""Exported models and their contract: TorchScript, torch.export and ONNX files of a trained LeNet.
-
-This package's `__init__`, `contract`, `predict`, `preprocess` and `ink` modules must not import torch: a slim
-downstream image with only onnxruntime, numpy and Pillow uses them. The torch-side code lives in `export.formats` and
-`export.parity`.
+"""The producer side of the exported models: write a trained LeNet as TorchScript, a torch.export program and ONNX
+(export.formats), and prove that each file predicts what the trained model predicts (export.parity, with the
+figures in export.checks). Needs torch; it uses the client (lenet_client) for the contract and atomic writes, and
+never the job. The consumer side, which apps install without torch, is the client in client/.
 """

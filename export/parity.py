@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from export.checks import FormatParity
-from export.contract import INPUT_NAME, OUTPUT_NAME
+from lenet_client.contract import INPUT_NAME, OUTPUT_NAME
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
 

@@ -1,28 +1,29 @@
-"""The command line: `python -m job` (installed as `lenet-mnist`). Read the settings, set the run up, run the
-pipeline, finish the run, and exit with the status of job.status."""
+"""The command line: `python -m job` (installed as `lenet-mnist`). Read the settings, set the run's folder up, hand
+the run to job.pipeline, say what it did, and exit with the status of job.status."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
+import shutil
 import sys
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 
-from export.contract import project_version
 from job import status
-from job.device import device_name, select_device
-from job.finish import conclude, finish, outcome
+from job.device import select_device
 from job.log import log
-from job.metadata import library_versions
+from job.metadata import project_version
 from job.pipeline import run
-from job.publish import create_run_dir, hold_run, new_run_id
-from job.report import DeviceInfo, Report
+from job.publish import POINTER, create_run_dir, hold_run, new_run_id
+from job.report import Report
 from job.settings import Settings, SettingsError, env_name, load_settings, printable
 from job.stop import StopRequest
-from job.workers import variants_share_the_cpu
+
+SAMPLE_PICTURE = Path("docs/images/digit-7.png")  # in a checkout of this repository
 
 
 def usage() -> str:
@@ -32,8 +33,8 @@ def usage() -> str:
         default = info.default if not isinstance(info.default, tuple) else ",".join(info.default)
         shown = "(empty)" if default is None else str(default).lower() if isinstance(default, bool) else default
         lines.append(f"  {env_name(field):<28} default {shown}; {info.description}")
-    lines.append(f"Exit status: {', '.join(f'{s.code} {s.report_status}' for s in status.STATUSES)} "
-                 "(README: Exit status).")
+    lines.append("Exit status (README: Exit status):")
+    lines += [f"  {s.code:>3}  {s.meaning}" for s in status.STATUSES]
     return "\n".join(lines)
 
 
@@ -70,36 +71,38 @@ def main(argv: list[str] | tuple[str, ...] = ()) -> int:
               f"{error.strerror or error} (allowed: a writable folder, created if missing)", file=sys.stderr)
         return status.OUTPUT.code
     try:
-        return run_and_finish(settings, device, run_dir, run_id, started, stop)
+        report = run(settings, device, run_dir, run_id, started, stop)
     finally:
         run_lock.release()
-
-
-def run_and_finish(settings: Settings, device: torch.device, run_dir: Path, run_id: str, started: datetime,
-                   stop: StopRequest) -> int:
-    in_parallel = variants_share_the_cpu(settings, device.type, torch.get_num_threads())
-    threads = max(1, torch.get_num_threads() // len(settings.variants)) if in_parallel else torch.get_num_threads()
-    report = Report(status=status.UNEXPECTED.report_status, exit_code=status.UNEXPECTED.code, run_id=run_id,
-                    started_at=started, finished_at=started, elapsed_seconds=0.0, versions=library_versions(),
-                    settings=settings.model_dump(mode="json"), recipe=asdict(settings.resolved_recipe()),
-                    min_test_accuracy=settings.min_test_accuracy, accuracy_gate_passed=False,
-                    variants_in_parallel=in_parallel,
-                    device=DeviceInfo(type=device.type, spec=str(device), name=device_name(device),
-                                      threads=threads))
-    error = None
-    try:
-        run(settings, device, run_dir, report, stop)
-    except Exception as raised:  # every failure still gets its report; the exit status tells which kind
-        error = raised
-    try:
-        finish(report, settings, run_dir, stop, error)
-    except OSError as write_error:
-        conclude(report, *outcome(write_error, stop))
-    for result in report.variants:
-        log(f"[{result.variant}] final test accuracy {100 * result.final_test_accuracy:.2f}% "
-            f"({result.parameters:,} parameters, {result.training_seconds:.1f}s training)")
-    log(f"{report.status} in {report.elapsed_seconds:.1f}s: {run_dir / 'report.json'}"
-        + (" (published as latest.json)" if report.published else ""))
+    summarize(report, settings.output_dir, run_dir)
     if report.message:
         print(f"lenet-mnist: {report.message}", file=sys.stderr)
     return report.exit_code
+
+
+def summarize(report: Report, output_dir: Path, run_dir: Path) -> None:
+    """The run's last lines: each variant's figures and model, where the report and plots are, what to try next."""
+    for result in report.variants:
+        onnx = result.artifacts.get("onnx")
+        log(f"[{result.variant}] test accuracy {100 * result.final_test_accuracy:.2f}%, test loss "
+            f"{result.final_test_loss:.4f}, {result.training_seconds:.1f}s training ({result.parameters:,} "
+            f"parameters)" + (f": {run_dir / onnx.path}" if onnx else ""))
+    if report.plots:
+        log(f"plots: {run_dir / 'plots'} ({', '.join(sorted(report.plots))})")
+    log(f"{report.status} in {report.elapsed_seconds:.1f}s: {run_dir / 'report.json'}"
+        + (f" (published as {output_dir / POINTER})" if report.published else ""))
+    if report.published:
+        log(f"next: {predict_command()} {shell_word(output_dir)} "
+            f"{SAMPLE_PICTURE if SAMPLE_PICTURE.is_file() else 'YOUR_DIGIT.png'}   # read a picture of a digit")
+
+
+def predict_command() -> str:
+    """`lenet-predict` as this environment can run it: by name when it is on PATH, else by its path."""
+    script = Path(sys.executable).parent / "lenet-predict"
+    if shutil.which("lenet-predict") == str(script) or not script.is_file():
+        return "lenet-predict"
+    return shell_word(Path(os.path.relpath(script)) if script.is_relative_to(Path.cwd()) else script)
+
+
+def shell_word(path: Path) -> str:
+    return shlex.quote(str(path))

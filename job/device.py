@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+from pathlib import Path
 
 import torch
 
@@ -46,4 +47,15 @@ def device_name(device: torch.device) -> str:
         return torch.cuda.get_device_name(device)
     if device.type == "xpu":
         return torch.xpu.get_device_name(device)
-    return platform.processor() or platform.machine()
+    return f"{cpu_model() or platform.processor() or 'CPU'} ({platform.machine()})"
+
+
+def cpu_model() -> str | None:
+    """The processor's name as Linux reports it (platform.processor() gives only the architecture there)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "Model", "Hardware")) and ":" in line:
+                return line.split(":", 1)[1].strip() or None
+    except OSError:
+        pass
+    return None

@@ -1,4 +1,5 @@
-"""The end of every run: judge it, write its report and manifest, and publish it if it passed.
+"""The end of every run, one verb: `finish` judges the run, builds its report from what the run did, writes it
+with the manifest, and publishes the run if it passed.
 
 All of it happens under the publish lock, so that concurrent runs on one output dir publish one after the other.
 """
@@ -6,6 +7,7 @@ All of it happens under the publish lock, so that concurrent runs on one output 
 from __future__ import annotations
 
 import signal
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,82 +15,114 @@ from export.checks import ParityError
 from job import status
 from job.data import DataError
 from job.log import log
+from job.metadata import library_versions
 from job.publish import DamagedFileError, check_champion, point_latest_at, prune_runs, publish_lock, write_manifest
-from job.report import Report, write_report
+from job.report import ChampionCheck, DataInfo, DeviceInfo, Report, VariantResult, Artifact, write_report
 from job.settings import Settings
 from job.stop import Interrupted, StopRequest
 from job.train import Diverged
 
 
-def outcome(error: BaseException, stop: StopRequest) -> tuple[status.ExitStatus, str]:
+@dataclass(frozen=True)
+class RunFacts:
+    """What a run did, as job.pipeline gathered it: the report is built from this once."""
+    run_id: str
+    started_at: datetime
+    device: DeviceInfo
+    variants_in_parallel: bool
+    data: DataInfo | None  # None when MNIST could not be loaded
+    variants: list[VariantResult]  # the variants that completed, in order
+    plots: list[Path]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: status.ExitStatus
+    message: str = ""
+    champion: ChampionCheck | None = None
+
+
+def verdict_on_error(error: BaseException, stop: StopRequest) -> Verdict:
     """The exit status of a run that raised `error`, and its one-line message."""
     if isinstance(error, Interrupted):
         code = status.SIGINT if stop.signal == signal.SIGINT else status.SIGTERM
-        return code, f"interrupted by {signal.Signals(stop.signal).name}; nothing was published"
+        return Verdict(code, f"interrupted by {signal.Signals(stop.signal).name}; nothing was published")
     if isinstance(error, DataError):
-        return status.DATA, f"data problem: {error}"
+        return Verdict(status.DATA, f"data problem: {error}")
     if isinstance(error, DamagedFileError):
-        return status.DAMAGED, f"{error}; nothing was published"
+        return Verdict(status.DAMAGED, f"{error}; nothing was published")
     if isinstance(error, Diverged):
-        return status.DIVERGED, f"{error}; nothing was published"
+        return Verdict(status.DIVERGED, f"{error}; nothing was published")
     if isinstance(error, ParityError):
-        return status.PARITY, f"{error}; nothing was published"
+        return Verdict(status.PARITY, f"{error}; nothing was published")
     if isinstance(error, OSError):
-        return status.OUTPUT, f"could not write the outputs: {error}; nothing was published"
-    return status.UNEXPECTED, f"unexpected error: {type(error).__name__}: {error}"
+        return Verdict(status.OUTPUT, f"could not write the outputs: {error}; nothing was published")
+    return Verdict(status.UNEXPECTED, f"unexpected error: {type(error).__name__}: {error}")
 
 
-def conclude(report: Report, exit_status: status.ExitStatus, message: str = "") -> None:
-    report.status, report.exit_code, report.message = exit_status.report_status, exit_status.code, message
+def verdict_on_results(facts: RunFacts, settings: Settings) -> Verdict:
+    """The status of a run that completed: the accuracy gate, then (if on) the champion check."""
+    missed = [f"{r.variant} {100 * r.final_test_accuracy:.2f}%" for r in facts.variants if not r.met_accuracy_gate]
+    if missed:
+        return Verdict(status.ACCURACY_GATE,
+                       f"below LENET_MIN_TEST_ACCURACY={settings.min_test_accuracy}: {', '.join(missed)}")
+    if not settings.champion_check:
+        return Verdict(status.OK)
+    new = {r.variant: r.final_test_accuracy for r in facts.variants}
+    champion = check_champion(new, settings.output_dir, settings.champion_tolerance)
+    if not champion.passed:
+        return Verdict(status.CHAMPION, f"worse than the published run {champion.compared_with_run} by more than "
+                                        f"LENET_CHAMPION_TOLERANCE={settings.champion_tolerance}: new "
+                                        f"{champion.new_accuracy}, published {champion.published_accuracy}",
+                       champion)
+    return Verdict(status.OK, champion=champion)
 
 
-def judge(report: Report, settings: Settings) -> None:
-    """Set the status of a run that completed: the accuracy gate, then (if on) the champion check."""
-    if not report.accuracy_gate_passed:
-        missed = [f"{r.variant} {100 * r.final_test_accuracy:.2f}%" for r in report.variants
-                  if not r.met_accuracy_gate]
-        conclude(report, status.ACCURACY_GATE,
-                 f"below LENET_MIN_TEST_ACCURACY={settings.min_test_accuracy}: {', '.join(missed)}")
-        return
-    if settings.champion_check:
-        report.champion = check_champion(report, settings.output_dir, settings.champion_tolerance)
-        if not report.champion.passed:
-            conclude(report, status.CHAMPION,
-                     f"worse than the published run {report.champion.compared_with_run} by more than "
-                     f"LENET_CHAMPION_TOLERANCE={settings.champion_tolerance}: new "
-                     f"{report.champion.new_accuracy}, published {report.champion.published_accuracy}")
-            return
-    conclude(report, status.OK)
+def report_of(facts: RunFacts, settings: Settings, verdict: Verdict, run_dir: Path) -> Report:
+    finished = datetime.now(UTC)
+    recipe = settings.resolved_recipe()
+    # The settings as used: a hyperparameter left to the recipe is shown with the recipe's value.
+    used = settings.model_dump(mode="json") | {name: getattr(recipe, name) for name in
+                                               ("epochs", "batch_size", "learning_rate", "momentum")}
+    return Report(
+        status=verdict.status.report_status, exit_code=verdict.status.code, message=verdict.message,
+        run_id=facts.run_id, started_at=facts.started_at, finished_at=finished,
+        elapsed_seconds=(finished - facts.started_at).total_seconds(), device=facts.device,
+        versions=library_versions(), settings=used, recipe=asdict(recipe),
+        variants_in_parallel=facts.variants_in_parallel, data=facts.data,
+        min_test_accuracy=settings.min_test_accuracy,
+        accuracy_gate_passed=bool(facts.variants) and all(r.met_accuracy_gate for r in facts.variants),
+        champion=verdict.champion, published=verdict.status == status.OK, variants=facts.variants,
+        plots={path.stem: Artifact.of(path, run_dir) for path in facts.plots})
 
 
-def record(report: Report, run_dir: Path) -> None:
-    """Write the report, then the manifest, which hashes every file of the run including the report."""
+def write_run(report: Report, run_dir: Path) -> None:
+    """The report, then the manifest, which hashes every file of the run including the report."""
     write_report(report, run_dir)
     write_manifest(run_dir, report.run_id)
 
 
-def finish(report: Report, settings: Settings, run_dir: Path, stop: StopRequest, error: Exception | None) -> None:
-    """Judge the run, write its report and manifest, and publish it if it passed."""
-    with publish_lock(settings.output_dir):
-        if error is None and stop():
-            error = Interrupted()
-        if error is None:
+def finish(facts: RunFacts, settings: Settings, run_dir: Path, stop: StopRequest,
+           error: Exception | None) -> Report:
+    """Judge the run, write its report and manifest, publish it if it passed; return the report."""
+    try:
+        with publish_lock(settings.output_dir):
+            if error is None and stop():
+                error = Interrupted()
             try:
-                judge(report, settings)
+                verdict = verdict_on_error(error, stop) if error else verdict_on_results(facts, settings)
             except DamagedFileError as damaged:  # the champion check could not read the published run
-                error = damaged
-        if error is not None:
-            conclude(report, *outcome(error, stop))
-        report.published = report.status == status.OK.report_status
-        finished = datetime.now(UTC)
-        report.finished_at, report.elapsed_seconds = finished, (finished - report.started_at).total_seconds()
-        record(report, run_dir)
-        if report.published and stop():  # the stop came while the report was written: honour it
-            conclude(report, *outcome(Interrupted(), stop))
-            report.published = False
-            record(report, run_dir)
-        if report.published:
-            point_latest_at(settings.output_dir, run_dir, report)
-            removed = prune_runs(settings.output_dir, settings.keep_runs, report.run_id)
-            if removed:
-                log(f"removed {len(removed)} old run folder(s), keeping the newest {settings.keep_runs}")
+                verdict = verdict_on_error(damaged, stop)
+            report = report_of(facts, settings, verdict, run_dir)
+            write_run(report, run_dir)
+            if report.published and stop():  # the stop came while the report was written: honour it
+                report = report_of(facts, settings, verdict_on_error(Interrupted(), stop), run_dir)
+                write_run(report, run_dir)
+            if report.published:
+                point_latest_at(settings.output_dir, run_dir, report)
+                removed = prune_runs(settings.output_dir, settings.keep_runs, report.run_id)
+                if removed:
+                    log(f"removed {len(removed)} old run folder(s), keeping the newest {settings.keep_runs}")
+    except OSError as write_error:  # the report itself could not be written: it is returned, not written
+        report = report_of(facts, settings, verdict_on_error(write_error, stop), run_dir)
+    return report

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from export.contract import CLASS_LABELS
-from export.preprocess import METHOD as PICTURE_METHOD
+from lenet_client.contract import CLASS_LABELS
+from lenet_client.preprocess import METHOD as PICTURE_METHOD
 from job.data import MNIST_MEAN, MNIST_STD
 from job.settings import Recipe
 
@@ -35,6 +35,11 @@ def library_versions() -> dict[str, str]:
                                 ("matplotlib", ["matplotlib"])):
         versions[name] = next((found for found in map(installed_version, distributions) if found), "not installed")
     return versions
+
+
+def project_version() -> str:
+    """The installed lenet-mnist version, for --version."""
+    return installed_version("lenet-mnist") or "unknown (not installed)"
 
 
 def installed_version(distribution: str) -> str | None:

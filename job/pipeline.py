@@ -1,64 +1,80 @@
-"""The job: load MNIST onto the device, train, export and verify each LeNet variant, then plot and report.
-
-`run` is the whole pipeline, stage by stage, and fills the run's report as it goes; job.cli sets the run up,
-and job.finish judges it, writes the report and publishes it. Every run writes into its own folder,
-OUTPUT_DIR/runs/RUN_ID.
+"""The job, start to end: load MNIST, train, export and verify each LeNet variant on the device, plot, then
+finish the run (judge it, write its report, publish it). `run` owns a run: each stage returns a value, and the
+report is built from those values once, by job.finish. Every run writes into its own folder,
+OUTPUT_DIR/runs/RUN_ID, which job.cli creates.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import torch
 
 from export.checks import ParityError, describe_failures
 from job.data import MnistData, load_mnist
+from job.device import device_name
+from job.finish import RunFacts, finish
 from job.log import log
 from job.plots import plot_comparison, plot_confusion, plot_curves, plot_samples
-from job.report import Artifact, DataInfo, Report, VariantResult
+from job.report import DataInfo, DeviceInfo, Report, VariantResult
 from job.settings import Settings
 from job.stop import StopRequest
 from job.variant import train_variant
-from job.workers import train_in_parallel
+from job.workers import train_in_parallel, variants_share_the_cpu
 
 
-def run(settings: Settings, device: torch.device, run_dir: Path, report: Report, stop: StopRequest) -> None:
-    """Load MNIST onto the device, train/export/verify each variant, plot; fills `report` as it goes."""
+def run(settings: Settings, device: torch.device, run_dir: Path, run_id: str, started: datetime,
+        stop: StopRequest) -> Report:
+    """Train, export and verify every variant on `device`, plot, and finish the run: its report, as written."""
+    in_parallel = variants_share_the_cpu(settings, device.type, torch.get_num_threads())
+    processes = len(settings.variants) if in_parallel else 1
+    threads = max(1, torch.get_num_threads() // processes)
+    device_info = DeviceInfo(type=device.type, spec=str(device), name=device_name(device), threads=threads,
+                             processes=processes)
     recipe = settings.resolved_recipe()
-    log(f"run {report.run_id}: device {device} ({report.device.name}), {report.device.threads} threads, "
+    log(f"run {run_id}: device {device} ({device_info.name}), {processes} process(es) of {threads} thread(s), "
         f"recipe {recipe.describe()}")
-    data = load_data(settings, recipe.normalize, device, report)
-    stop.check()
-    plot_dir = run_dir / "plots"
-    plot_dir.mkdir()
-    plots = [plot_first_images(data, settings.seed, plot_dir)]
-    if report.variants_in_parallel:
-        report.variants = train_in_parallel(settings, stop, report.run_id, run_dir, report.device.threads)
-    else:
-        for variant in settings.variants:
-            stop.check()
-            report.variants.append(train_variant(variant, data, recipe, settings, stop, report.run_id, run_dir))
-    stop.check()
-    plots += plot_results(report.variants, plot_dir)
-    report.plots = {path.stem: Artifact.of(path, run_dir) for path in plots}
-    report.accuracy_gate_passed = all(result.met_accuracy_gate for result in report.variants)
-    raise_on_parity_failures(report.variants)
+    data, results, plots, error = None, [], [], None
+    try:
+        data = load_data(settings, recipe.normalize)
+        stop.check()
+        (run_dir / "plots").mkdir()
+        plots.append(plot_first_images(data, settings.seed, run_dir / "plots"))
+        if in_parallel:
+            results = train_in_parallel(settings, device, stop, run_id, run_dir, threads)
+        else:
+            on_device = data.to(device)
+            for variant in settings.variants:
+                stop.check()
+                results.append(train_variant(variant, on_device, recipe, settings, device, stop, run_id, run_dir))
+        stop.check()
+        plots += plot_results(results, run_dir / "plots")
+        raise_on_parity_failures(results)
+    except Exception as raised:  # every failure still gets its report; the exit status tells which kind
+        error = raised
+    facts = RunFacts(run_id=run_id, started_at=started, device=device_info, variants_in_parallel=in_parallel,
+                     data=data_info(data) if data else None, variants=results, plots=plots)
+    return finish(facts, settings, run_dir, stop, error)
 
 
-def load_data(settings: Settings, normalize: bool, device: torch.device, report: Report) -> MnistData:
+def load_data(settings: Settings, normalize: bool) -> MnistData:
+    """MNIST on the CPU: each training process moves it onto the device itself."""
     data = load_mnist(settings.data_dir, download=settings.download, normalize=normalize,
                       train_limit=settings.train_limit, test_limit=settings.test_limit)
-    data = MnistData(data.train.to(device), data.test.to(device), data.source, data.raw_dir, data.files)
-    report.data = DataInfo(source=data.source, raw_dir=str(data.raw_dir), train_images=len(data.train),
-                           test_images=len(data.test), files=data.files)
     log(f"MNIST from {data.source}: {len(data.train)} training and {len(data.test)} test images, checksums ok")
     return data
+
+
+def data_info(data: MnistData) -> DataInfo:
+    return DataInfo(source=data.source, raw_dir=str(data.raw_dir), train_images=len(data.train),
+                    test_images=len(data.test), files=data.files)
 
 
 def plot_first_images(data: MnistData, seed: int, plot_dir: Path) -> Path:
     """The tutorial's grid: the first 20 images of the first (shuffled) training batch, with their labels."""
     first_batch = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))[:20]
-    return plot_samples(data.train.images.cpu()[first_batch].numpy(), data.train.labels.cpu()[first_batch].numpy(),
+    return plot_samples(data.train.images[first_batch].numpy(), data.train.labels[first_batch].numpy(),
                         plot_dir / "samples.png")
 
 

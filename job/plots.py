@@ -10,7 +10,7 @@ matplotlib.use("Agg")  # a batch job has no screen; never open a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from export.atomic import atomic_path  # noqa: E402
+from lenet_client.atomic import atomic_path  # noqa: E402
 from job.report import VariantResult  # noqa: E402
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from export.atomic import write_text_atomically
+from lenet_client.atomic import write_text_atomically
 from job.report import Artifact, ChampionCheck, Report, read_report
 
 POINTER = "latest.json"
@@ -68,15 +68,16 @@ def published_run(output_dir: Path) -> tuple[str, Report] | None:
                                f"restore it, or remove {pointer.name} to publish anew") from None
 
 
-def check_champion(report: Report, output_dir: Path, tolerance: float) -> ChampionCheck:
-    """The new run may publish only if no variant is worse than the published one by more than `tolerance`."""
+def check_champion(accuracy: dict[str, float], output_dir: Path, tolerance: float) -> ChampionCheck:
+    """The new run (`accuracy`: variant -> final test accuracy) may publish only if no variant is worse than the
+    published one by more than `tolerance`."""
     current = published_run(output_dir)
     if current is None:
         return ChampionCheck(tolerance=tolerance, compared_with_run=None, published_accuracy={},
                              new_accuracy={}, passed=True)
     run_id, champion = current
     old = {v.variant: v.final_test_accuracy for v in champion.variants}
-    new = {v.variant: v.final_test_accuracy for v in report.variants if v.variant in old}
+    new = {variant: value for variant, value in accuracy.items() if variant in old}
     return ChampionCheck(tolerance=tolerance, compared_with_run=run_id, published_accuracy=old, new_accuracy=new,
                          passed=all(new[v] >= old[v] - tolerance for v in new))
 

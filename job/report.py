@@ -14,10 +14,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from export.atomic import write_text_atomically
+from lenet_client.atomic import write_text_atomically
 from export.checks import FormatParity
 
-SCHEMA_VERSION = "1.1"  # 1.1: status "diverged"; parity max_scaled_diff
+SCHEMA_VERSION = "1.2"  # 1.1: status "diverged"; parity max_scaled_diff. 1.2: device.processes, variants[].device
 Status = Literal["succeeded", "accuracy_gate_failed", "parity_failed", "champion_check_failed", "interrupted",
                  "failed", "diverged"]
 
@@ -49,6 +49,7 @@ class Artifact(Strict):
 
 class VariantResult(Strict):
     variant: str
+    device: str | None = Field(None, description="torch device this variant trained on, e.g. cuda:0")
     parameters: int
     epochs: list[Epoch]
     final_test_accuracy: float
@@ -77,6 +78,7 @@ class DeviceInfo(Strict):
     spec: str = Field(description="torch device string, e.g. cuda:0")
     name: str
     threads: int = Field(description="torch threads of each training process")
+    processes: int = Field(1, description="training processes at once: one per variant side by side, else 1")
 
 
 class DataInfo(Strict):

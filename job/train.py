@@ -90,13 +90,14 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch
     return logits, loss
 
 
-def train_model(model: nn.Module, train: Split, test: Split, recipe: Recipe, *, seed: int, eval_batch_size: int,
+def train_model(model: nn.Module, train: Split, test: Split, recipe: Recipe, *, device: torch.device, seed: int,
+                eval_batch_size: int,
                 on_epoch: Callable[[EpochMetrics], None] = lambda metrics: None,
                 should_stop: Callable[[], bool] = lambda: False,
                 progress_label: str | None = None) -> tuple[list[EpochMetrics], Evaluation]:
     """Train for the recipe's epochs; return each epoch's metrics and the final model's test evaluation.
-    With a `progress_label`, a terminal also gets a progress bar within each epoch."""
-    device = train.images.device
+    `model`, `train` and `test` must be on `device`. With a `progress_label`, a terminal also gets a progress bar
+    within each epoch."""
     generator = torch.Generator(device=device).manual_seed(seed)
     optimizer = sgd(model, recipe)
     steps_per_epoch = -(-len(train) // recipe.batch_size)

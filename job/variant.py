@@ -1,4 +1,5 @@
-"""One variant, start to end: train it, export every format, and prove each format predicts what it predicts.
+"""One variant, start to end: train it on the device, export every format, and prove that each format predicts
+what the trained model predicts. Returns the variant's result, built once at the end.
 
 The pipeline calls this once per variant, either in its own process (job.workers) or one after the other.
 """
@@ -21,54 +22,59 @@ from job.report import Artifact, Epoch, VariantResult
 from job.settings import Recipe, Settings
 from job.stop import StopRequest
 from job.train import Diverged, train_model
+from lenet_client.atomic import write_text_atomically
 
 
-def train_variant(variant: str, data: MnistData, recipe: Recipe, settings: Settings, stop: StopRequest,
-                  run_id: str, run_dir: Path, progress_bar: bool = True) -> VariantResult:
-    """Train one variant, then export it and check that every exported file predicts what it predicts."""
+def train_variant(variant: str, data: MnistData, recipe: Recipe, settings: Settings, device: torch.device,
+                  stop: StopRequest, run_id: str, run_dir: Path, progress_bar: bool = True) -> VariantResult:
+    """Train one variant on `device` (where `data` already is), then export it and check that every exported file
+    predicts what it predicts."""
     from export.checks import describe  # torch.export / onnx are loaded only when a model is ready
     from export.formats import export_model
     from export.parity import check_parity
 
-    device = data.train.images.device
-    # The summary runs a forward pass that draws Dropout masks from the global RNG: print it from a throwaway
-    # copy before seeding, so that it cannot change what the seeded run trains.
-    log(str(summary(build_model(variant, recipe.dropout), input_size=(1, 1, 28, 28), verbose=0, device="cpu")))
+    model_dir = run_dir / "models" / variant
+    model_dir.mkdir(parents=True, exist_ok=True)
+    # The layer table goes to a file, not the log. It runs a forward pass that draws Dropout masks from the global
+    # RNG: it is made from a throwaway copy before seeding, so that it cannot change what the seeded run trains.
+    layers = summary(build_model(variant, recipe.dropout), input_size=(1, 1, 28, 28), verbose=0, device="cpu")
+    write_text_atomically(model_dir / "summary.txt", f"{layers}\n")
     torch.manual_seed(settings.seed)
     model = build_model(variant, recipe.dropout).to(device)
+    log(f"[{variant}] {parameter_count(model):,} parameters (layers: {(model_dir / 'summary.txt').relative_to(run_dir)})"
+        f", training on {device}")
     started = time.perf_counter()
     try:
-        history, final = train_model(model, data.train, data.test, recipe, seed=settings.seed,
+        history, final = train_model(model, data.train, data.test, recipe, device=device, seed=settings.seed,
                                      eval_batch_size=settings.eval_batch_size, should_stop=stop,
                                      progress_label=f"[{variant}]" if progress_bar else None,
                                      on_epoch=lambda metrics: log(epoch_line(variant, metrics)))
     except Diverged as error:
         raise Diverged(f"[{variant}] {error}") from None
     training_seconds = time.perf_counter() - started
-    confusion = torch.bincount(data.test.labels.cpu() * 10 + final.predictions, minlength=100).reshape(10, 10)
-    last = history[-1]
-    result = VariantResult(
-        variant=variant, parameters=parameter_count(model), epochs=[Epoch(**asdict(m)) for m in history],
-        final_test_accuracy=final.accuracy, final_test_loss=final.loss, final_train_accuracy=last.train_accuracy,
-        final_train_loss=last.train_loss, training_seconds=training_seconds,
-        met_accuracy_gate=final.accuracy >= settings.min_test_accuracy, confusion_matrix=confusion.tolist())
 
     stop.check()
     log(f"[{variant}] exporting TorchScript, torch.export and ONNX")
     started = time.perf_counter()
-    model_dir = run_dir / "models" / variant
     metadata = model_metadata(variant, recipe, final.accuracy, run_id, datetime.now(UTC))
     paths = export_model(model, model_dir, metadata)
-    result.artifacts = {name: Artifact.of(path, run_dir) for name, path in paths.items()}
-    result.export_seconds = time.perf_counter() - started
+    export_seconds = time.perf_counter() - started
     stop.check()
     started = time.perf_counter()
-    result.parity = check_parity(model, paths, data.test.images, data.test.labels,
-                                 batch_sizes=(1, settings.eval_batch_size),
-                                 max_abs_diff=settings.parity_max_abs_diff, max_rel_diff=settings.parity_max_rel_diff,
-                                 min_agreement=settings.parity_min_agreement, should_stop=stop.check)
-    result.parity_seconds = time.perf_counter() - started
-    log(f"[{variant}] exported in {result.export_seconds:.1f}s, parity checked in {result.parity_seconds:.1f}s")
-    for check in result.parity:
+    parity = check_parity(model, paths, data.test.images, data.test.labels,
+                          batch_sizes=(1, settings.eval_batch_size),
+                          max_abs_diff=settings.parity_max_abs_diff, max_rel_diff=settings.parity_max_rel_diff,
+                          min_agreement=settings.parity_min_agreement, should_stop=stop.check)
+    parity_seconds = time.perf_counter() - started
+    log(f"[{variant}] exported in {export_seconds:.1f}s, parity checked in {parity_seconds:.1f}s")
+    for check in parity:
         log(f"[{variant}] parity {describe(check)}")
-    return result
+    last = history[-1]
+    confusion = torch.bincount(data.test.labels.cpu() * 10 + final.predictions, minlength=100).reshape(10, 10)
+    return VariantResult(
+        variant=variant, device=str(device), parameters=parameter_count(model),
+        epochs=[Epoch(**asdict(m)) for m in history], final_test_accuracy=final.accuracy,
+        final_test_loss=final.loss, final_train_accuracy=last.train_accuracy, final_train_loss=last.train_loss,
+        training_seconds=training_seconds, export_seconds=export_seconds, parity_seconds=parity_seconds,
+        met_accuracy_gate=final.accuracy >= settings.min_test_accuracy, confusion_matrix=confusion.tolist(),
+        artifacts={name: Artifact.of(path, run_dir) for name, path in paths.items()}, parity=parity)

@@ -18,11 +18,15 @@ import pickle
 import queue
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from job.log import log
 from job.report import VariantResult
 from job.settings import Settings
 from job.stop import Interrupted, StopRequest
+
+if TYPE_CHECKING:  # not at run time: `python -m job` imports this module before torch, to start the server early
+    import torch
 
 # Everything a worker imports from the start of training to the end of its parity check.
 WORKER_MODULES = ["job.variant", "export.formats", "export.parity", "torch._dynamo", "torch.onnx", "onnxscript",
@@ -61,23 +65,30 @@ def variants_share_the_cpu(settings: Settings, device_type: str, threads: int) -
     return device_type == "cpu" and len(settings.variants) > 1 and threads >= len(settings.variants)
 
 
-def variant_worker(variant: str, settings: Settings, stop: StopRequest, run_id: str, run_dir: Path, threads: int,
-                   results: multiprocessing.Queue) -> None:
-    """One variant in its own process: load MNIST, then train, export and verify it; send back the result."""
+def variant_worker(variant: str, settings: Settings, device: str, stop: StopRequest, run_id: str, run_dir: Path,
+                   threads: int, results: multiprocessing.Queue) -> None:
+    """One variant in its own process: load MNIST onto `device`, then train, export and verify it there; send back
+    the result."""
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, signal.SIG_IGN)  # the parent handles signals and raises the shared stop flag
+    train_one(variant, settings, device, stop, run_id, run_dir, threads, results)
+
+
+def train_one(variant: str, settings: Settings, device: str, stop: StopRequest, run_id: str, run_dir: Path,
+              threads: int, results: multiprocessing.Queue) -> None:
     import torch
 
     from job.data import load_mnist
     from job.variant import train_variant
 
-    for number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(number, signal.SIG_IGN)  # the parent handles signals and raises the shared stop flag
     torch.set_num_threads(threads)
     try:
         recipe = settings.resolved_recipe()
         data = load_mnist(settings.data_dir, download=False, normalize=recipe.normalize,
                           train_limit=settings.train_limit, test_limit=settings.test_limit)
         # No progress bar: two processes drawing on one terminal line would garble it.
-        result = train_variant(variant, data, recipe, settings, stop, run_id, run_dir, progress_bar=False)
+        result = train_variant(variant, data.to(torch.device(device)), recipe, settings, torch.device(device), stop,
+                               run_id, run_dir, progress_bar=False)
         results.put((variant, result, None))
     except Exception as error:
         try:
@@ -87,16 +98,19 @@ def variant_worker(variant: str, settings: Settings, stop: StopRequest, run_id: 
         results.put((variant, None, error))
 
 
-def train_in_parallel(settings: Settings, stop: StopRequest, run_id: str, run_dir: Path,
+def train_in_parallel(settings: Settings, device: torch.device, stop: StopRequest, run_id: str, run_dir: Path,
                       threads: int) -> list[VariantResult]:
+    """Every variant in its own process, each on `device` (on a GPU, both share it)."""
     context = worker_context()  # not fork: forking a process that has run torch's threads can hang
     results = context.Queue()
     workers = {variant: context.Process(target=variant_worker, name=f"lenet-{variant}",
-                                        args=(variant, settings, stop, run_id, run_dir, threads, results))
+                                        args=(variant, settings, str(device), stop, run_id, run_dir, threads,
+                                              results))
                for variant in settings.variants}
     start = ("forked from the preloaded worker server" if context.get_start_method() == "forkserver"
              else "each in a fresh interpreter")
-    log(f"training {', '.join(workers)} side by side: one process each, {threads} thread(s) each, {start}")
+    log(f"training {', '.join(workers)} side by side on {device}: one process each, {threads} thread(s) each, "
+        f"{start}")
     for worker in workers.values():
         worker.start()
     received: dict[str, tuple[VariantResult | None, Exception | None]] = {}

@@ -59,6 +59,16 @@ def job_env(tmp_path: Path, data_dir: Path, **settings: object) -> dict[str, str
 
 PYTHON = sys.executable
 
+# Fixtures that run the whole job or train on the real MNIST: a test that uses one is slow (`make test-fast`
+# leaves it out). Tests that are slow for other reasons carry @pytest.mark.slow themselves.
+SLOW_FIXTURES = {"published", "outputs", "small_run", "small_trained_onnx", "client_only"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+
 
 # An output dir that already holds one published run, and the tiny settings its runs use (tests of what happens
 # to what is published: test_robustness.py, test_field.py).

@@ -9,6 +9,8 @@ import pytest
 from job.settings import RECIPES
 from conftest import PYTHON, ROOT
 
+pytestmark = pytest.mark.slow  # each test starts the benchmark's workers, which train or run the job
+
 
 def bench_worker(*args: str) -> dict:
     done = subprocess.run([PYTHON, "-m", "bench", "--worker", *args], cwd=ROOT, capture_output=True, text=True,
@@ -24,10 +26,13 @@ def test_training_steps_times_the_default_recipes_step():
 
 
 @pytest.mark.parametrize("kind", ["tutorial", "job_seed_recipe"])
-def test_both_pipelines_train_and_report_an_accuracy(kind, real_data_dir):
-    result = bench_worker(kind, "--variant", "plain", "--epochs", "1", "--train-limit", "320",
+def test_both_pipelines_train_and_report_their_test_accuracy(kind, real_data_dir):
+    """One epoch of the tutorial's recipe on 2,000 images: both pipelines learn (about 72 % here, chance is 10 %),
+    and the figure is a share of the 10,000 test images."""
+    result = bench_worker(kind, "--variant", "bn_dropout", "--epochs", "1", "--train-limit", "2000",
                           "--data-dir", str(real_data_dir))
-    assert 0 <= result["accuracy"] <= 1 and result["seconds"] > 0 and result["peak_rss_mb"] > 0
+    assert result["accuracy"] > 0.5 and result["accuracy"] * 10000 == round(result["accuracy"] * 10000)
+    assert result["seconds"] > 0 and result["peak_rss_mb"] > 0
 
 
 def test_job_run_times_the_job_from_process_start_and_reads_its_stages(real_data_dir, tmp_path):

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -29,10 +31,11 @@ def test_auto_uses_torch_accelerator_when_it_names_one(monkeypatch):
     assert select_device("auto") == torch.device("mps")
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_a_missing_device_is_an_error_not_a_fallback():
-    with pytest.raises(SettingsError, match=r"LENET_DEVICE=cuda:1: no cuda device is present \(present: cpu"):
-        select_device("cuda:1")
+    """cuda:99 is missing on every machine, with CUDA or without: each says what is present."""
+    with pytest.raises(SettingsError, match=r"^LENET_DEVICE=cuda:99: (no cuda device is present \(present: cpu|there "
+                                            r"are \d+ CUDA devices \(allowed: cuda:0 to cuda:)"):
+        select_device("cuda:99")
 
 
 @pytest.mark.parametrize("values, cores, early", [
@@ -50,3 +53,29 @@ def test_the_worker_server_starts_early_only_where_variants_may_share_the_cpu(mo
 
     monkeypatch.setattr("os.cpu_count", lambda: cores)
     assert might_share_the_cpu(Settings.model_construct(**values)) is early  # defaults, no .env read
+
+
+def test_a_worker_moves_mnist_to_the_device_it_is_given_and_trains_there(monkeypatch, real_data_dir, tmp_path):
+    """The path of LENET_DEVICE=cuda with LENET_PARALLEL_VARIANTS=true, on a machine without a GPU: the worker gets
+    the device as an argument, not from where the data happens to be. The meta device stands in for the GPU."""
+    import queue
+
+    import job.variant
+    from job.settings import load_settings
+    from job.stop import StopRequest
+    from job.workers import train_one
+
+    seen = {}
+
+    def train_variant(variant, data, recipe, settings, device, *args, **kwargs):
+        seen.update(device=device, train=data.train.images.device, test=data.test.labels.device)
+        return f"{variant} trained"
+
+    monkeypatch.setattr(job.variant, "train_variant", train_variant)
+    for name in [n for n in os.environ if n.startswith("LENET_")]:
+        monkeypatch.delenv(name)
+    settings = load_settings(data_dir=real_data_dir, train_limit=64, test_limit=64)
+    results = queue.Queue()
+    train_one("plain", settings, "meta", StopRequest(), "run", tmp_path, 1, results)
+    assert results.get_nowait() == ("plain", "plain trained", None)
+    assert seen == {"device": torch.device("meta"), "train": torch.device("meta"), "test": torch.device("meta")}

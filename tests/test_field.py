@@ -68,7 +68,8 @@ def test_training_that_diverges_stops_at_once(real_data_dir):
     recipe = replace(RECIPES["seed"], learning_rate=1e30, epochs=3)  # far beyond what any setting allows
     torch.manual_seed(0)
     with pytest.raises(Diverged, match="the training loss became (nan|inf) at epoch 1"):
-        train_model(build_model("plain", 0.0), data.train, data.test, recipe, seed=0, eval_batch_size=100)
+        train_model(build_model("plain", 0.0), data.train, data.test, recipe, device=torch.device("cpu"), seed=0,
+                    eval_batch_size=100)
 
 
 def test_a_diverged_run_exits_9_reports_diverged_and_publishes_nothing(monkeypatch, outputs, real_data_dir, capsys):
@@ -201,7 +202,10 @@ def any_settings(draw) -> dict[str, object]:
     }
 
 
-@settings(max_examples=SETTINGS_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+# monkeypatch is reset by run_in_process for every example; each example is a whole run, hence too_slow.
+@settings(max_examples=SETTINGS_EXAMPLES, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@pytest.mark.slow
 @given(choice=any_settings())
 def test_any_allowed_settings_complete_or_are_refused_before_any_work(monkeypatch, real_data_dir, tmp_path_factory,
                                                                       choice):
@@ -209,7 +213,8 @@ def test_any_allowed_settings_complete_or_are_refused_before_any_work(monkeypatc
     HYPOTHESIS_SETTINGS_EXAMPLES=200 python -m pytest tests/test_field.py -k any_allowed."""
     folder = tmp_path_factory.mktemp("settings")
     code = run_in_process(monkeypatch, folder / "outputs", real_data_dir, **choice)  # every TINY key is drawn
-    assert code in {0, 2, 4, 5, 7, 8, 9}, f"exit {code} for {choice}"
+    # No run was published in this folder before, so the champion check passes (not 7) and reads nothing (not 8).
+    assert code in {0, 2, 4, 5, 9}, f"exit {code} for {choice}"
     if code == 2:
         assert not (folder / "outputs").exists()  # refused before any work
     else:
@@ -222,7 +227,8 @@ SETTING_LINES = st.sampled_from(["LENET_EPOCHS=", "LENET_VARIANTS=", "LENET_DEVI
                                  "lenet_recipe=", "# ", "export LENET_BATCH_SIZE=", "LENET_", "=", '"', "'", "\\"])
 
 
-@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+# monkeypatch: each example sets its own working folder and deletes the same LENET_* names.
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @example(content=b'LENET_EPOCHS="\n"')  # found by CI: a quoted value holding a newline
 @given(content=st.one_of(st.binary(max_size=200),
                          st.lists(st.tuples(SETTING_LINES, st.text(max_size=20)), max_size=6).map(
@@ -242,7 +248,7 @@ def test_any_dotenv_file_gives_settings_or_a_settings_error(monkeypatch, tmp_pat
         assert "\n" not in str(error)
 
 
-@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
 @given(content=st.one_of(st.binary(max_size=200), st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=30),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(
@@ -253,13 +259,19 @@ def test_any_latest_json_is_read_or_named_as_damaged(tmp_path_factory, content):
 
     folder = tmp_path_factory.mktemp("pointer")
     (folder / "latest.json").write_bytes(content)
-    try:
+    try:  # the report a well-formed pointer names; no folder here holds a report, so every example is damaged
+        named = str(folder / json.loads(content)["report"])
+    except Exception:
+        named = None
+    with pytest.raises(DamagedFileError) as raised:
         published_run(folder)
-    except DamagedFileError as error:
-        assert str(folder / "latest.json") in str(error) or "report" in str(error)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith(f"{folder / 'latest.json'} is damaged") or (
+        named is not None and message.startswith(f"{named}, the report latest.json names, cannot be read")), message
 
 
-@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
 @given(content=st.binary(max_size=300), keep=st.integers(0, 3000))
 def test_any_damage_to_the_published_report_is_named(published, tmp_path_factory, content, keep):
     from job.publish import DamagedFileError, published_run
@@ -275,7 +287,7 @@ def test_any_damage_to_the_published_report_is_named(published, tmp_path_factory
         assert str(report_path) in str(error) and "\n" not in str(error)
 
 
-@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
 @given(name=st.sampled_from(["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                              "t10k-labels-idx1-ubyte"]),
        content=st.binary(max_size=64), keep=st.integers(0, 4096))

@@ -30,7 +30,31 @@ def test_succeeds_and_logs_one_tutorial_line_per_epoch(small_run):
         assert mine[0].startswith(f"[{variant}] Epoch: 1, Train_acc:")
     assert all(", Test_acc:" in line and ", Test_loss:" in line and line.endswith("s") for line in epoch_lines)
     assert "\r" not in done.stdout  # no progress bar when stdout is not a terminal
-    assert "Total params: 61,706" in done.stdout
+    assert "[plain] 61,706 parameters (layers: models/plain/summary.txt), training on cpu" in done.stdout
+    assert "Total params" not in done.stdout  # the layer table goes to a file, not the log
+    run_dir = outputs / json.loads((outputs / "latest.json").read_text())["run_dir"]
+    assert "Total params: 61,706" in (run_dir / "models" / "plain" / "summary.txt").read_text()
+
+
+def test_the_run_ends_with_each_variants_figures_where_things_are_and_a_command_that_works(small_run, tmp_path):
+    import shlex
+
+    outputs, done = small_run
+    run_dir = outputs / json.loads((outputs / "latest.json").read_text())["run_dir"]
+    report = read_report(run_dir / "report.json")
+    *variant_lines, plots, verdict, next_step = done.stdout.splitlines()[-5:]
+    for line, result in zip(variant_lines, report.variants, strict=True):
+        assert line.startswith(f"[{result.variant}] test accuracy {100 * result.final_test_accuracy:.2f}%, test loss "
+                               f"{result.final_test_loss:.4f}, {result.training_seconds:.1f}s training")
+        assert line.endswith(f": {run_dir / 'models' / result.variant / 'model.onnx'}")
+    assert plots.startswith(f"plots: {run_dir / 'plots'} (comparison, confusion_bn_dropout, ")
+    assert verdict.startswith("succeeded in ") and verdict.endswith(f"(published as {outputs / 'latest.json'})")
+    command = shlex.split(next_step.removeprefix("next: ").split("   #")[0])
+    assert command[-1] == "YOUR_DIGIT.png" and command[-2] == str(outputs)  # no sample picture where it ran
+    picture = tmp_path / "seven.png"
+    shutil.copy(ROOT / "docs" / "images" / "digit-7.png", picture)
+    tried = subprocess.run([*command[:-1], str(picture)], capture_output=True, text=True, timeout=120)
+    assert tried.returncode == 0 and tried.stdout.startswith(f"{picture}\t"), tried.stderr
 
 
 def test_report_holds_every_figure_and_the_published_pointer_names_it(small_run):
@@ -40,8 +64,11 @@ def test_report_holds_every_figure_and_the_published_pointer_names_it(small_run)
     report = read_report(run_dir / "report.json")
     assert report.status == "succeeded" and report.exit_code == 0 and report.accuracy_gate_passed
     assert report.device.type == "cpu" and report.device.threads >= 1
+    assert report.device.processes == 2 and report.variants_in_parallel  # side by side, the CPU's default here
+    assert {v.device for v in report.variants} == {"cpu"}
     assert report.data.source == "data_dir" and (report.data.train_images, report.data.test_images) == (6000, 1000)
-    assert report.settings["train_limit"] == 6000 and report.recipe["epochs"] == 2
+    assert report.settings["train_limit"] == 6000 and report.recipe["epochs"] == 2 == report.settings["epochs"]
+    assert report.settings["batch_size"] == report.recipe["batch_size"] == 128  # left to the recipe: its value
     assert report.finished_at > report.started_at and report.elapsed_seconds > 0
     assert [v.variant for v in report.variants] == ["plain", "bn_dropout"]
     for variant in report.variants:
@@ -58,8 +85,8 @@ def test_report_holds_every_figure_and_the_published_pointer_names_it(small_run)
 def test_the_onnx_metadata_holds_every_key_of_the_contract(small_run):
     import onnx
 
-    from export.contract import METADATA_KEYS
-    from export.preprocess import METHOD
+    from lenet_client.contract import METADATA_KEYS
+    from lenet_client.preprocess import METHOD
 
     outputs, _ = small_run
     latest = json.loads((outputs / "latest.json").read_text())
@@ -110,7 +137,7 @@ def test_a_data_problem_exits_3_with_one_line(tmp_path):
 
 
 def export_cli(*args, data_dir):
-    return subprocess.run([PYTHON, "-m", "export", "--data-dir", str(data_dir), *args], cwd=ROOT,
+    return subprocess.run([PYTHON, "-m", "job.export_cli", "--data-dir", str(data_dir), *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
 
 
@@ -154,6 +181,7 @@ def test_verify_of_a_file_that_is_not_onnx_is_one_line_and_exit_2(real_data_dir,
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "not an ONNX model" in done.stderr
 
 
+@pytest.mark.slow
 def test_the_same_seed_gives_the_same_figures_on_cpu(real_data_dir, tmp_path):
     """Twice side by side: once with the workers forked from the preloaded server (the default), once in fresh
     interpreters, the fallback where the server's Unix socket cannot be made (a TMPDIR too long for one)."""

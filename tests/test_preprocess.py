@@ -15,7 +15,7 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image, ImageDraw
 
 from conftest import seven
-from export.preprocess import NoDigitError, to_mnist
+from lenet_client.preprocess import NoDigitError, to_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 # The contract's test vector: docs/model-contract.md gives the SHA-256 of the 784 bytes this picture must give.

@@ -1,9 +1,10 @@
-"""Recognize digits in picture files with an exported ONNX model: a downstream tool that needs no torch.
+"""Recognize digits in picture files with a model this job exported: needs onnxruntime, numpy and Pillow only.
 
-    python -m export.predict model.onnx PICTURE|FOLDER [...] [--json]
+    lenet-predict MODEL PICTURE|FOLDER [...] [--variant NAME] [--json]
 
-Each picture (PNG, JPEG, ... of one digit, any size) is turned into an MNIST-style 28x28 input by
-export.preprocess, then scaled as the model's own metadata says. Only onnxruntime, numpy and Pillow are used.
+MODEL is an ONNX file, or the published run: an outputs folder or its latest.json, or one run's folder; --variant
+then picks the model (default: the first one latest.json lists, or in a run folder the first by name). Each picture (PNG, JPEG, ... of one digit, any size)
+is turned into an MNIST-style 28x28 input by lenet_client.preprocess, then scaled as the model's own metadata says.
 A folder stands for the pictures directly in it. Prints one line per picture (path, digit, probability), or with
 --json one JSON document: {"model": ..., "variant": ..., "results": [{"path", "digit", "probability", "top3"}
 or {"path", "error", "status"}, ...]}.
@@ -27,8 +28,9 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image, UnidentifiedImageError
 
-from export.contract import INPUT_NAME, OUTPUT_NAME, preprocessing, project_version
-from export.preprocess import MAX_PIXELS, NoDigitError, to_input
+from lenet_client import __version__
+from lenet_client.contract import INPUT_NAME, OUTPUT_NAME, preprocessing
+from lenet_client.preprocess import MAX_PIXELS, NoDigitError, to_input
 
 EXIT_OK, EXIT_USAGE, EXIT_MODEL, EXIT_PICTURE, EXIT_NO_DIGIT = 0, 2, 3, 4, 5
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -40,6 +42,41 @@ class PredictError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+POINTER = "latest.json"  # what the job publishes: {"run_dir": ..., "models": {variant: {"onnx": path, ...}}}
+
+
+def model_file(path: Path, variant: str | None) -> Path:
+    """The ONNX file that MODEL names: the file itself, or a variant's model.onnx in a run folder, in the run that
+    latest.json names, or in the run that an outputs folder's latest.json names."""
+    if path.is_dir() and (path / POINTER).is_file():
+        path = path / POINTER
+    if path.is_dir() and (path / "models").is_dir():
+        variants = sorted(p.name for p in (path / "models").iterdir() if (p / "model.onnx").is_file())
+        return chosen(path, variants, variant, lambda name: path / "models" / name / "model.onnx")
+    if path.suffix == ".json" and path.is_file():
+        try:
+            models = json.loads(path.read_text())["models"]
+            variants = [name for name, files in models.items() if "onnx" in files]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            raise PredictError(EXIT_MODEL, f"{path}: not a published run's pointer ({type(error).__name__}; "
+                                           f"allowed: the latest.json the job writes)") from None
+        return chosen(path, variants, variant, lambda name: path.parent / models[name]["onnx"])
+    if variant is not None:
+        raise PredictError(EXIT_USAGE, f"{path}: --variant needs a published run (an outputs folder, its "
+                                       f"{POINTER}, or a run folder), not a model file")
+    return path
+
+
+def chosen(where: Path, variants: list[str], variant: str | None, file_of) -> Path:
+    if not variants:
+        raise PredictError(EXIT_MODEL, f"{where}: names no ONNX model")
+    if variant is None:
+        return file_of(variants[0])
+    if variant not in variants:
+        raise PredictError(EXIT_USAGE, f"--variant {variant}: not in {where} (allowed: {', '.join(variants)})")
+    return file_of(variant)
 
 
 def load_model(path: Path) -> tuple[ort.InferenceSession, dict[str, str]]:
@@ -103,12 +140,8 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def predict(model_path: Path, paths: list[Path]) -> list[dict]:
-    """One result per picture: {"path", "digit", "probability", "top3"}, or {"path", "error", "status"}."""
-    return classify(*load_model(model_path), paths)
-
-
 def classify(session: ort.InferenceSession, metadata: dict[str, str], paths: list[Path]) -> list[dict]:
+    """One result per picture: {"path", "digit", "probability", "top3"}, or {"path", "error", "status"}."""
     scale, mean, std = preprocessing(metadata)
     results, inputs = [], []
     for path in picture_paths(paths):
@@ -135,26 +168,29 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(prog="python -m export.predict", description=__doc__.splitlines()[0],
+    parser = OneLineParser(prog="lenet-predict", description=__doc__.split("\n\n")[0],
                            epilog="exit status: 0 ok, 2 bad command line, 3 model problem, 4 picture unreadable, "
                                   "5 no digit in a picture")
-    parser.add_argument("model", type=Path, help="an ONNX file exported by this job")
+    parser.add_argument("model", type=Path, help="an ONNX file exported by this job, or a published run: an outputs "
+                                                 "folder, its latest.json, or a run folder")
     parser.add_argument("pictures", type=Path, nargs="+", help="picture files (one digit each, any size) or folders")
+    parser.add_argument("--variant", help="which model of a published run (default: the first it lists)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of lines")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {project_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     args = parser.parse_args(argv)
     try:
-        session, metadata = load_model(args.model)
+        model = model_file(args.model, args.variant)
+        session, metadata = load_model(model)
     except PredictError as error:
-        print(f"predict: {error}", file=sys.stderr)
+        print(f"lenet-predict: {error}", file=sys.stderr)
         return error.status
     results = classify(session, metadata, args.pictures)
     failures = [r for r in results if "error" in r]
     for failure in failures:
-        print(f"predict: {failure['error']}", file=sys.stderr)
+        print(f"lenet-predict: {failure['error']}", file=sys.stderr)
     try:
         if args.json:
-            print(json.dumps({"model": str(args.model), "variant": metadata.get("model.variant"),
+            print(json.dumps({"model": str(model), "variant": metadata.get("model.variant"),
                               "results": results}, indent=2), flush=True)
         else:
             for result in results:
@@ -165,5 +201,6 @@ def main(argv: list[str] | None = None) -> int:
     return failures[0]["status"] if failures else EXIT_OK
 
 
-if __name__ == "__main__":
+def main_exit() -> None:
+    """The `lenet-predict` command and `python -m lenet_client`."""
     sys.exit(main())

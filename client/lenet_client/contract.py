@@ -16,7 +16,7 @@ METADATA_KEYS = (
     "preprocess.scale",  # multiply 0-255 pixels by this: "0.00392156862745098" (1/255)
     "preprocess.mean",  # then subtract this ("0" when the recipe does not standardize)
     "preprocess.std",  # then divide by this ("1" when the recipe does not standardize)
-    "preprocess.method",  # how a picture becomes the 28x28 input: export.preprocess.METHOD (docs/model-contract.md)
+    "preprocess.method",  # how a picture becomes the 28x28 input: lenet_client.preprocess.METHOD (docs/model-contract.md)
     "metrics.test_accuracy",  # final test accuracy of the trained model, 0-1
     "run.id",
     "run.trained_at",  # UTC, ISO 8601
@@ -33,13 +33,3 @@ def preprocessing(metadata: dict[str, str]) -> tuple[float, float, float]:
                 float(metadata["preprocess.std"]))
     except KeyError as missing:
         raise ValueError(f"the model's metadata has no {missing.args[0]!r}: not an export of this job") from None
-
-
-def project_version() -> str:
-    """The installed lenet-mnist version, for --version (a copied export/ folder is not installed)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("lenet-mnist")
-    except PackageNotFoundError:
-        return "unknown (not installed)"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageOps
 
-from export.ink import NoDigitError, digit_ink, window_extreme
+from lenet_client.ink import NoDigitError, digit_ink, window_extreme
 
 METHOD = "mnist-fit-20-center-of-mass-28 v1"  # the ONNX metadata's preprocess.method names this algorithm
 MAX_PIXELS = 40_000_000  # larger pictures are refused before decoding (a 39.5 MP one peaks at 0.9 GB in predict)

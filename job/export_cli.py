@@ -1,9 +1,12 @@
 """Re-export a saved checkpoint without retraining, or verify an ONNX file against the MNIST test set.
 
-    python -m export reexport RUN/models/plain/model.pt OUT_DIR   # every format, then the parity check
-    python -m export verify model.onnx                            # accuracy under onnxruntime, both ways
+    lenet-export reexport RUN/models/plain/model.pt OUT_DIR   # every format, then the parity check
+    lenet-export verify model.onnx                            # accuracy under onnxruntime, both ways
 
 Exit status: 0 ok, 2 bad arguments, 3 data problem, 5 parity or accuracy mismatch.
+
+This command line lives in the job, not in export/, because it rebuilds the job's model (job.model) and reads
+MNIST (job.data): the export package knows nothing of training.
 """
 
 from __future__ import annotations
@@ -12,13 +15,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from export.contract import project_version
-
 EXIT_BAD_ARGUMENT, EXIT_DATA, EXIT_PARITY = 2, 3, 5
 
 
 def reexport(checkpoint: Path, out_dir: Path, data_dir: Path, batch_size: int) -> int:
-
     from export.formats import export_model
     from export.checks import describe, describe_failures
     from export.parity import check_parity
@@ -34,16 +34,16 @@ def reexport(checkpoint: Path, out_dir: Path, data_dir: Path, batch_size: int) -
         print(describe(check))
     failures = describe_failures(results)
     if failures:
-        print(f"export: parity failed: {failures}", file=sys.stderr)
+        print(f"lenet-export: parity failed: {failures}", file=sys.stderr)
         return EXIT_PARITY
     print(f"exported to {out_dir}")
     return 0
 
 
 def verify(onnx_path: Path, data_dir: Path, tolerance: float) -> int:
-    from export.contract import preprocessing
+    from lenet_client.contract import preprocessing
     from export.parity import logits_of, onnx_runner
-    from export.predict import load_model
+    from lenet_client.predict import load_model
     from job.data import ensure_mnist, read_split
 
     _, metadata = load_model(onnx_path)
@@ -59,7 +59,7 @@ def verify(onnx_path: Path, data_dir: Path, tolerance: float) -> int:
     recorded = float(metadata.get("metrics.test_accuracy", "nan"))
     disagreements = int((predictions["optimized"] != predictions["unoptimized"]).sum())
     if disagreements or not abs(accuracy - recorded) <= tolerance:
-        print(f"export: {onnx_path} fails: {disagreements} images differ with and without graph optimizations; "
+        print(f"lenet-export: {onnx_path} fails: {disagreements} images differ with and without graph optimizations; "
               f"accuracy {accuracy:.4f} vs {recorded:.4f} recorded at training (tolerance {tolerance})",
               file=sys.stderr)
         return EXIT_PARITY
@@ -68,20 +68,23 @@ def verify(onnx_path: Path, data_dir: Path, tolerance: float) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0])
+    from job.metadata import project_version
+
+    parser = argparse.ArgumentParser(prog="lenet-export", description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n")[2])
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="MNIST folder (default: data)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {project_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     again = commands.add_parser("reexport", help="write every format again from a state_dict checkpoint")
     again.add_argument("checkpoint", type=Path, help="model.pt, with its model.json beside it")
     again.add_argument("out_dir", type=Path)
-    again.add_argument("--batch-size", type=int, default=1000)
+    again.add_argument("--batch-size", type=int, default=512, help="the parity check's large batch (default 512)")
     check = commands.add_parser("verify", help="test accuracy of an ONNX file, with and without optimizations")
     check.add_argument("onnx", type=Path)
     check.add_argument("--tolerance", type=float, default=0.0005,
                        help="largest accuracy difference from the recorded one (default 0.0005: 5 images)")
     args = parser.parse_args(argv)
-    from export.predict import PredictError
+    from lenet_client.predict import PredictError
     from job.data import DataError
 
     try:
@@ -89,13 +92,13 @@ def main(argv: list[str] | None = None) -> int:
             return reexport(args.checkpoint, args.out_dir, args.data_dir, args.batch_size)
         return verify(args.onnx, args.data_dir, args.tolerance)
     except DataError as error:
-        print(f"export: data problem: {error}", file=sys.stderr)
+        print(f"lenet-export: data problem: {error}", file=sys.stderr)
         return EXIT_DATA
     except PredictError as error:  # the ONNX file is missing, not ONNX, or not an export of this job
-        print(f"export: {error}", file=sys.stderr)
+        print(f"lenet-export: {error}", file=sys.stderr)
         return EXIT_BAD_ARGUMENT
     except (OSError, KeyError, ValueError) as error:
-        print(f"export: {type(error).__name__}: {error}", file=sys.stderr)
+        print(f"lenet-export: {type(error).__name__}: {error}", file=sys.stderr)
         return EXIT_BAD_ARGUMENT
 
 

@@ -1,0 +1,3 @@
+from lenet_client.predict import main_exit
+
+main_exit()
