@@ -101,7 +101,10 @@ def predict_command() -> str:
     script = Path(sys.executable).parent / "lenet-predict"
     if shutil.which("lenet-predict") == str(script) or not script.is_file():
         return "lenet-predict"
-    return shell_word(Path(os.path.relpath(script)) if script.is_relative_to(Path.cwd()) else script)
+    try:  # the working folder may be gone by now: then the full path
+        return shell_word(Path(os.path.relpath(script)) if script.is_relative_to(Path.cwd()) else script)
+    except OSError:
+        return shell_word(script)
 
 
 def shell_word(path: Path) -> str:
