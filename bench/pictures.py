@@ -1,90 +1,130 @@
-"""Accuracy of exported models on pictures of digits that are not MNIST (bench.digits), through the shipped
-torch-free path (lenet_client.predict), against the preprocessing it had before (resize the whole picture), in one run.
+"""Accuracy of exported models on pictures of digits that are not MNIST, family by family (bench.families), through
+the shipped torch-free path (lenet_client), against two simpler preprocessings, in one run; then which steps pay.
 
-    python -m bench.pictures RUN_DIR [--count 1000] [--seed 0] [--data-dir data]   # RUN_DIR/models/<variant>/...
+    python -m bench.pictures RUN_DIR [--count 100] [--seed 0] [--held-out] [--ablation] [--pen-sweep]
 
-Prints one line per variant and preprocessing, the new preprocessing's accuracy by kind of picture, a sweep over
-the pen's width, and the MNIST test set with fainter ink (why the BatchNorm variant reads thin strokes worse).
+RUN_DIR/models/<variant>/model.onnx are the models read. Tuning families are always measured; --held-out adds the
+families kept back to tell whether the preprocessing generalizes (measure them only at the end of a change).
+Each figure is the share read right, and in brackets how many pictures were refused as holding no digit.
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
-from unittest import mock
-from collections import defaultdict
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from bench.digits import pen_sweep, samples, write
-from lenet_client.preprocess import to_input
 import lenet_client.preprocess
+from bench.digits import pen_sweep
+from bench.families import HELD_OUT, TUNING, family_samples
 from lenet_client.contract import preprocessing
-from lenet_client.predict import classify, load_model
+from lenet_client.ink import STEPS, NoDigitError, otsu
+from lenet_client.predict import load_model
+from lenet_client.preprocess import BOX, CENTER, FIELD, fit_size, resize_area, to_input, to_mnist
 
 
-def resize_whole_picture(image: Image.Image, scale: float, mean: float, std: float) -> np.ndarray:
-    """The baseline: the predictor before MNIST-style preprocessing (grayscale, invert by the border, resize)."""
-    gray = ImageOps.grayscale(ImageOps.exif_transpose(image))
-    pixels = np.asarray(gray.resize((28, 28), Image.Resampling.LANCZOS), dtype=np.float32)
+def resize_whole_picture(image: Image.Image) -> np.ndarray:
+    """The predictor before MNIST-style preprocessing: grayscale, invert by the border, resize to 28x28."""
+    pixels = np.asarray(ImageOps.grayscale(image).resize((28, 28), Image.Resampling.LANCZOS), dtype=np.float64)
     border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    if border.mean() > 127.5:
-        pixels = 255.0 - pixels
-    return ((pixels * scale - mean) / std)[None]
+    return (255.0 - pixels if border.mean() > 127.5 else pixels).astype(np.uint8)
 
 
-def baseline_predictions(model: Path, paths: list[Path]) -> list[int]:
-    session, metadata = load_model(model)
-    scale, mean, std = preprocessing(metadata)
-    batch = np.stack([resize_whole_picture(Image.open(path), scale, mean, std) for path in paths])
-    return [int(d) for d in session.run(None, {"input": batch})[0].argmax(1)]
+def textbook(image: Image.Image) -> np.ndarray:
+    """The textbook MNIST recipe by hand: dark ink on light paper, Otsu's threshold, the bounding box of what is
+    above it, fitted into 20x20 by area, center of mass at (14, 14) of 28x28. Nothing else."""
+    ink = 1 - np.asarray(ImageOps.grayscale(image), dtype=np.float64) / 255
+    mask = ink > otsu(ink)
+    if not mask.any():
+        raise NoDigitError("nothing above the threshold")
+    rows, cols = np.nonzero(mask)
+    crop = np.where(mask, ink, 0)[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    patch = resize_area(crop, *fit_size(*crop.shape, BOX))
+    patch /= patch.max()
+    row = (patch.sum(axis=1) * np.arange(patch.shape[0])).sum() / patch.sum()
+    col = (patch.sum(axis=0) * np.arange(patch.shape[1])).sum() / patch.sum()
+    top = int(np.clip(np.floor(CENTER - row + 0.5), 0, FIELD - patch.shape[0]))
+    left = int(np.clip(np.floor(CENTER - col + 0.5), 0, FIELD - patch.shape[1]))
+    field = np.zeros((FIELD, FIELD))
+    field[top:top + patch.shape[0], left:left + patch.shape[1]] = patch
+    return np.floor(field * 255 + 0.5).astype(np.uint8)
+
+
+def read(models: dict, pictures: list[Image.Image], labels: np.ndarray, make) -> dict[str, tuple[float, int]]:
+    """variant -> (share read right, pictures refused), with `make` turning a picture into MNIST-style 28x28."""
+    fields, refused = [], []
+    for picture in pictures:
+        try:
+            fields.append(make(picture))
+            refused.append(False)
+        except NoDigitError:
+            fields.append(np.zeros((FIELD, FIELD), np.uint8))
+            refused.append(True)
+    figures = {}
+    for variant, (session, metadata) in models.items():
+        scale, mean, std = preprocessing(metadata)
+        batch = ((np.stack(fields).astype(np.float32) * scale - mean) / std)[:, None]
+        right = (session.run(None, {"input": batch})[0].argmax(1) == labels) & ~np.array(refused)
+        figures[variant] = (100 * right.mean(), int(sum(refused)))
+    return figures
+
+
+def table(models: dict, families: dict[str, tuple[list, np.ndarray]], ways: dict) -> None:
+    """A Markdown table: one row per family, one column per variant and way of making the 28x28 picture."""
+    columns = [(variant, way) for variant in models for way in ways]
+    print("| family | " + " | ".join(f"{variant}, {way}" for variant, way in columns) + " |")
+    print("|---" * (len(columns) + 1) + "|")
+    totals = {column: [] for column in columns}
+    for family, (pictures, labels) in families.items():
+        for way, make in ways.items():
+            for variant, figure in read(models, pictures, labels, make).items():
+                totals[(variant, way)].append(figure)
+        print(f"| {family} | " + " | ".join(cell(*totals[c][-1]) for c in columns) + " |")
+    print("| **mean** | " + " | ".join(cell(np.mean([a for a, _ in totals[c]]), sum(r for _, r in totals[c]))
+                                     for c in columns) + " |")
+
+
+def cell(accuracy: float, refused: int) -> str:
+    return f"{accuracy:.1f} %" + (f" ({refused} refused)" if refused else "")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.pictures", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--count", type=int, default=100, help="pictures per family (default 100)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--held-out", action="store_true", help="measure the held-out families too")
+    parser.add_argument("--ablation", action="store_true", help="each step of lenet_client's preprocessing left out")
+    parser.add_argument("--pen-sweep", action="store_true", help="accuracy by pen width; MNIST with fainter ink")
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="MNIST folder (default: data)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        made = [(write(s, Path(folder) / f"{i:05d}"), s) for i, s in enumerate(samples(args.count, args.seed))]
-        paths = [path for path, _ in made]
-        labels = np.array([s.digit for _, s in made])
-        print(f"{args.count} pictures (seed {args.seed}): "
-              f"{sum('strokes' in s.description for _, s in made)} drawn strokes, "
-              f"{sum('strokes' not in s.description for _, s in made)} font digits")
-        print(f"{'variant':<11} {'preprocessing':<32} {'accuracy':>9} {'no digit':>9}")
-        for model in sorted(args.run_dir.glob("models/*/model.onnx")):
-            variant = model.parent.name
-            before = np.array(baseline_predictions(model, paths))
-            print(f"{variant:<11} {'resize whole picture (before)':<32} {100 * (before == labels).mean():8.1f}% "
-                  f"{0:>9}")
-            with mock.patch.object(lenet_client.preprocess, "MIN_STROKE", 0.0):  # ablation: thin strokes left thin
-                thin = np.array([r.get("digit", -1) for r in classify(*load_model(model), paths)])
-            print(f"{variant:<11} {'MNIST-style, thin strokes kept':<32} {100 * (thin == labels).mean():8.1f}% "
-                  f"{int((thin == -1).sum()):>9}")
-            results = classify(*load_model(model), paths)
-            after = np.array([r.get("digit", -1) for r in results])
-            print(f"{variant:<11} {'MNIST-style (lenet_client)':<32} {100 * (after == labels).mean():8.1f}% "
-                  f"{int((after == -1).sum()):>9}")
-            fine = np.array(["fine pen" in s.description for _, s in made])
-            print(f"  fine-pen strokes ({fine.sum()}): resize {100 * (before == labels)[fine].mean():.1f}%, "
-                  f"thin kept {100 * (thin == labels)[fine].mean():.1f}%, "
-                  f"lenet_client.preprocess {100 * (after == labels)[fine].mean():.1f}%")
-            by_kind = defaultdict(list)
-            for (_, sample), ok in zip(made, after == labels):
-                for kind in sample.description.split(", "):
-                    if "x" not in kind:  # not the picture's size
-                        by_kind[kind].append(ok)
-            print("  by kind: " + ", ".join(f"{kind} {100 * np.mean(v):.1f}% ({len(v)})"
-                                           for kind, v in sorted(by_kind.items())))
-            wrong = [f"{s.digit}->{d} ({s.description})" for (_, s), d in zip(made, after) if d != s.digit]
-            print(f"  first misreadings: {'; '.join(wrong[:8])}")
-    sweep_pen_widths(args.run_dir, 300)
-    fainter_mnist(args.run_dir, args.data_dir)
+    models = {m.parent.name: load_model(m) for m in sorted(args.run_dir.glob("models/*/model.onnx"))}
+    mnist = None
+    if args.held_out:
+        from job.data import ensure_mnist, read_split
+
+        ensure_mnist(args.data_dir, download=False)
+        images, labels = read_split(args.data_dir, train=False, limit=None)
+        mnist = (images.numpy(), labels.numpy())
+    chosen = TUNING + (HELD_OUT if args.held_out else ())
+    families = {}
+    for family in chosen:
+        samples = family_samples(family, args.count, args.seed, mnist)
+        families[family] = ([s.image for s in samples], np.array([s.digit for s in samples]))
+    print(f"{args.count} pictures per family, seed {args.seed}; accuracy % (pictures refused as holding no digit)")
+    ways = {"resize": resize_whole_picture, "textbook": textbook, "lenet_client": to_mnist}
+    table(models, families, ways)
+    if args.ablation:
+        print("ablation: lenet_client's preprocessing with one step left out")
+        table(models, families, {"all steps": to_mnist} | {
+            f"no {step}": (lambda image, step=step: to_mnist(image, leave_out=(step,)))
+            for step in (*STEPS, "thin strokes", "bold strokes")})
+    if args.pen_sweep:
+        sweep_pen_widths(args.run_dir, 300)
+        fainter_mnist(args.run_dir, args.data_dir)
 
 
 def sweep_pen_widths(run_dir: Path, count: int) -> None:

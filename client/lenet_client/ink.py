@@ -1,169 +1,176 @@
-"""Find a digit's ink in a grayscale picture: which side is ink, the paper's shadows and noise, the threshold,
-frame lines, specks and edge artifacts. Steps 5-10 of docs/model-contract.md; export.preprocess does the rest.
-numpy only, plain arithmetic, so that it can be ported exactly."""
+"""Find a digit's ink in a grayscale picture: which side is ink, the paper's shading, the threshold, and what is not
+the digit (frame lines, specks). Steps 4-8 of docs/model-contract.md; lenet_client.preprocess does the rest.
+
+Nothing here assumes that the paper is most of the picture or that the border is paper: a tight crop of a bold
+digit touches the edges and covers half the picture. numpy only, whole-array arithmetic, so that it is fast and
+can be ported exactly.
+"""
 
 from __future__ import annotations
 
-from collections import deque
-
 import numpy as np
 
-LIGHT_PAPER, DARK_PAPER = 0.6, 0.4  # paper at least this light has dark ink; at most this dark, light ink
-GRID = 8  # the paper's level is measured in GRID x GRID cells...
-PAPER_PERCENTILE = 5  # ...as this percentile of each cell...
-FIT_ROUNDS = 3  # ...and a plane is fitted to them this many times, each without the cells far above the last
-NOISE_SIGMAS = 5  # ink is at least this many robust standard deviations of the paper's noise above it
-MIN_INK_CONTRAST = 0.12  # ink fainter than this against the paper (0-1 scale) is no ink: the picture is blank
-STROKE_OVER_THRESHOLD = 1.15  # strokes stand well above the threshold; the paper's noise barely crosses it
-BORDER_BAND = 0.03  # share of the shorter side that counts as the picture's edge band (at least 2 pixels)
-FRAME_MARGIN, FRAME_MIN_MARGIN = 0.08, 4  # a frame line lies within this share of a side (at least 4 pixels)...
+BORDER_BAND = 0.05  # the border band: this share of the shorter side (at least 2 pixels)...
+BORDER_UNIFORM = 0.5  # ...is uniform when its 10th-90th percentiles span at most this share of the picture's range
+MIN_CONTRAST = 0.1  # ink must stand this far above the paper (0-1 scale)...
+NOISE_RATIO = 4.0  # ...and this many times the paper's own spread, or the picture has no ink
+NOISE_SIGMAS = 5  # the threshold stays this many of the paper's noise deviations above the paper's level
+FRAME_MARGIN = 0.08  # a frame line lies within this share of a side (at least 4 pixels)...
 FRAME_COVERAGE = 0.8  # ...runs along this share of it...
-FRAME_SIDES = 3  # ...and is found along at least this many sides
-EDGE_ONLY = 0.8  # a component with this share of its pixels in the edge band is an edge artifact
-MIN_PART = 0.05  # a component lighter than this share of the heaviest one is a speck
+FRAME_SIDES = 3  # ...is found along at least this many sides...
+FRAME_GAP, FRAME_GAPS = 0.2, 2  # ...with paper inside it (a row covering at most this share) on this many
+MIN_PART = 0.05  # a part separated from the rest by empty rows or columns, lighter than this share: a speck
+STEPS = ("shading", "noise floor", "frame", "specks")  # the steps that can be left out (bench.pictures' ablation)
 
 
 class NoDigitError(ValueError):
     """The picture holds no ink that could be a digit."""
 
 
-def window_extreme(pixels: np.ndarray, window: int, reduce) -> np.ndarray:
-    """Min or max over a square window centered on each pixel; the edges repeat the nearest pixel."""
+def window_max(pixels: np.ndarray, window: int) -> np.ndarray:
+    """Maximum over a square window centered on each pixel; the edges repeat the nearest pixel."""
     half = window // 2
     for axis in (0, 1):
-        padded = np.pad(pixels, [(half, half) if a == axis else (0, 0) for a in (0, 1)], mode="edge")
-        windows = np.lib.stride_tricks.sliding_window_view(padded, window, axis=axis)
-        pixels = reduce(windows, axis=-1)
+        first, last = pixels.take([0], axis=axis), pixels.take([-1], axis=axis)
+        padded = np.concatenate([first] * half + [pixels] + [last] * half, axis=axis)
+        length = pixels.shape[axis]
+        for offset in range(window):
+            part = padded[offset:offset + length] if axis == 0 else padded[:, offset:offset + length]
+            pixels = part if offset == 0 else np.maximum(pixels, part)
     return pixels
 
 
-def background(ink: np.ndarray) -> np.ndarray:
-    """The paper's own level under bright ink (a shadow or a gradient across a photo of a page): a plane fitted
-    to the PAPER_PERCENTILE of each cell of a GRID x GRID partition, refitted FIT_ROUNDS times without the cells
-    that lie well above the last fit (cells filled with ink)."""
-    height, width = ink.shape
-    row_edges = np.linspace(0, height, GRID + 1).astype(int)
-    col_edges = np.linspace(0, width, GRID + 1).astype(int)
-    rows, cols, levels = [], [], []
-    for i in range(GRID):
-        for j in range(GRID):
-            cell = ink[row_edges[i]:max(row_edges[i + 1], row_edges[i] + 1),
-                       col_edges[j]:max(col_edges[j + 1], col_edges[j] + 1)]
-            rows.append((row_edges[i] + row_edges[i + 1]) / 2 / height)
-            cols.append((col_edges[j] + col_edges[j + 1]) / 2 / width)
-            levels.append(np.percentile(cell, PAPER_PERCENTILE))
-    design = np.column_stack([np.ones(len(levels)), rows, cols])
-    levels = np.array(levels)
-    used = np.ones(len(levels), dtype=bool)
-    for _ in range(FIT_ROUNDS):
-        plane = np.linalg.lstsq(design[used], levels[used], rcond=None)[0]
-        residual = levels - design @ plane
-        used = residual < 2.5 * (1.4826 * float(np.median(np.abs(residual[used]))) + 1e-3)
-    return (plane[0] + plane[1] * (np.arange(height)[:, None] + 0.5) / height
-            + plane[2] * (np.arange(width)[None, :] + 0.5) / width)
-
-
-def oriented(gray: np.ndarray) -> np.ndarray:
-    """Ink bright on dark, as MNIST's. The paper is most of the picture, so the median is the paper: light paper
-    means dark ink, dark paper light ink. On grey paper (or paper darkened by a shadow), the ink is on the side
-    whose 1 % tail lies farther from the median."""
-    paper = float(np.median(gray))
-    if paper >= LIGHT_PAPER:
-        return 1 - gray
-    if paper <= DARK_PAPER:
-        return gray
-    low, high = np.percentile(gray, [1, 99])
-    return 1 - gray if paper - low > high - paper else gray
-
-
-def otsu_threshold(values: np.ndarray) -> float:
+def otsu(values: np.ndarray) -> float:
     """Otsu's threshold over 256 bins of 0-1: the split that maximizes the between-class variance."""
-    counts = np.bincount(np.clip((values * 255 + 0.5).astype(int), 0, 255).ravel(), minlength=256).astype(float)
-    levels = np.arange(256)
-    weight = np.cumsum(counts)
-    mass = np.cumsum(counts * levels)
-    total_weight, total_mass = weight[-1], mass[-1]
+    counts = np.bincount(np.clip(np.floor(values * 255 + 0.5), 0, 255).astype(np.intp).ravel(),
+                         minlength=256).astype(float)
+    weight, mass = np.cumsum(counts), np.cumsum(counts * np.arange(256))
     with np.errstate(divide="ignore", invalid="ignore"):
-        between = (total_mass * weight - mass * total_weight) ** 2 / (weight * (total_weight - weight))
+        between = (mass[-1] * weight - mass * weight[-1]) ** 2 / (weight * (weight[-1] - weight))
     between[~np.isfinite(between)] = -1
     return (int(np.argmax(between)) + 0.5) / 255
 
 
-def remove_frame(mask: np.ndarray) -> np.ndarray:
-    """Unset the rows and columns of a frame: lines that run along FRAME_COVERAGE of a side within FRAME_MARGIN of
-    it, when such lines are found along at least FRAME_SIDES sides (a digit's own bar touches one side at most)."""
-    height, width = mask.shape
-    rows = max(FRAME_MIN_MARGIN, int(FRAME_MARGIN * height))
-    cols = max(FRAME_MIN_MARGIN, int(FRAME_MARGIN * width))
-    row_cover, col_cover = mask.mean(axis=1), mask.mean(axis=0)
-    lines = {"top": [r for r in range(min(rows, height)) if row_cover[r] >= FRAME_COVERAGE],
-             "bottom": [r for r in range(max(0, height - rows), height) if row_cover[r] >= FRAME_COVERAGE],
-             "left": [c for c in range(min(cols, width)) if col_cover[c] >= FRAME_COVERAGE],
-             "right": [c for c in range(max(0, width - cols), width) if col_cover[c] >= FRAME_COVERAGE]}
-    if sum(bool(found) for found in lines.values()) < FRAME_SIDES:
+def oriented(gray: np.ndarray) -> np.ndarray:
+    """Ink bright on dark, as MNIST's. The ink is the extreme of the picture's range (its 0.1 and 99.9 percentiles)
+    farther from the paper's level: the median of the border band (the outer 5 %) when that band is uniform, else
+    the median of the whole picture (a digit touching the edges makes the band uneven). Nothing assumes that the
+    border is paper or that the paper is most of the picture: only that it is more of it than the ink's extreme."""
+    low, high = np.percentile(gray, [0.1, 99.9])
+    band = max(2, int(np.floor(BORDER_BAND * min(gray.shape) + 0.5)))
+    inside = np.zeros(gray.shape, dtype=bool)
+    inside[band:-band, band:-band] = True
+    spread_low, level, spread_high = np.percentile(gray[~inside], [10, 50, 90])
+    paper = level if spread_high - spread_low <= BORDER_UNIFORM * (high - low) else float(np.median(gray))
+    return gray if high - paper > paper - low else 1 - gray
+
+
+def flattened(ink: np.ndarray) -> np.ndarray:
+    """The paper's shading removed (a shadow across a photographed page): a plane a + b*y + c*x fitted by least
+    squares to the pixels on the paper's side of Otsu's split (y, x = row / height, column / width), subtracted
+    everywhere. Solved from its 3x3 normal equations, whose sums are taken row and column-wise (no matrix
+    products: multithreaded BLAS on arrays this small is slow, and very slow on a busy machine)."""
+    height, width = ink.shape
+    y, x = np.arange(height) / height, np.arange(width) / width
+    paper = (ink <= otsu(ink)).astype(np.float64)
+    level = paper * ink
+    rows, cols, row_level, col_level = paper.sum(1), paper.sum(0), level.sum(1), level.sum(0)
+    cross = ((paper * x).sum(1) * y).sum()
+    normal = np.array([[rows.sum(), (rows * y).sum(), (cols * x).sum()],
+                       [(rows * y).sum(), (rows * y * y).sum(), cross],
+                       [(cols * x).sum(), cross, (cols * x * x).sum()]])
+    target = np.array([row_level.sum(), (row_level * y).sum(), (col_level * x).sum()])
+    a, b, c = np.linalg.lstsq(normal, target, rcond=None)[0]
+    return ink - (a + b * y[:, None] + c * x[None, :])
+
+
+def segments(profile: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end) of the runs of nonzero entries of a 1-D profile."""
+    filled = np.concatenate([[0], (profile > 0).astype(np.int8), [0]])
+    edges = np.flatnonzero(np.diff(filled))
+    return list(zip(edges[::2], edges[1::2]))
+
+
+def frame_lines(cover: np.ndarray) -> tuple[slice, bool] | None:
+    """The rows of a line along one side, `cover` being each row's ink share from that side inwards: within
+    FRAME_MARGIN of the side, rows covering at least FRAME_COVERAGE; and whether a nearly empty row follows it
+    (paper between a frame and the digit; a digit drawn edge to edge can touch the frame on some sides)."""
+    margin = max(4, int(FRAME_MARGIN * len(cover)))
+    lines = np.flatnonzero(cover[:margin] >= FRAME_COVERAGE)
+    if not lines.size:
+        return None
+    start = int(lines[0])
+    after = np.flatnonzero(cover[start:] < FRAME_COVERAGE)
+    if not after.size:
+        return None
+    end = start + int(after[0])
+    return slice(start, end), bool(cover[end] <= FRAME_GAP)
+
+
+def without_frame(mask: np.ndarray) -> np.ndarray:
+    """Drop a frame: lines along at least FRAME_SIDES sides, at least FRAME_GAPS of them with paper inside."""
+    found = []
+    for axis in (0, 1):
+        cover = mask.mean(axis=1 - axis)
+        size = len(cover)
+        if (near := frame_lines(cover)) is not None:
+            found.append((axis, *near))
+        if (far := frame_lines(cover[::-1])) is not None:
+            rows, gap = far
+            found.append((axis, slice(size - rows.stop, size - rows.start), gap))
+    if len(found) < FRAME_SIDES or sum(gap for _, _, gap in found) < FRAME_GAPS:
         return mask
     mask = mask.copy()
-    mask[lines["top"] + lines["bottom"]] = False
-    mask[:, lines["left"] + lines["right"]] = False
+    for axis, rows, _ in found:
+        if axis == 0:
+            mask[rows] = False
+        else:
+            mask[:, rows] = False
     return mask
 
 
-def components(mask: np.ndarray) -> list[np.ndarray]:
-    """8-connected components of `mask`, each as an int array [n, 2] of (row, col)."""
-    seen = np.zeros_like(mask, dtype=bool)
-    height, width = mask.shape
-    found = []
-    for start in zip(*np.nonzero(mask)):
-        if seen[start]:
-            continue
-        seen[start] = True
-        queue, pixels = deque([start]), []
-        while queue:
-            row, col = queue.popleft()
-            pixels.append((row, col))
-            for r in (row - 1, row, row + 1):
-                for c in (col - 1, col, col + 1):
-                    if 0 <= r < height and 0 <= c < width and mask[r, c] and not seen[r, c]:
-                        seen[r, c] = True
-                        queue.append((r, c))
-        found.append(np.array(pixels))
-    return found
+def without_specks(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:
+    """Drop parts separated from the digit by empty rows or columns whose ink is under MIN_PART of the whole."""
+    mask = mask.copy()
+    for axis in (0, 1):
+        mass = np.where(mask, ink, 0).sum(axis=1 - axis)
+        for start, end in segments(mass):
+            if mass[start:end].sum() < MIN_PART * mass.sum():
+                if axis == 0:
+                    mask[start:end] = False
+                else:
+                    mask[:, start:end] = False
+    return mask
 
 
-def digit_ink(gray: np.ndarray) -> np.ndarray:
-    """Ink 0-1 (1 = full ink) at working size with everything that is not the digit set to 0."""
-    height, width = gray.shape
-    ink = oriented(gray)
-    ink = ink - background(ink)
-    # Otsu splits ink from paper; on a large noisy page with a small digit it can land in the paper's noise, so
-    # the threshold is also at least NOISE_SIGMAS standard deviations of the paper's noise above the paper. For
-    # normal noise the 5th, 10th, 25th and 50th percentiles lie 1.6449, 1.2816, 0.6745 and 0 deviations below
-    # the paper's median; ink covering much of the picture pushes the upper ones up, so the smaller estimate wins.
-    p5, p10, p25, p50 = np.percentile(ink, [5, 10, 25, 50])
-    noise = min((p25 - p5) / 0.9704, (p50 - p10) / 1.2816)
-    paper = p5 + 1.6449 * noise
-    ink = np.clip(ink, 0, None)
-    threshold = max(otsu_threshold(np.clip(ink, 0, 1)), paper + NOISE_SIGMAS * noise)
+def digit_ink(gray: np.ndarray, leave_out: tuple[str, ...] = (), dark_ink: bool | None = None) -> np.ndarray:
+    """Ink 0-1 (1 = full ink) with everything that is not the digit set to 0. `dark_ink`: whether the ink is dark
+    on light paper when that is known (a drawing on a transparent canvas), None to find out."""
+    ink = oriented(gray) if dark_ink is None else 1 - gray if dark_ink else gray
+    if "shading" not in leave_out:
+        ink = flattened(ink)
+    threshold = otsu(np.clip(ink, 0, 1))
+    paper_side = ink[ink <= threshold]
+    if not paper_side.size:  # one level everywhere: nothing stands out
+        raise NoDigitError("no ink found: the picture has no contrast (it is one level everywhere)")
+    paper_level, spread = float(np.median(paper_side)), float(np.std(paper_side))
+    if "noise floor" not in leave_out:  # Otsu splits a large noisy page with a small digit inside the noise
+        threshold = max(threshold, paper_level + NOISE_SIGMAS * spread)
     strong = ink[ink > threshold]
-    level = float(np.median(strong)) if strong.size else 0.0
-    if level < MIN_INK_CONTRAST or level < STROKE_OVER_THRESHOLD * threshold:
-        raise NoDigitError(f"no ink found (the strongest marks stand {level:.2f} above the paper, of a full range "
-                           f"of 1; ink needs at least {MIN_INK_CONTRAST} and {STROKE_OVER_THRESHOLD} times the "
-                           f"threshold {threshold:.2f})")
-    band = max(2, int(BORDER_BAND * min(height, width)))
-    mask = remove_frame(ink > threshold)
-    floor = threshold / 2  # anti-aliased edges fade out between half the threshold and the typical ink
-    ink = np.clip((ink - floor) / (level - floor), 0, 1)
-    edge = np.zeros_like(mask)
-    edge[:band], edge[-band:], edge[:, :band], edge[:, -band:] = True, True, True, True
-    parts = [p for p in components(mask) if edge[p[:, 0], p[:, 1]].mean() < EDGE_ONLY]
-    if not parts:
-        raise NoDigitError("no ink found away from the picture's edges")
-    masses = [ink[p[:, 0], p[:, 1]].sum() for p in parts]
-    keep = np.zeros_like(mask)
-    for part, mass in zip(parts, masses):
-        if mass >= MIN_PART * max(masses):
-            keep[part[:, 0], part[:, 1]] = True
-    # Anti-aliased edges just below the threshold belong to the kept strokes: grow the kept area by one pixel.
-    keep = window_extreme(keep.astype(float), 3, np.max) > 0
-    return np.where(keep, ink, 0.0)
+    level = float(np.median(strong)) if strong.size else paper_level
+    contrast = level - paper_level
+    if contrast < MIN_CONTRAST or contrast < NOISE_RATIO * spread:
+        raise NoDigitError(f"no ink found: the picture has no contrast (its darkest marks stand {contrast:.2f} from "
+                           f"the paper, of a full range of 1; a digit needs at least {MIN_CONTRAST} and "
+                           f"{NOISE_RATIO:g} times the paper's own spread, {spread:.3f})")
+    mask = ink > threshold
+    if "frame" not in leave_out:
+        mask = without_frame(mask)
+    floor = (paper_level + threshold) / 2  # anti-aliased edges fade out between the paper and the threshold
+    soft = np.clip((ink - floor) / (level - floor), 0, 1)
+    if "specks" not in leave_out:
+        mask = without_specks(mask, soft)
+    if not mask.any():
+        raise NoDigitError("no ink found inside the frame")
+    # Anti-aliased edges just below the threshold belong to the strokes: grow the kept area by one pixel.
+    return np.where(window_max(mask.astype(float), 3) > 0, soft, 0.0)

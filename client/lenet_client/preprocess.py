@@ -2,9 +2,9 @@
 
 MNIST's digits were made thus: the ink of each digit was fitted into a 20x20 box, keeping its aspect ratio,
 with anti-aliasing, then placed in a 28x28 field so that its center of mass sat at the field's center. A photo,
-a scan or a canvas drawing goes through the same steps here, after its ink has been found. numpy and Pillow
-only, and every step is plain arithmetic (no library filter), so that an app in another language can port it
-exactly; docs/model-contract.md states each step with its constants and gives a test vector.
+a scan or a canvas drawing goes through the same steps here, after its ink has been found (lenet_client.ink).
+numpy and Pillow only, whole-array arithmetic; docs/model-contract.md states each step with its constants and gives
+a test vector, for ports to other languages.
 
     to_mnist(image) -> uint8 [28, 28], white ink on black, as in MNIST's own files
     to_input(image, scale, mean, std) -> float32 [1, 28, 28], the model's input
@@ -15,53 +15,23 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageOps
 
-from lenet_client.ink import NoDigitError, digit_ink, window_extreme
+from lenet_client.ink import NoDigitError, digit_ink, window_max
 
-METHOD = "mnist-fit-20-center-of-mass-28 v1"  # the ONNX metadata's preprocess.method names this algorithm
-MAX_PIXELS = 40_000_000  # larger pictures are refused before decoding (a 39.5 MP one peaks at 0.9 GB in predict)
+METHOD = "mnist-fit-20-center-of-mass-28 v2"  # the ONNX metadata's preprocess.method names this algorithm
+MAX_PIXELS = 40_000_000  # larger pictures are refused before decoding
 MIN_SIDE = 8  # a smaller picture cannot hold a recognizable digit
 WORK_SIDE = 512  # pictures are first reduced so that their longer side is at most this
 FINE_SIDE = 80  # strokes are measured and grown with the digit at this size (4 x the 20x20 box)
 MIN_STROKE = 1.5  # strokes thinner than this once fitted into 20x20 are grown to it (MNIST: 10th percentile)
+MAX_STROKE = 3.0  # strokes wider than this are thinned to it (MNIST: at most 2.8)
 BOX, FIELD, CENTER = 20, 28, 14.0  # MNIST: fit into 20x20, place in 28x28, center of mass at (14, 14)
 
 
-def grayscale(image: Image.Image) -> np.ndarray:
-    """float64 [H, W] in 0-1 from any mode. Transparent areas become the paper: white under dark ink, black
-    under light ink, so that a stroke drawn on a transparent canvas stays visible whatever its color."""
-    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        pixels = np.asarray(image, dtype=np.float64)
-        return np.clip(pixels / (65535.0 if pixels.max(initial=0) <= 65535 else pixels.max()), 0, 1)
-    if image.mode == "F":
-        pixels = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=255.0, neginf=0.0)
-        return np.clip(pixels if pixels.max(initial=0) <= 1 else pixels / 255.0, 0, 1)
-    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        image.mode == "P" and "transparency" in image.info)
-    channels = np.asarray(image.convert("RGBA" if has_alpha else "RGB"))  # uint8: a quarter of the memory
-    gray = np.empty(channels.shape[:2])
-    for start in range(0, len(gray), 256):  # row blocks: a 40 MP photo never exists as floats per channel
-        rgb = channels[start:start + 256, :, :3] / 255.0
-        gray[start:start + 256] = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114  # BT.601 luma
-    if not has_alpha:
-        return gray
-    alpha = channels[..., 3] / 255.0
-    if alpha.sum() == 0:
-        return np.ones_like(gray)
-    paper = 1.0 if (gray * alpha).sum() / alpha.sum() < 0.5 else 0.0
-    return gray * alpha + paper * (1 - alpha)
-
-
-def area_matrix(size_in: int, size_out: int) -> np.ndarray:
-    """[size_out, size_in]: each output pixel is the mean of the input it covers (fractional coverage counted)."""
-    edges = np.arange(size_out + 1) * (size_in / size_out)
-    starts, ends = edges[:-1, None], edges[1:, None]
-    pixel = np.arange(size_in)[None, :]
-    overlap = np.clip(np.minimum(ends, pixel + 1) - np.maximum(starts, pixel), 0, None)
-    return overlap / overlap.sum(axis=1, keepdims=True)
-
-
-def resize_area(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
-    return area_matrix(pixels.shape[0], height) @ pixels @ area_matrix(pixels.shape[1], width).T
+def check_size(width: int, height: int) -> None:
+    """Called on the picture's header, before it is decoded."""
+    if min(width, height) < MIN_SIDE:
+        raise NoDigitError(f"too small to hold a digit: {width}x{height} pixels (allowed: at least "
+                           f"{MIN_SIDE}x{MIN_SIDE})")
 
 
 def fit_size(height: int, width: int, side: int) -> tuple[int, int]:
@@ -70,39 +40,85 @@ def fit_size(height: int, width: int, side: int) -> tuple[int, int]:
     return max(1, int(np.floor(height * scale + 0.5))), max(1, int(np.floor(width * scale + 0.5)))
 
 
+def transparent(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info)
+
+
+def grayscale(image: Image.Image) -> np.ndarray:
+    """float64 [H, W] in 0-1 from any mode, reduced by area averaging (Pillow's BOX filter) to a longer side of at
+    most WORK_SIDE. A picture with transparency is a drawing on a transparent canvas: what is opaque is the ink,
+    whatever its colour, so it becomes dark ink on white paper (its strength: opacity times its contrast with the
+    paper it was drawn for, white under dark ink and black under light ink)."""
+    size = fit_size(image.height, image.width, min(WORK_SIDE, max(image.size)))[::-1]
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        pixels = np.nan_to_num(np.asarray(image.convert("F").resize(size, Image.Resampling.BOX), dtype=np.float64),
+                               nan=0.0, posinf=0.0, neginf=0.0)
+        full = 255.0 if image.mode == "F" else 65535.0 if pixels.max(initial=0) <= 65535 else pixels.max()
+        return np.clip(pixels / (1.0 if image.mode == "F" and pixels.max(initial=0) <= 1 else full), 0, 1)
+    if not transparent(image):
+        return np.asarray(image.convert("RGB").convert("L").resize(size, Image.Resampling.BOX), dtype=np.float64) / 255
+    rgba = image.convert("RGBA")
+    gray = np.asarray(rgba.convert("L").resize(size, Image.Resampling.BOX), dtype=np.float64) / 255
+    alpha = np.asarray(rgba.getchannel("A").resize(size, Image.Resampling.BOX), dtype=np.float64) / 255
+    if alpha.sum() == 0:
+        return np.ones_like(gray)
+    paper = 1.0 if (gray * alpha).sum() / alpha.sum() < 0.5 else 0.0
+    return 1 - alpha * np.abs(gray - paper)
+
+
+def area_average(pixels: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """Resize one axis to `size` by area averaging: output pixel i is the mean of the input over its span
+    [i * n / size, (i + 1) * n / size), partial input pixels counted by the share covered. The input's running
+    sum is piecewise linear between whole pixels, so each span's sum is read off it by linear interpolation."""
+    length = pixels.shape[axis]
+    running = np.concatenate([np.zeros_like(pixels.take([0], axis=axis)), np.cumsum(pixels, axis=axis)], axis=axis)
+    edges = np.arange(size + 1) * (length / size)
+    whole = np.minimum(np.floor(edges).astype(np.intp), length - 1)
+    part = (edges - whole).reshape([-1 if a == axis else 1 for a in range(pixels.ndim)])
+    at_edges = running.take(whole, axis=axis) + part * pixels.take(whole, axis=axis)
+    return np.diff(at_edges, axis=axis) / (length / size)
+
+
+def resize_area(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    return area_average(area_average(pixels, height, 0), width, 1)
+
+
 def stroke_width(ink: np.ndarray) -> float:
     """Mean stroke width in pixels: the stroke area over half its boundary (a stroke of width w and length L has
     area w * L and 2 * L boundary pixels). Strokes are where the soft ink is at least 0.5."""
     strokes = ink >= 0.5
-    inner = window_extreme(strokes.astype(float), 3, np.min) > 0
+    inner = -window_max(-strokes.astype(float), 3) > 0  # the minimum over 3x3: every neighbour is stroke
     boundary = int((strokes & ~inner).sum())
     return 2 * int(strokes.sum()) / boundary if boundary else 0.0
 
 
-def thickened(fine: np.ndarray) -> np.ndarray:
-    """A pen line on a large picture ends up far thinner than MNIST's strokes once fitted into 20x20 (MNIST's are
-    1.3-2.8 pixels wide there, median 2.0), and models read thin strokes badly, the BatchNorm variant worst
-    (docs/results.md). `fine` is the digit at FINE_SIDE; strokes thinner than MIN_STROKE at 20x20 are grown to it
-    (a square maximum filter, on a margin wide enough to grow into)."""
+def stroked(fine: np.ndarray, leave_out: tuple[str, ...] = ()) -> np.ndarray:
+    """The strokes brought within MNIST's widths (1.3-2.8 pixels in the 20x20 box, median 2.0): models read thin
+    strokes badly, the BatchNorm variant worst (docs/results.md), and bold ones fill a digit's holes. `fine` is the
+    digit at FINE_SIDE; strokes thinner than MIN_STROKE at 20x20 are grown to it (a square maximum filter, on a
+    margin wide enough to grow into), strokes wider than MAX_STROKE thinned to it (a square minimum filter)."""
     width = stroke_width(fine) * BOX / FINE_SIDE
-    radius = int(np.floor((MIN_STROKE - width) / 2 * FINE_SIDE / BOX + 0.5)) if width < MIN_STROKE else 0
-    if not radius:
-        return fine
-    return window_extreme(np.pad(fine, radius), 2 * radius + 1, np.max)
+    if width < MIN_STROKE and "thin strokes" not in leave_out:
+        radius = int(np.floor((MIN_STROKE - width) / 2 * FINE_SIDE / BOX + 0.5))
+        return window_max(np.pad(fine, radius), 2 * radius + 1) if radius else fine
+    if width > MAX_STROKE and "bold strokes" not in leave_out:
+        radius = int(np.floor((width - MAX_STROKE) / 2 * FINE_SIDE / BOX + 0.5))
+        if radius:  # zeros around the crop, so that strokes along its edges thin from that side too
+            thinned = -window_max(-np.pad(fine, radius), 2 * radius + 1)[radius:-radius, radius:-radius]
+            return thinned if thinned.max() > 0 else fine  # a solid blob has no strokes to thin: keep it
+    return fine
 
 
-def to_mnist(image: Image.Image) -> np.ndarray:
-    """uint8 [28, 28]: the digit's ink fitted into 20x20 (aspect kept, area-averaged), its center of mass
-    placed at (14, 14) of the 28x28 field, white on black as in MNIST's files."""
-    if min(image.size) < MIN_SIDE:
-        raise NoDigitError(f"too small to hold a digit: {image.size[0]}x{image.size[1]} pixels (allowed: at least "
-                           f"{MIN_SIDE}x{MIN_SIDE})")
-    gray = grayscale(ImageOps.exif_transpose(image))
-    gray = resize_area(gray, *fit_size(*gray.shape, min(WORK_SIDE, max(gray.shape))))
-    ink = digit_ink(gray)
+def to_mnist(image: Image.Image, leave_out: tuple[str, ...] = ()) -> np.ndarray:
+    """uint8 [28, 28]: the digit's ink fitted into 20x20 (aspect kept, area-averaged), its center of mass placed at
+    (14, 14) of the 28x28 field, white on black as in MNIST's files. `leave_out` names steps to skip (ink.STEPS,
+    "thin strokes", "bold strokes"): for the benchmark's ablation only."""
+    check_size(*image.size)
+    image = ImageOps.exif_transpose(image)
+    ink = digit_ink(grayscale(image), leave_out, dark_ink=True if transparent(image) else None)
     rows, cols = np.nonzero(ink)
     crop = ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
-    fine = thickened(resize_area(crop, *fit_size(*crop.shape, FINE_SIDE)))
+    fine = stroked(resize_area(crop, *fit_size(*crop.shape, FINE_SIDE)), leave_out)
     patch = resize_area(fine, *fit_size(*fine.shape, BOX))
     patch /= patch.max()  # MNIST's strokes reach full white: thin or faint ink is brought up to it
     mass = patch.sum()

@@ -1,0 +1,178 @@
+"""Families of pictures of digits, each varying one thing real pictures vary, for measuring the preprocessing.
+
+The families are split in two. Tuning families may be looked at while the preprocessing is changed; held-out
+families are measured only at the end of a change, to tell whether it generalizes or was fitted to what it was
+tuned on (docs/results.md reports both, separately).
+
+    python -m bench.families OUT_DIR [--count N] [--seed S] [--held-out]   # OUT_DIR/<family>/<digit>/<n>.png
+
+Every picture is a dark digit on white unless its family says otherwise, as the people who scan or photograph
+digits mostly give them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from bench.digits import Sample, crop_to_ink, draw_strokes, make_sample, slanted
+
+SIDE = 112  # the real held-back set's pictures: 112x112 PNG
+
+
+def drawn(digit: int, rng: np.random.Generator, pen: tuple[float, float] = (0.03, 0.1)) -> Image.Image:
+    """A hand-drawn digit's ink mask ('L', 255 = ink), slanted and cropped to its ink."""
+    return slanted(crop_to_ink(draw_strokes(digit, rng, pen_range=pen)[0]), rng)
+
+
+def on_paper(ink: Image.Image, contrast: float = 1.0, noise: float = 0.0, rng: np.random.Generator | None = None,
+             paper: float = 255.0) -> Image.Image:
+    """Dark ink on light paper: `contrast` is the ink's darkness as a share of the paper's level."""
+    alpha = np.asarray(ink, dtype=np.float64) / 255
+    pixels = paper * (1 - contrast * alpha)
+    if noise and rng is not None:
+        pixels = pixels + rng.normal(0, noise, pixels.shape)
+    return Image.fromarray(pixels.clip(0, 255).astype(np.uint8), "L")
+
+
+def fit_height(mask: Image.Image, height: int, resample=Image.Resampling.LANCZOS) -> Image.Image:
+    width = max(1, round(mask.size[0] * height / mask.size[1]))
+    return mask.resize((width, height), resample)
+
+
+def tight_crop(digit: int, rng: np.random.Generator, edges: int, pen=(0.04, 0.16)) -> Image.Image:
+    """Cropped tightly: the ink touches `edges` sides of a 112x112 picture (4: the picture is the ink's own box,
+    its longer side 112). Drawn at 20-40 px, as a low-resolution scan, then enlarged."""
+    mask = drawn(digit, rng, pen)
+    small = fit_height(mask, int(rng.integers(20, 41)), Image.Resampling.BOX)
+    if edges == 4:
+        picture = fit_height(small, SIDE, Image.Resampling.BILINEAR) if small.size[1] >= small.size[0] else \
+            small.resize((SIDE, max(1, round(small.size[1] * SIDE / small.size[0]))), Image.Resampling.BILINEAR)
+        return on_paper(picture)
+    ink = fit_height(small, SIDE, Image.Resampling.BILINEAR)  # touches top and bottom: 2 edges
+    if ink.size[0] >= SIDE:
+        ink = ink.resize((SIDE, SIDE), Image.Resampling.BILINEAR)
+    canvas = Image.new("L", (SIDE, SIDE), 0)
+    free = SIDE - ink.size[0]
+    if edges == 1:  # one edge: shrink the digit a little and touch only the top, the bottom or a side
+        ink = ink.resize((max(1, int(ink.size[0] * 0.85)), int(SIDE * 0.85)), Image.Resampling.BILINEAR)
+        free_x, free_y = SIDE - ink.size[0], SIDE - ink.size[1]
+        side = rng.integers(4)
+        x = [free_x // 2, free_x // 2, 0, free_x][side]
+        y = [0, free_y, free_y // 2, free_y // 2][side]
+        canvas.paste(ink, (int(x), int(y)))
+    elif edges == 2:
+        canvas.paste(ink, (int(rng.integers(1, free + 1)) if free > 1 else 0, 0))
+    else:  # 3: top, bottom and the left or right side
+        canvas.paste(ink, (0 if rng.random() < 0.5 else free, 0))
+    return on_paper(canvas)
+
+
+def low_resolution(digit: int, rng: np.random.Generator, resample) -> Image.Image:
+    """Drawn at 8-20 px high with a pen, on a page a little larger, then enlarged to 112x112."""
+    mask = drawn(digit, rng, (0.06, 0.14))
+    height = int(rng.integers(8, 21))
+    small = fit_height(mask, height, Image.Resampling.BOX)
+    side = max(small.size) + int(rng.integers(2, 7))
+    page = Image.new("L", (side, side), 0)
+    page.paste(small, ((side - small.size[0]) // 2, (side - small.size[1]) // 2))
+    return on_paper(page).resize((SIDE, SIDE), resample)
+
+
+def bold(digit: int, rng: np.random.Generator) -> Image.Image:
+    """A marker so broad that the ink covers a large share of a tightly framed picture."""
+    mask = drawn(digit, rng, (0.16, 0.26))
+    ink = fit_height(mask, int(SIDE * rng.uniform(0.8, 1.0)))
+    canvas = Image.new("L", (SIDE, SIDE), 0)
+    canvas.paste(ink.crop((0, 0, min(SIDE, ink.size[0]), ink.size[1])),
+                 (max(0, (SIDE - ink.size[0]) // 2), (SIDE - ink.size[1]) // 2))
+    return on_paper(canvas)
+
+
+def low_contrast(digit: int, rng: np.random.Generator) -> Image.Image:
+    """A pencil on grey paper: the ink only 15-35 % darker than the paper, with the paper's grain."""
+    mask = drawn(digit, rng, (0.03, 0.08))
+    ink = fit_height(mask, int(rng.integers(50, 90)))
+    canvas = Image.new("L", (SIDE, SIDE), 0)
+    canvas.paste(ink.crop((0, 0, min(SIDE, ink.size[0]), ink.size[1])),
+                 (max(0, (SIDE - ink.size[0]) // 2), (SIDE - ink.size[1]) // 2))
+    return on_paper(canvas, contrast=rng.uniform(0.15, 0.35), noise=rng.uniform(1, 4), rng=rng,
+                    paper=rng.uniform(150, 230))
+
+
+def mnist_scan(images: np.ndarray, index: int) -> Image.Image:
+    """An MNIST test digit (real handwriting no model here trained on) as a tight low-resolution scan: dark on
+    white, cropped to its ink and padded to a square so that it touches the top and bottom, enlarged to 112."""
+    ink = Image.fromarray(images[index])
+    ink = ink.crop(ink.getbbox())
+    side = max(ink.size)
+    square = Image.new("L", (side, side), 0)
+    square.paste(ink, ((side - ink.size[0]) // 2, (side - ink.size[1]) // 2))
+    return on_paper(square).resize((SIDE, SIDE), Image.Resampling.BILINEAR)
+
+
+FAMILIES: dict[str, Callable[[int, np.random.Generator], Image.Image]] = {
+    # tuning
+    "tight crop, 1 edge": lambda d, rng: tight_crop(d, rng, 1),
+    "tight crop, 2 edges": lambda d, rng: tight_crop(d, rng, 2),
+    "low resolution, bilinear": lambda d, rng: low_resolution(d, rng, Image.Resampling.BILINEAR),
+    "bold marker": bold,
+    # held out
+    "tight crop, 3 edges": lambda d, rng: tight_crop(d, rng, 3),
+    "tight crop, 4 edges": lambda d, rng: tight_crop(d, rng, 4),
+    "low resolution, nearest": lambda d, rng: low_resolution(d, rng, Image.Resampling.NEAREST),
+    "low contrast": low_contrast,
+}
+TUNING = ("mixed (the earlier benchmark)", "tight crop, 1 edge", "tight crop, 2 edges", "low resolution, bilinear",
+          "bold marker")
+HELD_OUT = ("tight crop, 3 edges", "tight crop, 4 edges", "low resolution, nearest", "low contrast",
+            "MNIST test digits as tight scans")
+
+
+def family_samples(family: str, count: int, seed: int, mnist_images: np.ndarray | None = None) -> list[Sample]:
+    """`count` pictures of the family, the digits in turn; the same seed gives the same pictures. The MNIST family
+    needs the test set's images and labels (`mnist_images` = (images, labels)); it takes its last `count`."""
+    rng = np.random.default_rng([seed, sorted(FAMILIES).index(family) if family in FAMILIES else 99])
+    if family == "mixed (the earlier benchmark)":
+        return [make_sample(i % 10, rng) for i in range(count)]
+    if family == "MNIST test digits as tight scans":
+        images, labels = mnist_images
+        return [Sample(mnist_scan(images, i), int(labels[i]), "png", 0, family)
+                for i in range(len(images) - count, len(images))]
+    return [Sample(FAMILIES[family](i % 10, rng), i % 10, "png", 0, family) for i in range(count)]
+
+
+def slug(family: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in family.split(" (")[0]).strip("-").replace("--", "-")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.families", description=__doc__.split("\n\n")[0])
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--count", type=int, default=100, help="pictures per family (default 100)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--held-out", action="store_true", help="the held-out families too")
+    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="MNIST folder, for the MNIST family")
+    args = parser.parse_args()
+    families = TUNING + (HELD_OUT if args.held_out else ())
+    mnist = None
+    if args.held_out:
+        from job.data import ensure_mnist, read_split
+
+        ensure_mnist(args.data_dir, download=False)
+        images, labels = read_split(args.data_dir, train=False, limit=None)
+        mnist = (images.numpy(), labels.numpy())
+    for family in families:
+        for index, sample in enumerate(family_samples(family, args.count, args.seed, mnist)):
+            path = args.out_dir / slug(family) / str(sample.digit) / f"{index:04d}.{sample.suffix}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sample.image.save(path, **({"quality": sample.quality} if sample.suffix == "jpg" else {}))
+    print(f"wrote {args.count} pictures of each of {len(families)} families to {args.out_dir}")
+
+
+if __name__ == "__main__":
+    main()
