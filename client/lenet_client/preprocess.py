@@ -45,25 +45,34 @@ def transparent(image: Image.Image) -> bool:
 
 
 def grayscale(image: Image.Image) -> np.ndarray:
-    """float64 [H, W] in 0-1 from any mode, reduced by area averaging (Pillow's BOX filter) to a longer side of at
-    most WORK_SIDE. A picture with transparency is a drawing on a transparent canvas: what is opaque is the ink,
-    whatever its colour, so it becomes dark ink on white paper (its strength: opacity times its contrast with the
-    paper it was drawn for, white under dark ink and black under light ink)."""
-    size = fit_size(image.height, image.width, min(WORK_SIDE, max(image.size)))[::-1]
+    """float64 [H, W] in 0-1 from any mode, at working size (longer side at most WORK_SIDE). A picture with
+    transparency is a drawing on a transparent canvas: what is opaque is the ink, whatever its colour, so it becomes
+    dark ink on white paper (its strength: opacity times its contrast with the paper it was drawn for, white under
+    dark ink and black under light ink)."""
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        pixels = np.nan_to_num(np.asarray(image.convert("F").resize(size, Image.Resampling.BOX), dtype=np.float64),
-                               nan=0.0, posinf=0.0, neginf=0.0)
+        pixels = working_size(np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0, posinf=0, neginf=0))
         full = 255.0 if image.mode == "F" else 65535.0 if pixels.max(initial=0) <= 65535 else pixels.max()
         return np.clip(pixels / (1.0 if image.mode == "F" and pixels.max(initial=0) <= 1 else full), 0, 1)
     if not transparent(image):
-        return np.asarray(image.convert("RGB").convert("L").resize(size, Image.Resampling.BOX), dtype=np.float64) / 255
+        return working_size(np.asarray(image.convert("RGB").convert("L"))) / 255
     rgba = image.convert("RGBA")
-    gray = np.asarray(rgba.convert("L").resize(size, Image.Resampling.BOX), dtype=np.float64) / 255
-    alpha = np.asarray(rgba.getchannel("A").resize(size, Image.Resampling.BOX), dtype=np.float64) / 255
+    gray = working_size(np.asarray(rgba.convert("L"))) / 255
+    alpha = working_size(np.asarray(rgba.getchannel("A"))) / 255
     if alpha.sum() == 0:
         return np.ones_like(gray)
     paper = 1.0 if (gray * alpha).sum() / alpha.sum() < 0.5 else 0.0
     return 1 - alpha * np.abs(gray - paper)
+
+
+def working_size(pixels: np.ndarray) -> np.ndarray:
+    """float64, reduced by area averaging to a longer side of at most WORK_SIDE; 256 rows at a time across, so that
+    a large photo never exists as floats at full size."""
+    height, width = fit_size(*pixels.shape, min(WORK_SIDE, max(pixels.shape)))
+    if (height, width) == pixels.shape:
+        return pixels.astype(np.float64)
+    across = np.concatenate([area_average(pixels[top:top + 256].astype(np.float64), width, 1)
+                             for top in range(0, pixels.shape[0], 256)])
+    return area_average(across, height, 0)
 
 
 def area_average(pixels: np.ndarray, size: int, axis: int) -> np.ndarray:
