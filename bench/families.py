@@ -13,6 +13,8 @@ digits mostly give them.
 from __future__ import annotations
 
 import argparse
+import io
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -115,34 +117,72 @@ def mnist_scan(images: np.ndarray, index: int) -> Image.Image:
     return on_paper(square).resize((SIDE, SIDE), Image.Resampling.BILINEAR)
 
 
+def mnist_crop(images: np.ndarray, index: int) -> Image.Image:
+    """An MNIST test digit cropped to its ink on all four sides, dark on white, enlarged blockily (nearest) to a
+    longer side of 112: a low-resolution scan cut exactly around the digit."""
+    ink = Image.fromarray(images[index])
+    ink = ink.crop(ink.getbbox())
+    scale = SIDE / max(ink.size)
+    return on_paper(ink.resize((max(1, round(ink.size[0] * scale)), max(1, round(ink.size[1] * scale))),
+                               Image.Resampling.NEAREST))
+
+
+def bold_tight(digit: int, rng: np.random.Generator) -> Image.Image:
+    """A broad marker, cropped to its ink on all four sides, at low resolution, enlarged to 112."""
+    mask = drawn(digit, rng, (0.16, 0.26))
+    small = fit_height(mask, int(rng.integers(20, 41)), Image.Resampling.BOX)
+    return on_paper(fit_height(small, SIDE, Image.Resampling.BILINEAR))
+
+
+def page_photo(digit: int, rng: np.random.Generator) -> Image.Image:
+    """A phone's photo of a page with one pen digit on it: 60-120 px tall on a 800-1600 px page, anywhere, with a
+    shadow across it, the paper's grain and JPEG compression."""
+    mask = fit_height(drawn(digit, rng, (0.04, 0.1)), int(rng.integers(60, 121)))
+    width, height = int(rng.integers(800, 1601)), int(rng.integers(800, 1601))
+    canvas = Image.new("L", (width, height), 0)
+    canvas.paste(mask, (int(rng.integers(0, width - mask.size[0])), int(rng.integers(0, height - mask.size[1]))))
+    alpha = np.asarray(canvas, dtype=np.float64) / 255
+    ramp = np.linspace(0, 1, width)[None, :]
+    page = rng.uniform(200, 245) - rng.uniform(20, 70) * (ramp if rng.random() < 0.5 else ramp[:, ::-1])
+    pixels = page * (1 - 0.85 * alpha) + rng.normal(0, rng.uniform(2, 8), alpha.shape)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).convert("RGB").save(buffer, "JPEG",
+                                                                              quality=int(rng.integers(60, 90)))
+    return Image.open(io.BytesIO(buffer.getvalue()))
+
+
 FAMILIES: dict[str, Callable[[int, np.random.Generator], Image.Image]] = {
-    # tuning
     "tight crop, 1 edge": lambda d, rng: tight_crop(d, rng, 1),
     "tight crop, 2 edges": lambda d, rng: tight_crop(d, rng, 2),
     "low resolution, bilinear": lambda d, rng: low_resolution(d, rng, Image.Resampling.BILINEAR),
     "bold marker": bold,
-    # held out
     "tight crop, 3 edges": lambda d, rng: tight_crop(d, rng, 3),
     "tight crop, 4 edges": lambda d, rng: tight_crop(d, rng, 4),
     "low resolution, nearest": lambda d, rng: low_resolution(d, rng, Image.Resampling.NEAREST),
     "low contrast": low_contrast,
+    "bold marker, tight crop, 4 edges": bold_tight,
+    "photo of a page": page_photo,
 }
+# The first round's held-out families (tight crops on 3 and 4 edges, nearest upscaling, low contrast, MNIST as
+# tight scans) were measured once, found the polarity and noise failures of tight crops, and are tuning families
+# since that fix; the second round's are held out in their place (docs/results.md gives both measurements).
 TUNING = ("mixed (the earlier benchmark)", "tight crop, 1 edge", "tight crop, 2 edges", "low resolution, bilinear",
-          "bold marker")
-HELD_OUT = ("tight crop, 3 edges", "tight crop, 4 edges", "low resolution, nearest", "low contrast",
-            "MNIST test digits as tight scans")
+          "bold marker", "tight crop, 3 edges", "tight crop, 4 edges", "low resolution, nearest", "low contrast",
+          "MNIST test digits as tight scans")
+HELD_OUT = ("MNIST test digits, cropped on 4 edges, nearest", "bold marker, tight crop, 4 edges", "photo of a page")
 
 
 def family_samples(family: str, count: int, seed: int, mnist_images: np.ndarray | None = None) -> list[Sample]:
     """`count` pictures of the family, the digits in turn; the same seed gives the same pictures. The MNIST family
     needs the test set's images and labels (`mnist_images` = (images, labels)); it takes its last `count`."""
-    rng = np.random.default_rng([seed, sorted(FAMILIES).index(family) if family in FAMILIES else 99])
+    rng = np.random.default_rng([seed, zlib.crc32(family.encode())])  # each family its own stream, by name
     if family == "mixed (the earlier benchmark)":
         return [make_sample(i % 10, rng) for i in range(count)]
-    if family == "MNIST test digits as tight scans":
+    if family.startswith("MNIST"):
         images, labels = mnist_images
-        return [Sample(mnist_scan(images, i), int(labels[i]), "png", 0, family)
-                for i in range(len(images) - count, len(images))]
+        make = mnist_scan if family == "MNIST test digits as tight scans" else mnist_crop
+        first = len(images) - count if make is mnist_scan else len(images) - 2 * count  # different digits
+        return [Sample(make(images, i), int(labels[i]), "png", 0, family) for i in range(first, first + count)]
     return [Sample(FAMILIES[family](i % 10, rng), i % 10, "png", 0, family) for i in range(count)]
 
 
@@ -160,7 +200,7 @@ def main() -> None:
     args = parser.parse_args()
     families = TUNING + (HELD_OUT if args.held_out else ())
     mnist = None
-    if args.held_out:
+    if any(family.startswith("MNIST") for family in families):
         from job.data import ensure_mnist, read_split
 
         ensure_mnist(args.data_dir, download=False)

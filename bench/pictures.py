@@ -11,6 +11,7 @@ Each figure is the share read right, and in brackets how many pictures were refu
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from unittest import mock
 
@@ -99,16 +100,15 @@ def main() -> None:
     parser.add_argument("--held-out", action="store_true", help="measure the held-out families too")
     parser.add_argument("--ablation", action="store_true", help="each step of lenet_client's preprocessing left out")
     parser.add_argument("--pen-sweep", action="store_true", help="accuracy by pen width; MNIST with fainter ink")
+    parser.add_argument("--speed", action="store_true", help="time lenet-predict on 1,000 pictures and on a photo")
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="MNIST folder (default: data)")
     args = parser.parse_args()
     models = {m.parent.name: load_model(m) for m in sorted(args.run_dir.glob("models/*/model.onnx"))}
-    mnist = None
-    if args.held_out:
-        from job.data import ensure_mnist, read_split
+    from job.data import ensure_mnist, read_split  # the MNIST families are MNIST's test digits
 
-        ensure_mnist(args.data_dir, download=False)
-        images, labels = read_split(args.data_dir, train=False, limit=None)
-        mnist = (images.numpy(), labels.numpy())
+    ensure_mnist(args.data_dir, download=False)
+    images, labels = read_split(args.data_dir, train=False, limit=None)
+    mnist = (images.numpy(), labels.numpy())
     chosen = TUNING + (HELD_OUT if args.held_out else ())
     families = {}
     for family in chosen:
@@ -125,6 +125,43 @@ def main() -> None:
     if args.pen_sweep:
         sweep_pen_widths(args.run_dir, 300)
         fainter_mnist(args.run_dir, args.data_dir)
+    if args.speed:
+        speed(args.run_dir)
+
+
+def speed(run_dir: Path) -> None:
+    """`lenet-predict --json` as an app runs it, process start included: a folder of 1,000 112x112 PNG pictures,
+    then one 4000x3000 JPEG photo of a page; the median of 3 runs each."""
+    import statistics
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    from PIL import ImageDraw
+
+    model = sorted(run_dir.glob("models/*/model.onnx"))[0]
+    with tempfile.TemporaryDirectory() as folder:
+        pictures = Path(folder) / "pictures"
+        pictures.mkdir()
+        for index, sample in enumerate(family_samples("tight crop, 2 edges", 1000, 1)):
+            sample.image.save(pictures / f"{index:04d}.png")
+        rng = np.random.default_rng(0)
+        page = Image.new("L", (4000, 3000), 235)
+        ImageDraw.Draw(page).line([(1500, 800), (2400, 800), (1800, 2300)], fill=30, width=60, joint="curve")
+        pixels = np.asarray(page, dtype=float) - 70 * np.linspace(0, 1, 4000)[None, :] + rng.normal(0, 6, (3000, 4000))
+        photo = Path(folder) / "photo.jpg"
+        Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).convert("RGB").save(photo, quality=85)
+        for name, target in (("1,000 pictures of 112x112 PNG", pictures), ("one 4000x3000 JPEG photo", photo)):
+            times = []
+            for _ in range(3):
+                started = time.perf_counter()
+                done = subprocess.run([sys.executable, "-m", "lenet_client", "--json", str(model), str(target)],
+                                      capture_output=True, check=True)
+                times.append(time.perf_counter() - started)
+            read = len(json.loads(done.stdout)["results"])
+            print(f"lenet-predict --json, {name}: {statistics.median(times):.2f} s wall, process start included "
+                  f"(runs: {', '.join(f'{t:.2f}' for t in times)}; {read} read)")
 
 
 def sweep_pen_widths(run_dir: Path, count: int) -> None:

@@ -12,8 +12,8 @@ import numpy as np
 
 BORDER_BAND = 0.05  # the border band: this share of the shorter side (at least 2 pixels)...
 BORDER_UNIFORM = 0.5  # ...is uniform when its 10th-90th percentiles span at most this share of the picture's range
-MIN_CONTRAST = 0.1  # ink must stand this far above the paper (0-1 scale)...
-NOISE_RATIO = 4.0  # ...and this many times the paper's own spread, or the picture has no ink
+MIN_CONTRAST = 0.05  # ink must stand this far above the paper (0-1 scale: 13 of 255 levels)...
+MIN_COHERENCE = 0.5  # ...and at least this share of what crossed the threshold must touch two more such pixels
 NOISE_SIGMAS = 5  # the threshold stays this many of the paper's noise deviations above the paper's level
 FRAME_MARGIN = 0.08  # a frame line lies within this share of a side (at least 4 pixels)...
 FRAME_COVERAGE = 0.8  # ...runs along this share of it...
@@ -53,16 +53,21 @@ def otsu(values: np.ndarray) -> float:
 
 def oriented(gray: np.ndarray) -> np.ndarray:
     """Ink bright on dark, as MNIST's. The ink is the extreme of the picture's range (its 0.1 and 99.9 percentiles)
-    farther from the paper's level: the median of the border band (the outer 5 %) when that band is uniform, else
-    the median of the whole picture (a digit touching the edges makes the band uneven). Nothing assumes that the
-    border is paper or that the paper is most of the picture: only that it is more of it than the ink's extreme."""
+    farther from the paper's level. Two estimates of that level: the median of the border band (the outer 5 %)
+    and the median of the whole picture. A uniform band decides alone; otherwise (a digit touching the edges) the
+    two decide when they agree, and when they do not (a bold digit covering most of a tight crop, a frame along
+    the edges) the ink is dark on light paper, as in most pictures."""
     low, high = np.percentile(gray, [0.1, 99.9])
     band = max(2, int(np.floor(BORDER_BAND * min(gray.shape) + 0.5)))
     inside = np.zeros(gray.shape, dtype=bool)
     inside[band:-band, band:-band] = True
-    spread_low, level, spread_high = np.percentile(gray[~inside], [10, 50, 90])
-    paper = level if spread_high - spread_low <= BORDER_UNIFORM * (high - low) else float(np.median(gray))
-    return gray if high - paper > paper - low else 1 - gray
+    spread_low, border, spread_high = np.percentile(gray[~inside], [10, 50, 90])
+    ink_is_light = [high - level > level - low for level in (border, float(np.median(gray)))]
+    if spread_high - spread_low <= BORDER_UNIFORM * (high - low):
+        light = ink_is_light[0]
+    else:
+        light = ink_is_light[0] and ink_is_light[1]
+    return gray if light else 1 - gray
 
 
 def flattened(ink: np.ndarray) -> np.ndarray:
@@ -82,6 +87,23 @@ def flattened(ink: np.ndarray) -> np.ndarray:
     target = np.array([row_level.sum(), (row_level * y).sum(), (col_level * x).sum()])
     a, b, c = np.linalg.lstsq(normal, target, rcond=None)[0]
     return ink - (a + b * y[:, None] + c * x[None, :])
+
+
+def noise(ink: np.ndarray) -> float:
+    """The paper's noise, as a standard deviation: from the differences of neighbouring pixels across, whose median
+    absolute deviation strokes, blur and shading barely move (most neighbours lie on the same paper or stroke)."""
+    across = np.diff(ink, axis=1).ravel()
+    return float(1.4826 * np.median(np.abs(across - np.median(across))) / np.sqrt(2))
+
+
+def coherence(mask: np.ndarray) -> float:
+    """The share of the mask's pixels with at least two of their 8 neighbours in the mask: strokes have them,
+    noise that crossed a threshold mostly does not."""
+    padded = np.pad(mask, 1).astype(np.int8)
+    height, width = mask.shape
+    neighbours = sum(padded[1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
+                     for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx)
+    return float((neighbours[mask] >= 2).mean()) if mask.any() else 0.0
 
 
 def segments(profile: np.ndarray) -> list[tuple[int, int]]:
@@ -153,16 +175,21 @@ def digit_ink(gray: np.ndarray, leave_out: tuple[str, ...] = (), dark_ink: bool 
     paper_side = ink[ink <= threshold]
     if not paper_side.size:  # one level everywhere: nothing stands out
         raise NoDigitError("no ink found: the picture has no contrast (it is one level everywhere)")
-    paper_level, spread = float(np.median(paper_side)), float(np.std(paper_side))
+    paper_level = float(np.median(paper_side))
     if "noise floor" not in leave_out:  # Otsu splits a large noisy page with a small digit inside the noise
-        threshold = max(threshold, paper_level + NOISE_SIGMAS * spread)
-    strong = ink[ink > threshold]
-    level = float(np.median(strong)) if strong.size else paper_level
-    contrast = level - paper_level
-    if contrast < MIN_CONTRAST or contrast < NOISE_RATIO * spread:
+        threshold = max(threshold, paper_level + NOISE_SIGMAS * noise(ink))
+    strong = ink > threshold
+    level = float(np.median(ink[strong])) if strong.any() else paper_level
+    # The strongest marks measure the contrast: a small digit on a noisy page is a few pixels among the noise
+    # that crossed the threshold, which pull the median down to the noise.
+    contrast = float(np.percentile(ink[strong], 90)) - paper_level if strong.any() else 0.0
+    if contrast < MIN_CONTRAST:
         raise NoDigitError(f"no ink found: the picture has no contrast (its darkest marks stand {contrast:.2f} from "
-                           f"the paper, of a full range of 1; a digit needs at least {MIN_CONTRAST} and "
-                           f"{NOISE_RATIO:g} times the paper's own spread, {spread:.3f})")
+                           f"the paper, of a full range of 1; a digit needs at least {MIN_CONTRAST})")
+    if coherence(strong) < MIN_COHERENCE:
+        raise NoDigitError(f"no ink found: only noise stands out from the paper (of the marks above the threshold, "
+                           f"{100 * coherence(strong):.0f} % touch two others; a stroke's do, at least "
+                           f"{100 * MIN_COHERENCE:.0f} %)")
     mask = ink > threshold
     if "frame" not in leave_out:
         mask = without_frame(mask)
