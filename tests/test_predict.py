@@ -219,3 +219,19 @@ def test_a_wrong_variant_or_pointer_is_one_line(published_layout, model, variant
     (outputs / "broken.json").write_text('{"models": 3}')
     done = predict_cli(outputs.parent / model, picture, *variant)
     assert done.returncode == status and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+
+
+def test_a_bold_tight_crop_and_low_resolution_sevens_are_read(small_trained_onnx, tmp_path):
+    """The kinds real handwriting brought: a bold digit cropped so that it touches all four edges (no refusal, no
+    inverted polarity), and a 7 scanned 10 pixels high, enlarged blockily and blurred."""
+    from test_preprocess import bold_zero, low_resolution
+
+    onnx_path, _ = small_trained_onnx
+    sharp = seven(size=(112, 112), box=(30, 14, 82, 98), width=10)
+    pictures = {"bold_zero.png": bold_zero(), "nearest.png": low_resolution(sharp, 10, Image.Resampling.NEAREST),
+                "bilinear.png": low_resolution(sharp, 10, Image.Resampling.BILINEAR)}
+    for name, picture in pictures.items():
+        picture.save(tmp_path / name)
+    done = predict_cli(onnx_path, *(tmp_path / name for name in pictures), "--json")
+    assert done.returncode == 0, done.stderr
+    assert [r["digit"] for r in json.loads(done.stdout)["results"]] == [0, 7, 7]

@@ -175,3 +175,30 @@ def test_any_picture_gives_a_28x28_digit_or_says_there_is_none(picture):
     except NoDigitError:
         return
     assert field.shape == (28, 28) and field.dtype == np.uint8 and field.max() == 255
+
+
+def bold_zero(margin: int = 0, width: int = 22) -> Image.Image:
+    """A 0 drawn with a broad marker, dark on white; with no margin it touches all four edges of the picture."""
+    image = Image.new("L", (80 + 2 * margin, 112 + 2 * margin), 255)
+    ImageDraw.Draw(image).ellipse((margin, margin, margin + 79, margin + 111), outline=0, width=width)
+    return image
+
+
+def low_resolution(picture: Image.Image, height: int, resample) -> Image.Image:
+    small = picture.resize((max(1, round(picture.width * height / picture.height)), height), Image.Resampling.BOX)
+    return small.resize((picture.width, picture.height), resample)
+
+
+def test_a_tight_crop_of_a_bold_digit_touching_all_four_edges_is_read_as_with_a_margin():
+    """The ink covers about half of the picture and the whole border is touched: neither the border nor the
+    picture's median is the paper for sure, and nothing may be refused or inverted."""
+    tight, framed = to_mnist(bold_zero()), to_mnist(bold_zero(margin=40))
+    assert tight[14, 14] == 0 and tight.max() == 255  # the hole stays a hole: the polarity is right
+    assert differs(tight, framed) < 0.03
+
+
+@pytest.mark.parametrize("resample", [Image.Resampling.NEAREST, Image.Resampling.BILINEAR], ids=["nearest", "bilinear"])
+@pytest.mark.parametrize("height", [12, 20])
+def test_a_low_resolution_digit_enlarged_blocky_or_blurred_is_read_as_the_sharp_one(resample, height):
+    sharp = seven(size=(112, 112), box=(30, 14, 82, 98), width=10)
+    assert differs(to_mnist(low_resolution(sharp, height, resample)), to_mnist(sharp)) < 0.06  # a 1 and this 7: 0.105
