@@ -190,22 +190,30 @@ def slug(family: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in family.split(" (")[0]).strip("-").replace("--", "-")
 
 
+def add_family_arguments(parser: argparse.ArgumentParser) -> None:
+    """--count, --seed, --held-out and --data-dir, as bench.families and bench.pictures take them."""
+    parser.add_argument("--count", type=int, default=100, help="pictures per family (default 100)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--held-out", action="store_true", help="the held-out families too (measure them last)")
+    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="MNIST folder, for the MNIST families")
+
+
+def mnist_test_set(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The MNIST test set's images and labels (uint8 [N, 28, 28], [N]), for the MNIST families."""
+    from job.data import ensure_mnist, read_split
+
+    ensure_mnist(data_dir, download=False)
+    images, labels = read_split(data_dir, train=False, limit=None)
+    return images.numpy(), labels.numpy()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.families", description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--count", type=int, default=100, help="pictures per family (default 100)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--held-out", action="store_true", help="the held-out families too")
-    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="MNIST folder, for the MNIST family")
+    add_family_arguments(parser)
     args = parser.parse_args()
     families = TUNING + (HELD_OUT if args.held_out else ())
-    mnist = None
-    if any(family.startswith("MNIST") for family in families):
-        from job.data import ensure_mnist, read_split
-
-        ensure_mnist(args.data_dir, download=False)
-        images, labels = read_split(args.data_dir, train=False, limit=None)
-        mnist = (images.numpy(), labels.numpy())
+    mnist = mnist_test_set(args.data_dir)
     for family in families:
         for index, sample in enumerate(family_samples(family, args.count, args.seed, mnist)):
             path = args.out_dir / slug(family) / str(sample.digit) / f"{index:04d}.{sample.suffix}"

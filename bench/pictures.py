@@ -20,7 +20,7 @@ from PIL import Image, ImageOps
 
 import lenet_client.preprocess
 from bench.digits import pen_sweep
-from bench.families import HELD_OUT, TUNING, family_samples
+from bench.families import HELD_OUT, TUNING, add_family_arguments, family_samples, mnist_test_set
 from lenet_client.contract import preprocessing
 from lenet_client.ink import STEPS, NoDigitError, otsu
 from lenet_client.predict import load_model
@@ -95,20 +95,13 @@ def cell(accuracy: float, refused: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.pictures", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--count", type=int, default=100, help="pictures per family (default 100)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--held-out", action="store_true", help="measure the held-out families too")
+    add_family_arguments(parser)
     parser.add_argument("--ablation", action="store_true", help="each step of lenet_client's preprocessing left out")
     parser.add_argument("--pen-sweep", action="store_true", help="accuracy by pen width; MNIST with fainter ink")
     parser.add_argument("--speed", action="store_true", help="time lenet-predict on 1,000 pictures and on a photo")
-    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="MNIST folder (default: data)")
     args = parser.parse_args()
     models = {m.parent.name: load_model(m) for m in sorted(args.run_dir.glob("models/*/model.onnx"))}
-    from job.data import ensure_mnist, read_split  # the MNIST families are MNIST's test digits
-
-    ensure_mnist(args.data_dir, download=False)
-    images, labels = read_split(args.data_dir, train=False, limit=None)
-    mnist = (images.numpy(), labels.numpy())
+    mnist = mnist_test_set(args.data_dir)
     chosen = TUNING + (HELD_OUT if args.held_out else ())
     families = {}
     for family in chosen:

@@ -68,3 +68,22 @@ def test_stages_sums_py_spy_samples_per_stage_of_the_job():
     assert seconds_by_stage(lines, rate=100) == {"training + per-epoch evaluation": 3.0,
                                                  "parity: torch.export program": 1.5,
                                                  "parity: onnxruntime (2 sessions)": 0.5, OTHER: 0.2}
+
+
+def test_every_picture_family_draws_its_digits_and_score_counts_a_predictors_json(real_data_dir, tmp_path):
+    from bench.families import HELD_OUT, TUNING, family_samples, slug
+    from bench.score import scores
+    from job.data import read_split
+
+    images, labels = read_split(real_data_dir, train=False, limit=None)
+    results = []
+    for family in TUNING + HELD_OUT:
+        samples = family_samples(family, 3, seed=0, mnist_images=(images.numpy(), labels.numpy()))
+        assert len(samples) == 3 and all(min(s.image.size) >= 8 for s in samples), family
+        for index, sample in enumerate(samples):  # a predictor that reads the first picture right, refuses the last
+            path = f"{slug(family)}/{sample.digit}/{index}.png"
+            results.append({"path": path, "error": "no ink", "status": 5} if index == 2 else
+                           {"path": path, "digit": sample.digit if index == 0 else (sample.digit + 1) % 10})
+    (tmp_path / "results.json").write_text(json.dumps({"results": results}))
+    found = scores(tmp_path / "results.json")
+    assert found == {slug(f): (100 / 3, 1, 3) for f in TUNING + HELD_OUT}
