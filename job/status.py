@@ -32,8 +32,8 @@ OUTPUT = ExitStatus(6, "failed", "output dir is a file or not writable, disk ful
 CHAMPION = ExitStatus(7, "champion_check_failed", "champion check failed (`LENET_CHAMPION_CHECK`)", "yes", "no")
 DAMAGED = ExitStatus(8, "failed", "latest.json or the report it names is damaged (the champion check cannot read "
                                "it): the message names the file", "yes", "no")
-DIVERGED = ExitStatus(9, "diverged", "training diverged: the loss became infinite or NaN (learning rate too high)",
-                      "yes", "no")
+DIVERGED = ExitStatus(9, "diverged", "training diverged: the loss became infinite, NaN or far above a uniform guess's "
+                                    "(learning rate too high)", "yes", "no")
 SIGINT = ExitStatus(130, "interrupted", "stopped by SIGINT (Ctrl-C), at the next batch or stage", "yes", "no")
 SIGTERM = ExitStatus(143, "interrupted", "stopped by SIGTERM (docker stop, Kubernetes), at the next batch or stage",
                      "yes", "no")

@@ -41,12 +41,22 @@ class Evaluation:
 
 
 class Diverged(RuntimeError):
-    """The training loss became infinite or NaN: no later step can recover, so the run stops at once."""
+    """The loss became infinite, NaN, or far worse than guessing: the run stops before anything is exported."""
 
 
-def stop_if_diverged(loss: float, epoch: int) -> None:
+UNIFORM_GUESS_LOSS = math.log(10)  # cross-entropy of a model that gives each digit 1/10
+DIVERGED_EPOCH_LOSS = 10 * UNIFORM_GUESS_LOSS  # an epoch's mean loss above this learned nothing (ln 10 = 2.30)
+DIVERGED_STEP_LOSS = 100 * UNIFORM_GUESS_LOSS  # one step's loss above this is exploding: stop at once
+
+
+def stop_if_diverged(loss: float, epoch: int, what: str = "training loss", limit: float = DIVERGED_EPOCH_LOSS) -> None:
+    """A learning rate too high shows as a loss that explodes (to NaN, or to 1e10 while staying finite) or stays
+    many times above a uniform guess's; a healthy run starts at about 2.30 and goes down."""
     if not math.isfinite(loss):
-        raise Diverged(f"the training loss became {loss} at epoch {epoch} (try a lower LENET_LEARNING_RATE)")
+        raise Diverged(f"the {what} became {loss} at epoch {epoch} (try a lower LENET_LEARNING_RATE)")
+    if loss > limit:
+        raise Diverged(f"the {what} reached {loss:.3g} at epoch {epoch}, far above the {UNIFORM_GUESS_LOSS:.2f} of a "
+                       f"uniform guess (try a lower LENET_LEARNING_RATE)")
 
 
 def evaluate(model: nn.Module, split: Split, batch_size: int) -> Evaluation:
@@ -129,7 +139,7 @@ def train_model(model: nn.Module, train: Split, test: Split, recipe: Recipe, *, 
                 images = random_shift(images, recipe.max_shift, generator)
             logits, loss = train_step(model, optimizer, images, labels)
             if check_each_step:
-                stop_if_diverged(loss.item(), epoch)
+                stop_if_diverged(loss.item(), epoch, limit=DIVERGED_STEP_LOSS)
             if scheduler is not None:
                 scheduler.step()
             with torch.no_grad():
@@ -142,6 +152,7 @@ def train_model(model: nn.Module, train: Split, test: Split, recipe: Recipe, *, 
                                evaluation.accuracy, evaluation.loss, time.perf_counter() - started,
                                optimizer.param_groups[0]["lr"])
         stop_if_diverged(metrics.train_loss, epoch)
+        stop_if_diverged(metrics.test_loss, epoch, what="test loss")
         history.append(metrics)
         on_epoch(metrics)
     return history, evaluation

@@ -41,8 +41,8 @@ def train_variant(variant: str, data: MnistData, recipe: Recipe, settings: Setti
     write_text_atomically(model_dir / "summary.txt", f"{layers}\n")
     torch.manual_seed(settings.seed)
     model = build_model(variant, recipe.dropout).to(device)
-    log(f"[{variant}] {parameter_count(model):,} parameters (layers: {(model_dir / 'summary.txt').relative_to(run_dir)})"
-        f", training on {device}")
+    layers_file = (model_dir / "summary.txt").relative_to(run_dir)
+    log(f"[{variant}] {parameter_count(model):,} parameters (layers: {layers_file}), training on {device}")
     started = time.perf_counter()
     try:
         history, final = train_model(model, data.train, data.test, recipe, device=device, seed=settings.seed,

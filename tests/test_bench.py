@@ -87,3 +87,18 @@ def test_every_picture_family_draws_its_digits_and_score_counts_a_predictors_jso
     (tmp_path / "results.json").write_text(json.dumps({"results": results}))
     found = scores(tmp_path / "results.json")
     assert found == {slug(f): (100 / 3, 1, 3) for f in TUNING + HELD_OUT}
+
+
+def test_the_gpu_script_skips_its_cuda_steps_cleanly_without_cuda(tmp_path):
+    """bench/gpu.sh as the CPU dry run of the day a GPU is lent: every step runs or says why not, exit 0."""
+    import os
+
+    env = os.environ | {"PYTHON": PYTHON, "OUT": str(tmp_path), "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(["bash", str(ROOT / "bench" / "gpu.sh")], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    steps = (tmp_path / "steps.log").read_text()
+    assert "== no CUDA device: the job on the GPU and the profile are skipped" in steps
+    assert "cuda available: False" in (tmp_path / "machine.txt").read_text()
+    assert " passed" in (tmp_path / "tests.log").read_text().splitlines()[-1]
+    assert not (tmp_path / "job.log").exists()

@@ -89,6 +89,45 @@ def test_a_diverged_run_exits_9_reports_diverged_and_publishes_nothing(monkeypat
     assert published_files(outputs) == before
 
 
+@pytest.mark.parametrize("variant", ["plain", "bn_dropout"])
+def test_a_run_that_learns_nothing_is_named_diverged_before_export(monkeypatch, outputs, real_data_dir, capsys,
+                                                                 variant):
+    """LENET_LEARNING_RATE=10 on 2,000 images: plain's loss explodes to 1e10 while staying finite, bn_dropout's
+    test loss ends near 40; both used to end as parity_failed or, with the gate lowered, publish a model at chance."""
+    before = published_files(outputs)
+    code = run_in_process(monkeypatch, outputs, real_data_dir, variants=variant, learning_rate=10, train_limit=2000,
+                          test_limit=1000, parallel_variants="false")
+    error = capsys.readouterr().err
+    assert code == 9 and error.count("\n") == 1 and f"[{variant}] the " in error and "uniform guess" in error
+    run_dir = next(p for p in (outputs / "runs").iterdir() if p.name != published_id(outputs))
+    report = read_report(run_dir / "report.json")
+    assert report.status == "diverged" and not report.published
+    assert not (run_dir / "models" / variant / "model.onnx").exists()  # stopped before export
+    assert published_files(outputs) == before
+
+
+def test_a_healthy_run_whose_loss_stays_near_a_uniform_guess_is_not_stopped(monkeypatch, outputs, real_data_dir):
+    """The tutorial's recipe, one epoch on 256 images: the loss barely leaves 2.30 (a uniform guess), which is
+    learning slowly, not diverging."""
+    assert run_in_process(monkeypatch, outputs, real_data_dir, recipe="seed", train_limit=256, test_limit=500,
+                          variants="plain,bn_dropout", parallel_variants="false") == 0
+    report = read_report(outputs / json.loads((outputs / "latest.json").read_text())["report"])
+    assert report.status == "succeeded" and all(2.0 < v.final_train_loss < 2.5 for v in report.variants)
+
+
+def test_the_divergence_bounds_are_named_from_a_uniform_guess():
+    from job.train import DIVERGED_EPOCH_LOSS, DIVERGED_STEP_LOSS, Diverged, stop_if_diverged
+
+    stop_if_diverged(2.31, 1)  # a uniform guess: slow, not diverged
+    stop_if_diverged(DIVERGED_EPOCH_LOSS, 1)
+    stop_if_diverged(DIVERGED_EPOCH_LOSS * 2, 1, limit=DIVERGED_STEP_LOSS)  # one step may spike below the step bound
+    for loss, limit in ((float("nan"), DIVERGED_EPOCH_LOSS), (float("inf"), DIVERGED_STEP_LOSS),
+                        (DIVERGED_EPOCH_LOSS * 1.01, DIVERGED_EPOCH_LOSS),
+                        (DIVERGED_STEP_LOSS * 1.01, DIVERGED_STEP_LOSS)):
+        with pytest.raises(Diverged):
+            stop_if_diverged(loss, 3, limit=limit)
+
+
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_help_lists_every_setting_and_creates_nothing(tmp_path, flag):
     from job.settings import Settings, env_name

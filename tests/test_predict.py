@@ -26,7 +26,8 @@ def small_trained_onnx(real_data_dir, tmp_path_factory):
     data = load_mnist(real_data_dir, download=False, normalize=True, train_limit=20000, test_limit=1000)
     torch.manual_seed(0)
     model = build_model("plain", recipe.dropout)
-    _, final = train_model(model, data.train, data.test, recipe, device=torch.device("cpu"), seed=0, eval_batch_size=1000)
+    _, final = train_model(model, data.train, data.test, recipe, device=torch.device("cpu"), seed=0,
+                           eval_batch_size=1000)
     assert final.accuracy > 0.95, "the fixture's model must read clean digits before the CLI is judged on them"
     metadata = {"model.variant": "plain", "preprocess.scale": repr(1 / 255), "preprocess.mean": "0.1307",
                 "preprocess.std": "0.3081"}

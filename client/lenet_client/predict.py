@@ -3,16 +3,16 @@
     lenet-predict MODEL PICTURE|FOLDER [...] [--variant NAME] [--json]
 
 MODEL is an ONNX file, or the published run: an outputs folder or its latest.json, or one run's folder; --variant
-then picks the model (default: the first one latest.json lists, or in a run folder the first by name). Each picture (PNG, JPEG, ... of one digit, any size)
-is turned into an MNIST-style 28x28 input by lenet_client.preprocess, then scaled as the model's own metadata says.
-A folder stands for the pictures directly in it. Prints one line per picture (path, digit, probability), or with
---json one JSON document: {"model": ..., "variant": ..., "results": [{"path", "digit", "probability", "top3"}
-or {"path", "error", "status"}, ...]}.
+then picks the model (default: the first one latest.json lists, or in a run folder the first by name). Each picture
+(PNG, JPEG, ... of one digit, any size) is turned into an MNIST-style 28x28 input by lenet_client.preprocess, then
+scaled as the model's own metadata says. A folder stands for the pictures directly in it. Prints one line per
+picture (path, digit, probability), or with --json one JSON document: {"model": ..., "variant": ..., "results":
+[{"path", "digit", "probability", "top3"} or {"path", "error", "status"}, ...]}.
 
 Exit status: 0 every picture was read; 2 bad command line; 3 the model is missing, not ONNX, or not an export of
-this job; 4 a picture is missing, not a picture, too large, or a folder without pictures; 5 a picture holds no
-digit (no ink). A failing picture gets one line on stderr and the others are still read; the exit status is that
-of the first picture that failed.
+this job; 4 a picture is missing, not a picture, too large, or a folder without pictures; 5 a picture holds no digit
+(no ink). A failing picture gets one line on stderr and the others are still read; the exit status is that of the
+first picture that failed.
 """
 
 from __future__ import annotations
