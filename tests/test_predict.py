@@ -236,3 +236,57 @@ def test_a_bold_tight_crop_and_low_resolution_sevens_are_read(small_trained_onnx
     done = predict_cli(onnx_path, *(tmp_path / name for name in pictures), "--json")
     assert done.returncode == 0, done.stderr
     assert [r["digit"] for r in json.loads(done.stdout)["results"]] == [0, 7, 7]
+
+
+def foreign_model(path, *, input_name="input", input_shape=("N", 1, 28, 28), input_type=None, output_name="logits",
+                  output_shape=("N", 10), metadata=None):
+    """A plausible ONNX model that is not this job's: one Identity-like graph with the contract's metadata, and one
+    thing changed."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    elem = input_type or TensorProto.FLOAT
+    nodes = [helper.make_node("Flatten", [input_name], ["flat"]),
+             helper.make_node("Slice", ["flat", "start", "end", "axis"], [output_name])]
+    inits = [helper.make_tensor(name, TensorProto.INT64, [1], [value])
+             for name, value in (("start", 0), ("end", 10), ("axis", 1))]
+    graph = helper.make_graph(nodes, "foreign", [helper.make_tensor_value_info(input_name, elem, list(input_shape))],
+                              [helper.make_tensor_value_info(output_name, elem, list(output_shape))], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    for key, value in (metadata or {"preprocess.scale": repr(1 / 255), "preprocess.mean": "0.1307",
+                                    "preprocess.std": "0.3081"}).items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"input_name": "pixels"}, "its inputs are ['pixels']"),
+    ({"output_name": "probs"}, "its outputs are ['probs']"),
+    ({"input_shape": ("N", 784), "output_shape": ("N", 10)}, "its input is tensor(float) ['N', 784]"),
+    ({"input_type": 11}, "its input is tensor(double)"),  # float64
+    ({"output_shape": ("N", 10, 1)}, "its output is tensor(float)"),
+    ({"metadata": {"preprocess.scale": "0.0039", "preprocess.mean": "0", "preprocess.std": "0"}},
+     "preprocess.std='0' (allowed: a finite number, above 0)"),
+    ({"metadata": {"preprocess.scale": "nan", "preprocess.mean": "0", "preprocess.std": "1"}},
+     "preprocess.scale='nan'"),
+], ids=["input name", "output name", "input rank", "input dtype", "output rank", "std 0", "scale nan"])
+def test_a_plausible_foreign_model_is_refused_in_one_line_before_any_picture(change, message, tmp_path):
+    picture = tmp_path / "digit.png"
+    seven((50, 50), (10, 10, 40, 40), 3, mode="RGB").save(picture)
+    done = predict_cli(foreign_model(tmp_path / "foreign.onnx", **change), picture)
+    assert done.returncode == 3 and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_long_strip_is_refused_from_its_header_and_the_other_pictures_are_read(small_trained_onnx, tmp_path):
+    """8 x 4,000,000 pixels is 31 KB as a PNG and passes the 40-megapixel bound: each side is bounded too."""
+    onnx_path, _ = small_trained_onnx
+    strip, good = tmp_path / "strip.png", tmp_path / "good.png"
+    Image.new("L", (4_000_000, 8), 255).save(strip)
+    seven((200, 200), (60, 40, 140, 160), 9, mode="RGB").save(good)
+    done = predict_cli(onnx_path, strip, good, "--json")
+    assert done.returncode == 4 and done.stderr.count("\n") == 1 and "each side up to 20,000" in done.stderr
+    bad, read = json.loads(done.stdout)["results"]
+    assert bad["status"] == 4 and read["digit"] == 7

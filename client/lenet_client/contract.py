@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 INPUT_NAME = "input"  # float32 [N, 1, 28, 28]
 OUTPUT_NAME = "logits"  # float32 [N, 10]
 CLASS_LABELS = [str(digit) for digit in range(10)]
@@ -28,8 +30,15 @@ METADATA_KEYS = (
 
 def preprocessing(metadata: dict[str, str]) -> tuple[float, float, float]:
     """(scale, mean, std) such that input = (pixel * scale - mean) / std, pixel in 0-255."""
-    try:
-        return (float(metadata["preprocess.scale"]), float(metadata["preprocess.mean"]),
-                float(metadata["preprocess.std"]))
-    except KeyError as missing:
-        raise ValueError(f"the model's metadata has no {missing.args[0]!r}: not an export of this job") from None
+    values = []
+    for key in ("preprocess.scale", "preprocess.mean", "preprocess.std"):
+        if key not in metadata:
+            raise ValueError(f"the model's metadata has no {key!r}: not an export of this job")
+        try:
+            values.append(float(metadata[key]))
+        except ValueError:
+            values.append(float("nan"))
+        if not math.isfinite(values[-1]) or (key != "preprocess.mean" and values[-1] <= 0):
+            raise ValueError(f"the model's metadata has {key}={metadata[key]!r} (allowed: a finite number"
+                             f"{', above 0' if key != 'preprocess.mean' else ''})")
+    return values[0], values[1], values[2]

@@ -29,8 +29,8 @@ import onnxruntime as ort
 from PIL import Image, UnidentifiedImageError
 
 from lenet_client import __version__
-from lenet_client.contract import INPUT_NAME, OUTPUT_NAME, preprocessing
-from lenet_client.preprocess import MAX_PIXELS, NoDigitError, to_input
+from lenet_client.contract import CLASS_LABELS, INPUT_NAME, OUTPUT_NAME, preprocessing
+from lenet_client.preprocess import MAX_PIXELS, MAX_SIDE, NoDigitError, to_input
 
 EXIT_OK, EXIT_USAGE, EXIT_MODEL, EXIT_PICTURE, EXIT_NO_DIGIT = 0, 2, 3, 4, 5
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -85,7 +85,9 @@ def load_model(path: Path) -> tuple[ort.InferenceSession, dict[str, str]]:
     if path.is_dir():
         raise PredictError(EXIT_MODEL, f"{path}: is a folder, not an ONNX model file")
     try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: onnxruntime's warnings would break the one-line promise
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own types for unreadable, invalid or non-ONNX files
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise PredictError(EXIT_MODEL, f"{path}: not an ONNX model that onnxruntime can load ({first_line})") from None
@@ -94,9 +96,27 @@ def load_model(path: Path) -> tuple[ort.InferenceSession, dict[str, str]]:
         preprocessing(metadata)
     except ValueError as error:
         raise PredictError(EXIT_MODEL, f"{path}: {error}") from None
-    if [i.name for i in session.get_inputs()] != [INPUT_NAME]:
-        raise PredictError(EXIT_MODEL, f"{path}: its input is not named {INPUT_NAME!r}: not an export of this job")
+    problem = interface_problem(session)
+    if problem:
+        raise PredictError(EXIT_MODEL, f"{path}: {problem}: not an export of this job (allowed: input {INPUT_NAME!r} "
+                                       f"float32 [N, 1, 28, 28], output {OUTPUT_NAME!r} float32 [N, 10])")
     return session, metadata
+
+
+def interface_problem(session: ort.InferenceSession) -> str | None:
+    """What in the model's inputs and outputs differs from the contract's, or None. Checked before any picture is
+    read, so that a plausible foreign model fails in one line rather than in onnxruntime."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if [i.name for i in inputs] != [INPUT_NAME]:
+        return f"its inputs are {[i.name for i in inputs]}"
+    if [o.name for o in outputs] != [OUTPUT_NAME]:
+        return f"its outputs are {[o.name for o in outputs]}"
+    tensor, logits = inputs[0], outputs[0]
+    if tensor.type != "tensor(float)" or len(tensor.shape) != 4 or list(tensor.shape[1:]) != [1, 28, 28]:
+        return f"its input is {tensor.type} {tensor.shape}"
+    if logits.type != "tensor(float)" or len(logits.shape) != 2 or logits.shape[1] != len(CLASS_LABELS):
+        return f"its output is {logits.type} {logits.shape}"
+    return None
 
 
 def picture_paths(paths: list[Path]) -> list[Path]:
@@ -119,9 +139,9 @@ def open_picture(path: Path) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(path)
             width, height = image.size  # read from the header: nothing is decoded yet
-            if width * height > MAX_PIXELS:
+            if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
                 raise PredictError(EXIT_PICTURE, f"{path}: too large, {width}x{height} = {width * height:,} pixels "
-                                                 f"(allowed: up to {MAX_PIXELS:,})")
+                                                 f"(allowed: up to {MAX_PIXELS:,}, each side up to {MAX_SIDE:,})")
             image.load()
     except FileNotFoundError:
         raise PredictError(EXIT_PICTURE, f"{path}: no such file") from None

@@ -18,7 +18,8 @@ from PIL import Image, ImageOps
 from lenet_client.ink import NoDigitError, digit_ink, window_max
 
 METHOD = "mnist-fit-20-center-of-mass-28 v2"  # the ONNX metadata's preprocess.method names this algorithm
-MAX_PIXELS = 40_000_000  # larger pictures are refused before decoding
+MAX_PIXELS = 40_000_000  # larger pictures are refused before decoding...
+MAX_SIDE = 20_000  # ...and so are longer sides: a strip of 8 x 4,000,000 pixels is 31 KB as a PNG
 MIN_SIDE = 8  # a smaller picture cannot hold a recognizable digit
 WORK_SIDE = 512  # pictures are first reduced so that their longer side is at most this
 FINE_SIDE = 80  # strokes are measured and grown with the digit at this size (4 x the 20x20 box)
