@@ -16,7 +16,8 @@ from job import status
 from job.data import DataError
 from job.log import log
 from job.metadata import library_versions
-from job.publish import DamagedFileError, check_champion, point_latest_at, prune_runs, publish_lock, write_manifest
+from job.publish import (DamagedFileError, LockWaitTooLong, check_champion, point_latest_at, prune_runs, publish_lock,
+                         write_manifest)
 from job.report import ChampionCheck, DataInfo, DeviceInfo, Report, VariantResult, Artifact, write_report
 from job.settings import Settings
 from job.stop import Interrupted, StopRequest
@@ -55,6 +56,8 @@ def verdict_on_error(error: BaseException, stop: StopRequest) -> Verdict:
         return Verdict(status.DIVERGED, f"{error}; nothing was published")
     if isinstance(error, ParityError):
         return Verdict(status.PARITY, f"{error}; nothing was published")
+    if isinstance(error, LockWaitTooLong):
+        return Verdict(status.LOCK_WAIT, str(error))
     if isinstance(error, OSError):
         return Verdict(status.OUTPUT, f"could not write the outputs: {error}; nothing was published")
     return Verdict(status.UNEXPECTED, f"unexpected error: {type(error).__name__}: {error}")
@@ -106,7 +109,16 @@ def finish(facts: RunFacts, settings: Settings, run_dir: Path, stop: StopRequest
            error: Exception | None) -> Report:
     """Judge the run, write its report and manifest, publish it if it passed; return the report."""
     try:
-        with publish_lock(settings.output_dir):
+        lock = publish_lock(settings.output_dir, stop.check, settings.publish_wait_seconds)
+    except (Interrupted, LockWaitTooLong, OSError) as waited:  # its own report needs no lock: it publishes nothing
+        report = report_of(facts, settings, verdict_on_error(waited, stop), run_dir)
+        try:
+            write_run(report, run_dir)
+        except OSError as write_error:
+            report = report_of(facts, settings, verdict_on_error(write_error, stop), run_dir)
+        return report
+    try:
+        try:
             if error is None and stop():
                 error = Interrupted()
             try:
@@ -123,6 +135,8 @@ def finish(facts: RunFacts, settings: Settings, run_dir: Path, stop: StopRequest
                 removed = prune_runs(settings.output_dir, settings.keep_runs, report.run_id)
                 if removed:
                     log(f"removed {len(removed)} old run folder(s), keeping the newest {settings.keep_runs}")
+        finally:
+            lock.release()
     except OSError as write_error:  # the report itself could not be written: it is returned, not written
         report = report_of(facts, settings, verdict_on_error(write_error, stop), run_dir)
     return report

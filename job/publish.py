@@ -11,13 +11,17 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
+import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
 from lenet_client.atomic import write_text_atomically
+from job.log import log
 from job.report import Artifact, ChampionCheck, Report, read_report
+from job.settings import printable
 
 POINTER = "latest.json"
 MANIFEST = "manifest.json"
@@ -41,9 +45,28 @@ def create_run_dir(output_dir: Path, run_id: str) -> Path:
     return run_dir
 
 
-def publish_lock(output_dir: Path) -> FileLock:
-    """Serialize the read-compare-publish step of concurrent runs on one output dir (an flock on Unix)."""
-    return FileLock(output_dir / LOCK)
+class LockWaitTooLong(RuntimeError):
+    """Another run held the publish lock longer than this run may wait."""
+
+
+def publish_lock(output_dir: Path, stop: Callable[[], None], wait_seconds: float) -> FileLock:
+    """The lock that serializes the read-compare-publish step of concurrent runs on one output dir (an flock on
+    Unix), acquired. The wait is bounded, and `stop` is called every 0.2 s, so that SIGTERM ends a run that waits."""
+    lock = FileLock(output_dir / LOCK)
+    deadline = time.monotonic() + wait_seconds
+    waiting = False
+    while True:
+        try:
+            lock.acquire(timeout=0.2)
+            return lock
+        except Timeout:
+            stop()
+            if time.monotonic() >= deadline:
+                raise LockWaitTooLong(f"another run has held {output_dir / LOCK} for more than "
+                                      f"LENET_PUBLISH_WAIT_SECONDS={wait_seconds:g}; nothing was published") from None
+            if not waiting:
+                log(f"waiting for {output_dir / LOCK}: another run is publishing into {output_dir}")
+                waiting = True
 
 
 class DamagedFileError(RuntimeError):
@@ -64,7 +87,7 @@ def published_run(output_dir: Path) -> tuple[str, Report] | None:
         return run_id, read_report(report_path)
     except (OSError, ValueError) as error:
         reason = error.strerror if isinstance(error, OSError) else str(error).splitlines()[0]
-        raise DamagedFileError(f"{report_path}, the report {pointer.name} names, cannot be read ({reason}); "
+        raise DamagedFileError(f"{printable(report_path)}, the report {pointer.name} names, cannot be read ({reason}); "
                                f"restore it, or remove {pointer.name} to publish anew") from None
 
 

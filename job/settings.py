@@ -84,6 +84,7 @@ class Settings(BaseSettings):
     keep_runs: int = Field(10, ge=1, le=100000, description="an integer >= 1")
     champion_check: bool = Field(False, description="true or false")
     champion_tolerance: float = Field(0.001, ge=0, le=1, description="a number 0-1")
+    publish_wait_seconds: float = Field(3600, gt=0, le=86400, description="a number of seconds > 0 and <= 86400")
 
     @field_validator("variants", mode="before")
     @classmethod

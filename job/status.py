@@ -34,12 +34,14 @@ DAMAGED = ExitStatus(8, "failed", "latest.json or the report it names is damaged
                                "it): the message names the file", "yes", "no")
 DIVERGED = ExitStatus(9, "diverged", "training diverged: the loss became infinite, NaN or far above a uniform guess's "
                                     "(learning rate too high)", "yes", "no")
+LOCK_WAIT = ExitStatus(10, "failed", "another run held the output dir's publish lock longer than "
+                                     "`LENET_PUBLISH_WAIT_SECONDS`", "yes", "no")
 SIGINT = ExitStatus(130, "interrupted", "stopped by SIGINT (Ctrl-C), at the next batch or stage", "yes", "no")
 SIGTERM = ExitStatus(143, "interrupted", "stopped by SIGTERM (docker stop, Kubernetes), at the next batch or stage",
                      "yes", "no")
 
-STATUSES = (OK, UNEXPECTED, BAD_SETTING, DATA, ACCURACY_GATE, PARITY, OUTPUT, CHAMPION, DAMAGED, DIVERGED, SIGINT,
-            SIGTERM)
+STATUSES = (OK, UNEXPECTED, BAD_SETTING, DATA, ACCURACY_GATE, PARITY, OUTPUT, CHAMPION, DAMAGED, DIVERGED, LOCK_WAIT,
+            SIGINT, SIGTERM)
 
 
 def markdown_table() -> str:

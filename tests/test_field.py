@@ -295,11 +295,12 @@ def test_any_dotenv_file_gives_settings_or_a_settings_error(monkeypatch, tmp_pat
     max_leaves=8).map(lambda value: json.dumps(value).encode())))
 def test_any_latest_json_is_read_or_named_as_damaged(tmp_path_factory, content):
     from job.publish import DamagedFileError, published_run
+    from job.settings import printable
 
     folder = tmp_path_factory.mktemp("pointer")
     (folder / "latest.json").write_bytes(content)
-    try:  # the report a well-formed pointer names; no folder here holds a report, so every example is damaged
-        named = str(folder / json.loads(content)["report"])
+    try:  # the report a well-formed pointer names (quoted if it holds a newline); no folder here holds a report
+        named = printable(folder / json.loads(content)["report"])
     except Exception:
         named = None
     with pytest.raises(DamagedFileError) as raised:

@@ -273,3 +273,34 @@ def test_relative_folders_mean_the_jobs_folder_in_forked_workers(monkeypatch, re
     (run_dir,) = (tmp_path / "outputs" / "runs").iterdir()
     assert read_report(run_dir / "report.json").variants_in_parallel
     assert {p.name for p in (run_dir / "models").iterdir()} == {"plain", "bn_dropout"}
+
+
+def test_sigterm_while_waiting_for_another_runs_publish_lock_stops_at_once(outputs, real_data_dir):
+    """Another run holds .publish.lock (it is publishing, or hung): SIGTERM ends the waiting run within a second,
+    not when the lock frees."""
+    from filelock import FileLock
+
+    before, old_id = published_files(outputs), published_id(outputs)
+    with FileLock(outputs / ".publish.lock"):
+        process = start(outputs, real_data_dir)
+        code, stdout, stderr = signal_when(process, "waiting for")
+        waited = time.monotonic()
+        assert code == 143, (stdout[-2000:], stderr)
+    assert time.monotonic() - waited < 5  # the signal was honoured while the lock was still held
+    assert "interrupted by SIGTERM" in stderr and stderr.count("\n") == 1
+    (interrupted,) = new_run_dirs(outputs, old_id)
+    assert read_report(interrupted / "report.json").status == "interrupted"
+    assert published_files(outputs) == before
+
+
+def test_a_publish_lock_held_longer_than_the_wait_allows_is_exit_10(outputs, real_data_dir):
+    from filelock import FileLock
+
+    before = published_files(outputs)
+    with FileLock(outputs / ".publish.lock"):
+        done = subprocess.run([PYTHON, "-m", "job"], env=job_env(outputs.parent, real_data_dir,
+                                                                **(TINY | {"publish_wait_seconds": 1})),
+                              cwd=outputs.parent, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 10 and done.stderr.count("\n") == 1, done.stderr
+    assert "LENET_PUBLISH_WAIT_SECONDS=1; nothing was published" in done.stderr
+    assert published_files(outputs) == before
