@@ -24,7 +24,7 @@ from bench.families import HELD_OUT, TUNING, add_family_arguments, family_sample
 from lenet_client.contract import preprocessing
 from lenet_client.ink import STEPS, NoDigitError, otsu
 from lenet_client.predict import load_model
-from lenet_client.preprocess import BOX, CENTER, FIELD, fit_size, resize_area, to_input, to_mnist
+from lenet_client.preprocess import BOX, FIELD, centered, fit_size, resize_area, to_input, to_mnist
 
 
 def resize_whole_picture(image: Image.Image) -> np.ndarray:
@@ -43,15 +43,7 @@ def textbook(image: Image.Image) -> np.ndarray:
         raise NoDigitError("nothing above the threshold")
     rows, cols = np.nonzero(mask)
     crop = np.where(mask, ink, 0)[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
-    patch = resize_area(crop, *fit_size(*crop.shape, BOX))
-    patch /= patch.max()
-    row = (patch.sum(axis=1) * np.arange(patch.shape[0])).sum() / patch.sum()
-    col = (patch.sum(axis=0) * np.arange(patch.shape[1])).sum() / patch.sum()
-    top = int(np.clip(np.floor(CENTER - row + 0.5), 0, FIELD - patch.shape[0]))
-    left = int(np.clip(np.floor(CENTER - col + 0.5), 0, FIELD - patch.shape[1]))
-    field = np.zeros((FIELD, FIELD))
-    field[top:top + patch.shape[0], left:left + patch.shape[1]] = patch
-    return np.floor(field * 255 + 0.5).astype(np.uint8)
+    return centered(resize_area(crop, *fit_size(*crop.shape, BOX)))
 
 
 def read(models: dict, pictures: list[Image.Image], labels: np.ndarray, make) -> dict[str, tuple[float, int]]:

@@ -108,15 +108,35 @@ def write_run(report: Report, run_dir: Path) -> None:
 def finish(facts: RunFacts, settings: Settings, run_dir: Path, stop: StopRequest,
            error: Exception | None) -> Report:
     """Judge the run, write its report and manifest, publish it if it passed; return the report."""
+    lock = None
     try:
         lock = publish_lock(settings.output_dir, stop.check, settings.publish_wait_seconds)
     except (Interrupted, LockWaitTooLong, OSError) as waited:  # its own report needs no lock: it publishes nothing
-        report = report_of(facts, settings, verdict_on_error(waited, stop), run_dir)
+        error = waited
+    try:
         try:
+            if error is None and stop():
+                error = Interrupted()
+            try:
+                verdict = verdict_on_error(error, stop) if error else verdict_on_results(facts, settings)
+            except DamagedFileError as damaged:  # the champion check could not read the published run
+                verdict = verdict_on_error(damaged, stop)
+            report = report_of(facts, settings, verdict, run_dir)
             write_run(report, run_dir)
-        except OSError as write_error:
-            report = report_of(facts, settings, verdict_on_error(write_error, stop), run_dir)
-        return report
+            if report.published and stop():  # the stop came while the report was written: honour it
+                report = report_of(facts, settings, verdict_on_error(Interrupted(), stop), run_dir)
+                write_run(report, run_dir)
+            if report.published:
+                point_latest_at(settings.output_dir, run_dir, report)
+                removed = prune_runs(settings.output_dir, settings.keep_runs, report.run_id)
+                if removed:
+                    log(f"removed {len(removed)} old run folder(s), keeping the newest {settings.keep_runs}")
+        finally:
+            if lock is not None:
+                lock.release()
+    except OSError as write_error:  # the report itself could not be written: it is returned, not written
+        report = report_of(facts, settings, verdict_on_error(write_error, stop), run_dir)
+    return report
     try:
         try:
             if error is None and stop():

@@ -186,11 +186,11 @@ def digit_ink(gray: np.ndarray, leave_out: tuple[str, ...] = (), dark_ink: bool 
     if contrast < MIN_CONTRAST:
         raise NoDigitError(f"no ink found: the picture has no contrast (its darkest marks stand {contrast:.2f} from "
                            f"the paper, of a full range of 1; a digit needs at least {MIN_CONTRAST})")
-    if coherence(strong) < MIN_COHERENCE:
+    share = coherence(strong)
+    if share < MIN_COHERENCE:
         raise NoDigitError(f"no ink found: only noise stands out from the paper (of the marks above the threshold, "
-                           f"{100 * coherence(strong):.0f} % touch two others; a stroke's do, at least "
-                           f"{100 * MIN_COHERENCE:.0f} %)")
-    mask = ink > threshold
+                           f"{100 * share:.0f} % touch two others; a stroke's do, at least {100 * MIN_COHERENCE:.0f} %)")
+    mask = strong
     if "frame" not in leave_out:
         mask = without_frame(mask)
     floor = (paper_level + threshold) / 2  # anti-aliased edges fade out between the paper and the threshold

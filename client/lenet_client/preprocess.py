@@ -129,8 +129,13 @@ def to_mnist(image: Image.Image, leave_out: tuple[str, ...] = ()) -> np.ndarray:
     rows, cols = np.nonzero(ink)
     crop = ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
     fine = stroked(resize_area(crop, *fit_size(*crop.shape, FINE_SIDE)), leave_out)
-    patch = resize_area(fine, *fit_size(*fine.shape, BOX))
-    patch /= patch.max()  # MNIST's strokes reach full white: thin or faint ink is brought up to it
+    return centered(resize_area(fine, *fit_size(*fine.shape, BOX)))
+
+
+def centered(patch: np.ndarray) -> np.ndarray:
+    """uint8 [28, 28]: the digit fitted into 20x20 (`patch`), its strongest ink brought to full white, placed so that
+    its center of mass is at (14, 14), quantized as MNIST's files are."""
+    patch = patch / patch.max()  # MNIST's strokes reach full white: thin or faint ink is brought up to it
     mass = patch.sum()
     center_row = (patch.sum(axis=1) * np.arange(patch.shape[0])).sum() / mass
     center_col = (patch.sum(axis=0) * np.arange(patch.shape[1])).sum() / mass
