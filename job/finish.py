@@ -137,26 +137,3 @@ def finish(facts: RunFacts, settings: Settings, run_dir: Path, stop: StopRequest
     except OSError as write_error:  # the report itself could not be written: it is returned, not written
         report = report_of(facts, settings, verdict_on_error(write_error, stop), run_dir)
     return report
-    try:
-        try:
-            if error is None and stop():
-                error = Interrupted()
-            try:
-                verdict = verdict_on_error(error, stop) if error else verdict_on_results(facts, settings)
-            except DamagedFileError as damaged:  # the champion check could not read the published run
-                verdict = verdict_on_error(damaged, stop)
-            report = report_of(facts, settings, verdict, run_dir)
-            write_run(report, run_dir)
-            if report.published and stop():  # the stop came while the report was written: honour it
-                report = report_of(facts, settings, verdict_on_error(Interrupted(), stop), run_dir)
-                write_run(report, run_dir)
-            if report.published:
-                point_latest_at(settings.output_dir, run_dir, report)
-                removed = prune_runs(settings.output_dir, settings.keep_runs, report.run_id)
-                if removed:
-                    log(f"removed {len(removed)} old run folder(s), keeping the newest {settings.keep_runs}")
-        finally:
-            lock.release()
-    except OSError as write_error:  # the report itself could not be written: it is returned, not written
-        report = report_of(facts, settings, verdict_on_error(write_error, stop), run_dir)
-    return report
