@@ -16,6 +16,8 @@ class FormatParity(BaseModel):
     format: str = Field(description="torchscript | torch_export | onnxruntime | onnxruntime_no_optimizations")
     batch_size: int
     images: int
+    sample: str = Field("all", description="Which test images: 'all', or 'first 100 of each digit' (the fixed "
+                                           "stratified sample of the torch formats at batch 1)")
     argmax_agreements: int = Field(description="Images where this format's top class equals the eager model's")
     max_abs_logit_diff: float = Field(description="Largest |logit difference| from the eager model")
     max_scaled_diff: float = Field(description="Largest |difference| / (max_abs_diff + max_rel_diff * |eager "
@@ -25,7 +27,8 @@ class FormatParity(BaseModel):
 
 
 def describe(check: FormatParity) -> str:
-    return (f"{check.format} at batch {check.batch_size}: {check.argmax_agreements}/{check.images} agree, "
+    sample = "" if check.sample == "all" else f" ({check.sample})"
+    return (f"{check.format} at batch {check.batch_size}: {check.argmax_agreements}/{check.images}{sample} agree, "
             f"max |diff| {check.max_abs_logit_diff:.1e}, accuracy {100 * check.accuracy:.2f}%")
 
 

@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from lenet_client.atomic import write_text_atomically
 from export.checks import FormatParity
 
-SCHEMA_VERSION = "1.2"  # 1.1: status "diverged"; parity max_scaled_diff. 1.2: device.processes, variants[].device
+SCHEMA_VERSION = "1.3"  # 1.1: status "diverged"; parity max_scaled_diff. 1.2: device.processes, variants[].device.
+# 1.3: parity[].sample
 Status = Literal["succeeded", "accuracy_gate_failed", "parity_failed", "champion_check_failed", "interrupted",
                  "failed", "diverged"]
 

@@ -9,7 +9,7 @@ import torch
 from conftest import ROOT
 from lenet_client.contract import METADATA_KEYS
 from export.formats import ExportError, export_model, reject_training_graph
-from export.parity import check_parity, format_runners, onnx_runner
+from export.parity import check_parity, format_runners, onnx_runner, stratified_sample
 from job.data import Split
 from job.model import build_model
 
@@ -48,6 +48,33 @@ def test_every_format_predicts_what_the_model_predicts(exported, random_test_spl
                                            "onnxruntime_no_optimizations"}
     assert all(r.passed and r.argmax_agreements == 300 for r in results), results
     assert max(r.max_abs_logit_diff for r in results) < 1e-4
+
+
+def test_the_batch_1_sample_is_the_first_100_images_of_each_digit_in_order():
+    labels = torch.randint(0, 10, (5000,), generator=torch.Generator().manual_seed(1))
+    labels[labels == 3] = 4  # no 3 at all
+    labels[:7] = 3  # and only seven of them, at the start
+    sample = stratified_sample(labels)
+    assert torch.equal(sample, stratified_sample(labels.clone()))  # the same every time
+    assert sample.tolist() == sorted(sample.tolist())
+    expected = {digit: (labels == digit).nonzero().flatten()[:100].tolist() for digit in range(10)}
+    for digit in range(10):
+        assert [i for i in sample.tolist() if labels[i] == digit] == expected[digit]
+    assert len(sample) == 9 * 100 + 7
+
+
+def test_the_torch_formats_at_batch_1_are_checked_on_the_sample_and_everything_else_on_every_image(exported):
+    model, paths = exported
+    labels = torch.arange(2000) % 10
+    images = torch.rand(2000, 1, 28, 28)
+    results = {(r.format, r.batch_size): r for r in check_parity(
+        model, paths, images, labels, batch_sizes=(1, 500), max_abs_diff=1e-4, max_rel_diff=1e-5, min_agreement=1.0)}
+    assert {key: (r.images, r.sample) for key, r in results.items()} == {
+        ("torchscript", 1): (1000, "first 100 of each digit"), ("torch_export", 1): (1000, "first 100 of each digit"),
+        ("onnxruntime", 1): (2000, "all"), ("onnxruntime_no_optimizations", 1): (2000, "all"),
+        **{(name, 500): (2000, "all") for name in ("torchscript", "torch_export", "onnxruntime",
+                                                   "onnxruntime_no_optimizations")}}
+    assert all(r.passed for r in results.values())
 
 
 @pytest.mark.parametrize("batch", [1, 7, 1000])
