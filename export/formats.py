@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from lenet_client.contract import INPUT_NAME, OUTPUT_NAME
-from lenet_client.atomic import atomic_path, write_text_atomically
+from lenet_client.atomic import write_bytes_atomically, write_text_atomically
 
 # The default (torch.export-based) ONNX exporter, not the legacy TorchScript one (dynamo=False): the legacy one
 # is deprecated and warns so, while the default one folds BatchNorm into Conv/Gemm, gives a graph of plain
@@ -49,18 +49,19 @@ def export_model(model: nn.Module, out_dir: Path, metadata: dict[str, str]) -> d
     paths = {name: out_dir / file for name, file in FILES.items()}
     example = torch.zeros(EXAMPLE_BATCH, 1, 28, 28)
 
+    # Every format is serialized in memory and written by Python: torch's C++ file writers abort the whole process
+    # (std::terminate, exit 134, a partial file left) when the disk fills up, where Python raises OSError.
     extra_files = {"metadata.json": json.dumps(metadata, sort_keys=True)}
-    with atomic_path(paths["state_dict"]) as partial:
-        torch.save(model.state_dict(), partial)
+    write_bytes_atomically(paths["state_dict"], serialized(torch.save, model.state_dict()))
     write_text_atomically(paths["metadata"], json.dumps(metadata, indent=2, sort_keys=True) + "\n")
-    with warnings.catch_warnings(), atomic_path(paths["torchscript"]) as partial:
+    with warnings.catch_warnings():
         # Every torch.jit call warns that TorchScript is deprecated; TorchScript is what consumers asked for.
         warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated")
         warnings.filterwarnings("ignore", message=r".*TorchScript.*deprecated")
-        torch.jit.save(torch.jit.script(model), str(partial), _extra_files=extra_files)
+        scripted = serialized(torch.jit.save, torch.jit.script(model), _extra_files=extra_files)
+    write_bytes_atomically(paths["torchscript"], scripted)
     program = torch.export.export(model, (example,), dynamic_shapes=batch_dim())
-    with atomic_path(paths["torch_export"]) as partial:
-        torch.export.save(program, partial, extra_files=extra_files)
+    write_bytes_atomically(paths["torch_export"], serialized(torch.export.save, program, extra_files=extra_files))
     export_onnx(model, paths["onnx"], metadata, example)
     return paths
 
@@ -76,8 +77,13 @@ def export_onnx(model: nn.Module, path: Path, metadata: dict[str, str], example:
         proto.metadata_props.add(key=key, value=value)
     reject_training_graph(proto)
     onnx.checker.check_model(proto, full_check=True)
-    with atomic_path(path) as partial:
-        onnx.save_model(proto, str(partial), save_as_external_data=False)
+    write_bytes_atomically(path, proto.SerializeToString())
+
+
+def serialized(save, obj, **options) -> bytes:
+    buffer = io.BytesIO()
+    save(obj, buffer, **options)
+    return buffer.getvalue()
 
 
 def reject_training_graph(proto: onnx.ModelProto) -> None:

@@ -89,7 +89,9 @@ def summarize(report: Report, output_dir: Path, run_dir: Path) -> None:
             f"parameters)" + (f": {run_dir / onnx.path}" if onnx else ""))
     if report.plots:
         log(f"plots: {run_dir / 'plots'} ({', '.join(sorted(report.plots))})")
-    log(f"{report.status} in {report.elapsed_seconds:.1f}s: {run_dir / 'report.json'}"
+    written = (run_dir / "report.json").is_file()  # not on a full disk: then the report exists only here
+    log(f"{report.status} in {report.elapsed_seconds:.1f}s: "
+        + (f"{run_dir / 'report.json'}" if written else f"no report could be written in {run_dir}")
         + (f" (published as {output_dir / POINTER})" if report.published else ""))
     if report.published:
         log(f"next: {predict_command()} {shell_word(output_dir)} "

@@ -16,8 +16,8 @@ from job import status
 from job.data import DataError
 from job.log import log
 from job.metadata import library_versions
-from job.publish import (DamagedFileError, LockWaitTooLong, check_champion, point_latest_at, prune_runs, publish_lock,
-                         write_manifest)
+from job.publish import (DamagedFileError, LockWaitTooLong, check_champion, check_pointer_replaceable,
+                         point_latest_at, prune_runs, publish_lock, write_manifest)
 from job.report import ChampionCheck, DataInfo, DeviceInfo, Report, VariantResult, Artifact, write_report
 from job.settings import Settings
 from job.stop import Interrupted, StopRequest
@@ -107,7 +107,12 @@ def write_run(report: Report, run_dir: Path) -> None:
 
 def finish(facts: RunFacts, settings: Settings, run_dir: Path, stop: StopRequest,
            error: Exception | None) -> Report:
-    """Judge the run, write its report and manifest, publish it if it passed; return the report."""
+    """Judge the run, write its report and manifest, publish it if it passed; return the report.
+
+    Moving latest.json is the last thing that can fail: the report is rewritten when it does, so that the exit
+    status, the report and the pointer agree. Pruning old runs comes after it and cannot change the outcome (a
+    folder it cannot remove is named in a warning). A stop that arrives once the pointer has moved does not
+    unpublish the run."""
     lock = None
     try:
         lock = publish_lock(settings.output_dir, stop.check, settings.publish_wait_seconds)
@@ -117,23 +122,38 @@ def finish(facts: RunFacts, settings: Settings, run_dir: Path, stop: StopRequest
         try:
             if error is None and stop():
                 error = Interrupted()
+            if error is None:
+                check_pointer_replaceable(settings.output_dir)
+        except OSError as unpublishable:
+            error = unpublishable
+        try:
+            verdict = verdict_on_error(error, stop) if error else verdict_on_results(facts, settings)
+        except DamagedFileError as damaged:  # the champion check could not read the published run
+            verdict = verdict_on_error(damaged, stop)
+        report = write_judged_run(facts, settings, verdict, run_dir, stop)
+        if report.published and stop():  # the stop came while the report was written: honour it
+            report = write_judged_run(facts, settings, verdict_on_error(Interrupted(), stop), run_dir, stop)
+        if report.published:
             try:
-                verdict = verdict_on_error(error, stop) if error else verdict_on_results(facts, settings)
-            except DamagedFileError as damaged:  # the champion check could not read the published run
-                verdict = verdict_on_error(damaged, stop)
-            report = report_of(facts, settings, verdict, run_dir)
-            write_run(report, run_dir)
-            if report.published and stop():  # the stop came while the report was written: honour it
-                report = report_of(facts, settings, verdict_on_error(Interrupted(), stop), run_dir)
-                write_run(report, run_dir)
-            if report.published:
                 point_latest_at(settings.output_dir, run_dir, report)
-                removed = prune_runs(settings.output_dir, settings.keep_runs, report.run_id)
-                if removed:
-                    log(f"removed {len(removed)} old run folder(s), keeping the newest {settings.keep_runs}")
-        finally:
-            if lock is not None:
-                lock.release()
-    except OSError as write_error:  # the report itself could not be written: it is returned, not written
-        report = report_of(facts, settings, verdict_on_error(write_error, stop), run_dir)
-    return report
+            except OSError as unpublished:
+                return write_judged_run(facts, settings, verdict_on_error(unpublished, stop), run_dir, stop)
+            prune_runs(settings.output_dir, settings.keep_runs, report.run_id)
+        return report
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def write_judged_run(facts: RunFacts, settings: Settings, verdict: Verdict, run_dir: Path,
+                     stop: StopRequest) -> Report:
+    """The run's report for `verdict`, written with its manifest. When it cannot be written, the report of that
+    failure is returned unwritten, and a report already in the folder is removed rather than left contradicting
+    the exit status."""
+    report = report_of(facts, settings, verdict, run_dir)
+    try:
+        write_run(report, run_dir)
+        return report
+    except OSError as write_error:
+        (run_dir / "report.json").unlink(missing_ok=True)
+        return report_of(facts, settings, verdict_on_error(write_error, stop), run_dir)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -115,13 +116,26 @@ def write_manifest(run_dir: Path, run_id: str) -> Path:
     return manifest
 
 
+def check_pointer_replaceable(output_dir: Path) -> None:
+    """latest.json must be a file or absent: `docker run -v` of a file that does not exist yet creates a folder."""
+    pointer = output_dir / POINTER
+    if pointer.exists() and not pointer.is_file():
+        raise IsADirectoryError(f"{printable(pointer)} is a folder, not a file (what `docker run -v` of a missing file "
+                                f"creates): remove it, and mount the output folder instead")
+
+
 def point_latest_at(output_dir: Path, run_dir: Path, report: Report) -> None:
     base = run_dir.relative_to(output_dir)
     pointer = {"run_id": report.run_id, "run_dir": str(base), "report": str(base / "report.json"),
                "manifest": str(base / MANIFEST),
                "models": {r.variant: {name: str(base / a.path) for name, a in r.artifacts.items()}
                           for r in report.variants}}
-    write_text_atomically(output_dir / POINTER, json.dumps(pointer, indent=2) + "\n")
+    check_pointer_replaceable(output_dir)
+    try:
+        write_text_atomically(output_dir / POINTER, json.dumps(pointer, indent=2) + "\n")
+    except OSError as error:
+        raise OSError(error.errno, f"could not point {printable(output_dir / POINTER)} at the run: "
+                                   f"{error.strerror or error}") from None
 
 
 def hold_run(run_dir: Path) -> FileLock:
@@ -152,11 +166,34 @@ def finished_or_abandoned(run_dir: Path) -> bool:
 
 def prune_runs(output_dir: Path, keep: int, this_run: str) -> list[str]:
     """Delete the oldest finished or abandoned runs beyond the newest `keep`; never the published one, this one,
-    or one still in progress."""
-    current = published_run(output_dir)
-    protected = {this_run, current[0] if current else None}
-    done = sorted(p for p in (output_dir / RUNS).iterdir() if p.is_dir() and finished_or_abandoned(p))
-    doomed = [p for p in done[:-keep] if p.name not in protected]
-    for path in doomed:
-        shutil.rmtree(path, ignore_errors=True)
-    return [p.name for p in doomed]
+    or one still in progress. Housekeeping after publishing: a folder that cannot be judged or removed (another
+    user's, a read-only mount) is named in a warning and kept; it never fails the run."""
+    protected = {this_run}
+    try:
+        current = published_run(output_dir)
+        protected.add(current[0] if current else None)
+        candidates = sorted(p for p in (output_dir / RUNS).iterdir() if p.is_dir())
+    except (OSError, DamagedFileError) as error:
+        warn(f"old runs were not pruned: {error}")
+        return []
+    done = []
+    for path in candidates:
+        try:
+            if finished_or_abandoned(path):
+                done.append(path)
+        except OSError as error:
+            warn(f"kept old run folder {printable(path)}: cannot tell whether it is finished ({error.strerror})")
+    removed = []
+    for path in (p for p in done[:-keep] if p.name not in protected):
+        try:
+            shutil.rmtree(path)
+            removed.append(path.name)
+        except OSError as error:
+            warn(f"could not remove old run folder {printable(path)}: {error.strerror or error}")
+    if removed:
+        log(f"removed {len(removed)} old run folder(s), keeping the newest {keep}")
+    return removed
+
+
+def warn(message: str) -> None:
+    print(f"lenet-mnist: warning: {message}", file=sys.stderr, flush=True)

@@ -41,3 +41,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
 def write_text_atomically(path: Path, text: str) -> None:
     with atomic_path(path) as partial:
         partial.write_text(text)
+
+
+def write_bytes_atomically(path: Path, data: bytes) -> None:
+    with atomic_path(path) as partial:
+        partial.write_bytes(data)

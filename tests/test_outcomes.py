@@ -1,0 +1,147 @@
+"""A run's outcome has four witnesses, and they agree in every outcome: the exit status, the report's `status`,
+`exit_code` and `published`, the summary line of the log, and what latest.json actually names. Each case below
+ends a run one way, including the failures that come after publishing has begun."""
+
+import json
+import re
+import signal
+import subprocess
+
+import pytest
+from filelock import FileLock
+
+from conftest import PYTHON, TINY, job_env, published_files, published_id
+from job import status
+from job.report import read_report
+
+# Launchers: the job as `python -m job` runs it, with one library call made to fail the way a full disk or
+# another user's folder makes it fail.
+FAIL_ON_POINTER = """
+import errno, os, sys
+import job.publish as publish
+original = publish.write_text_atomically
+def full(path, text):
+    if path.name == "latest.json":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    original(path, text)
+publish.write_text_atomically = full
+from job.cli import main
+sys.exit(main())
+"""
+FAIL_ON_PRUNE = """
+import shutil, sys
+def refuse(path, *args, **kwargs):
+    raise PermissionError(13, "Permission denied", str(path))
+shutil.rmtree = refuse
+from job.cli import main
+sys.exit(main())
+"""
+SUMMARY = re.compile(r"^(succeeded|accuracy_gate_failed|parity_failed|champion_check_failed|interrupted|failed|"
+                     r"diverged) in [0-9.]+s: (.*)$", re.MULTILINE)
+
+
+def pointer_is_a_folder(outputs):
+    (outputs / "latest.json").unlink()
+    (outputs / "latest.json").mkdir()
+
+
+def damaged_pointer(outputs):
+    (outputs / "latest.json").write_text('{"run_id": "2026')
+
+
+CASES = {  # name: (settings, launcher, prepare the output dir, expected exit status, published)
+    "succeeded": ({}, None, None, status.OK, True),
+    "accuracy gate missed": ({"min_test_accuracy": 0.999}, None, None, status.ACCURACY_GATE, False),
+    "champion check failed": ({"train_limit": 100, "champion_check": "true", "champion_tolerance": 0}, None, None,
+                              status.CHAMPION, False),
+    "diverged": ({"learning_rate": 10}, None, None, status.DIVERGED, False),
+    "parity failed": ({"parity_max_abs_diff": 1e-12, "parity_max_rel_diff": 0}, None, None, status.PARITY, False),
+    "interrupted during export": ({}, "SIGTERM at [plain] exporting", None, status.SIGTERM, False),
+    "publish lock held too long": ({"publish_wait_seconds": 1}, "hold the lock", None, status.LOCK_WAIT, False),
+    "latest.json damaged": ({"champion_check": "true"}, None, damaged_pointer, status.DAMAGED, False),
+    "latest.json is a folder": ({}, None, pointer_is_a_folder, status.OUTPUT, False),
+    "latest.json cannot be written": ({}, FAIL_ON_POINTER, None, status.OUTPUT, False),
+    "old runs cannot be pruned after publishing": ({"keep_runs": 1}, FAIL_ON_PRUNE, None, status.OK, True),
+}
+
+
+def run_case(outputs, data_dir, settings, launcher):
+    env = job_env(outputs.parent, data_dir, **(TINY | settings))
+    command = [PYTHON, "-c", launcher] if launcher and "\n" in launcher else [PYTHON, "-m", "job"]
+    if launcher == "hold the lock":
+        with FileLock(outputs / ".publish.lock"):
+            done = subprocess.run(command, env=env, cwd=outputs.parent, capture_output=True, text=True, timeout=300)
+        return done.returncode, done.stdout, done.stderr
+    if launcher and launcher.startswith("SIGTERM at "):
+        marker = launcher.removeprefix("SIGTERM at ")
+        process = subprocess.Popen(command, env=env, cwd=outputs.parent, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if marker in line:
+                process.send_signal(signal.SIGTERM)
+                break
+        stdout, stderr = process.communicate(timeout=120)
+        return process.returncode, "".join(lines) + stdout, stderr
+    done = subprocess.run(command, env=env, cwd=outputs.parent, capture_output=True, text=True, timeout=300)
+    return done.returncode, done.stdout, done.stderr
+
+
+def pointer_state(outputs):
+    latest = outputs / "latest.json"
+    return "folder" if latest.is_dir() else latest.read_bytes()
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_exit_status_report_log_and_pointer_agree(outputs, real_data_dir, case):
+    settings, launcher, prepare, expected, published = CASES[case]
+    if prepare:
+        prepare(outputs)
+    old_runs = {p.name for p in (outputs / "runs").iterdir()}
+    pointer_before = pointer_state(outputs)
+    untouched = published_files(outputs) if pointer_before != "folder" and case != "latest.json damaged" else None
+
+    code, stdout, stderr = run_case(outputs, real_data_dir, settings, launcher)
+
+    # 1. the exit status
+    assert code == expected.code, (case, stdout[-1500:], stderr)
+    # 2. the report of the new run
+    (run_dir,) = [p for p in (outputs / "runs").iterdir() if p.name not in old_runs]
+    report = read_report(run_dir / "report.json")
+    assert (report.exit_code, report.status, report.published) == (expected.code, expected.report_status, published)
+    # 3. the log's summary line, the last line but the `next:` hint
+    (summary,) = SUMMARY.findall(stdout)
+    assert summary[0] == expected.report_status
+    assert summary[1].startswith(str(run_dir / "report.json"))
+    assert ("published as" in summary[1]) == published
+    # 4. what latest.json names
+    if published:
+        assert json.loads((outputs / "latest.json").read_text())["run_id"] == run_dir.name == report.run_id
+    else:
+        assert pointer_state(outputs) == pointer_before
+        if untouched is not None:
+            assert published_files(outputs) == untouched
+    # and stderr: the run's one line when it failed; on success only warnings, each one line
+    lines = stderr.splitlines()
+    if expected is status.OK:
+        assert all(line.startswith("lenet-mnist: warning: ") for line in lines), stderr
+    else:
+        assert len(lines) == 1 and lines[0] == f"lenet-mnist: {report.message}", stderr
+    assert "Traceback" not in stderr
+
+
+def test_a_run_whose_old_runs_cannot_be_pruned_says_which_and_stays_published(outputs, real_data_dir):
+    old_id = published_id(outputs)
+    code, stdout, stderr = run_case(outputs, real_data_dir, {"keep_runs": 1}, FAIL_ON_PRUNE)
+    assert code == 0
+    assert stderr.splitlines() == [f"lenet-mnist: warning: could not remove old run folder "
+                                   f"{outputs / 'runs' / old_id}: Permission denied"]
+    assert published_id(outputs) != old_id and (outputs / "runs" / old_id).is_dir()
+
+
+def test_a_pointer_that_is_a_folder_is_named_before_anything_is_published(outputs, real_data_dir):
+    pointer_is_a_folder(outputs)
+    code, _, stderr = run_case(outputs, real_data_dir, {}, None)
+    assert code == status.OUTPUT.code
+    assert f"{outputs / 'latest.json'} is a folder, not a file" in stderr and "remove it" in stderr
