@@ -22,6 +22,7 @@ from job.report import ChampionCheck, DataInfo, DeviceInfo, Report, VariantResul
 from job.settings import Settings
 from job.stop import Interrupted, StopRequest
 from job.train import Diverged
+from job.workers import WorkerDied
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,8 @@ def verdict_on_error(error: BaseException, stop: StopRequest) -> Verdict:
         return Verdict(status.PARITY, f"{error}; nothing was published")
     if isinstance(error, LockWaitTooLong):
         return Verdict(status.LOCK_WAIT, str(error))
+    if isinstance(error, WorkerDied):
+        return Verdict(status.WORKER_KILLED, f"{error}; nothing was published")
     if isinstance(error, OSError):
         return Verdict(status.OUTPUT, f"could not write the outputs: {error}; nothing was published")
     return Verdict(status.UNEXPECTED, f"unexpected error: {type(error).__name__}: {error}")

@@ -36,12 +36,15 @@ DIVERGED = ExitStatus(9, "diverged", "training diverged: the loss became infinit
                                     "(learning rate too high)", "yes", "no")
 LOCK_WAIT = ExitStatus(10, "failed", "another run held the output dir's publish lock longer than "
                                      "`LENET_PUBLISH_WAIT_SECONDS`", "yes", "no")
+WORKER_KILLED = ExitStatus(11, "failed", "a variant's worker process was killed (the OOM killer, a signal sent to it "
+                                         "alone) or crashed: the message names the signal; the other variants are "
+                                         "stopped", "yes", "no")
 SIGINT = ExitStatus(130, "interrupted", "stopped by SIGINT (Ctrl-C), at the next batch or stage", "yes", "no")
 SIGTERM = ExitStatus(143, "interrupted", "stopped by SIGTERM (docker stop, Kubernetes), at the next batch or stage",
                      "yes", "no")
 
 STATUSES = (OK, UNEXPECTED, BAD_SETTING, DATA, ACCURACY_GATE, PARITY, OUTPUT, CHAMPION, DAMAGED, DIVERGED, LOCK_WAIT,
-            SIGINT, SIGTERM)
+            WORKER_KILLED, SIGINT, SIGTERM)
 
 
 def markdown_table() -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,11 @@ from tqdm import tqdm
 from job.data import Split, batches
 from job.settings import Recipe
 from job.stop import Interrupted
+
+# tqdm's default lock is a multiprocessing RLock: a named semaphore in every process that makes a bar, which a
+# worker killed by the OOM killer leaks (and the resource tracker then warns about on stderr). Only one process
+# ever draws bars here (the workers draw none), so a thread lock is enough.
+tqdm.set_lock(threading.RLock())
 
 
 @dataclass(frozen=True)

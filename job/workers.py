@@ -11,13 +11,15 @@ by side. That server has run no torch operation, so forking it is safe where for
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import multiprocessing.connection
 import multiprocessing.forkserver
 import os
 import pickle
-import queue
 import signal
 from pathlib import Path
+from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
 
 from job.log import log
@@ -65,17 +67,52 @@ def variants_share_the_cpu(settings: Settings, device_type: str, threads: int) -
     return device_type == "cpu" and len(settings.variants) > 1 and threads >= len(settings.variants)
 
 
+class WorkerDied(RuntimeError):
+    """A variant's worker process ended without sending its result: killed (the OOM killer, a signal sent to it
+    alone) or crashed in native code."""
+
+
+def die_with_parent() -> None:
+    """Have the kernel SIGKILL this process when the process that started it exits, however it exits (SIGKILL, the
+    OOM killer, a node drain): a worker must never go on training and writing into a run whose job is gone. Linux's
+    parent-death signal; elsewhere nothing. If the parent died before the request took effect, exit now."""
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux
+        return
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
 def variant_worker(variant: str, settings: Settings, device: str, stop: StopRequest, run_id: str, run_dir: Path,
-                   threads: int, results: multiprocessing.Queue) -> None:
+                   threads: int, results: Connection, job_pid: int) -> None:
     """One variant in its own process: load MNIST onto `device`, then train, export and verify it there; send back
     the result."""
+    die_with_parent()  # the forkserver, which dies with the job (job.forkserver_ready), or the job itself
+    if not alive(job_pid):  # the job died while this process was being forked
+        os._exit(1)
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, signal.SIG_IGN)  # the parent handles signals and raises the shared stop flag
     train_one(variant, settings, device, stop, run_id, run_dir, threads, results)
 
 
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
 def train_one(variant: str, settings: Settings, device: str, stop: StopRequest, run_id: str, run_dir: Path,
-              threads: int, results: multiprocessing.Queue) -> None:
+              threads: int, results: Connection) -> None:
     import torch
 
     from job.data import load_mnist
@@ -89,45 +126,74 @@ def train_one(variant: str, settings: Settings, device: str, stop: StopRequest, 
         # No progress bar: two processes drawing on one terminal line would garble it.
         result = train_variant(variant, data.to(torch.device(device)), recipe, settings, torch.device(device), stop,
                                run_id, run_dir, progress_bar=False)
-        results.put((variant, result, None))
+        results.send((result, None))
     except Exception as error:
         try:
             pickle.dumps(error)
         except Exception:  # an error that cannot cross the process boundary still must say what it was
             error = RuntimeError(f"{type(error).__name__}: {error}")
-        results.put((variant, None, error))
+        results.send((None, error))
+
+
+def ended(exitcode: int) -> str:
+    if exitcode < 0:
+        return f"was killed by {signal.Signals(-exitcode).name} (the OOM killer sends SIGKILL)"
+    return f"exited with status {exitcode} without a result"
+
+
+def remove_partial_files(run_dir: Path) -> None:
+    """A worker killed while it wrote leaves its temporary file (lenet_client.atomic): the run folder keeps only
+    whole files."""
+    for path in run_dir.rglob(".*.partial*"):
+        path.unlink(missing_ok=True)
 
 
 def train_in_parallel(settings: Settings, device: torch.device, stop: StopRequest, run_id: str, run_dir: Path,
                       threads: int) -> list[VariantResult]:
     """Every variant in its own process, each on `device` (on a GPU, both share it)."""
     context = worker_context()  # not fork: forking a process that has run torch's threads can hang
-    results = context.Queue()
+    # A pipe per worker, not a Queue: waiting on the pipes and the processes' sentinels at once sees a worker's
+    # death the moment it happens, and pipes hold no named semaphores that a killed worker would leak.
+    pipes = {variant: context.Pipe(duplex=False) for variant in settings.variants}
     workers = {variant: context.Process(target=variant_worker, name=f"lenet-{variant}",
                                         args=(variant, settings, str(device), stop, run_id, run_dir, threads,
-                                              results))
+                                              pipes[variant][1], os.getpid()))
                for variant in settings.variants}
     start = ("forked from the preloaded worker server" if context.get_start_method() == "forkserver"
              else "each in a fresh interpreter")
     log(f"training {', '.join(workers)} side by side on {device}: one process each, {threads} thread(s) each, "
         f"{start}")
-    for worker in workers.values():
+    for variant, worker in workers.items():
         worker.start()
+        pipes[variant][1].close()  # the worker holds the sending end now: its death closes the pipe
     received: dict[str, tuple[VariantResult | None, Exception | None]] = {}
     try:
         while len(received) < len(workers):
-            try:
-                variant, result, error = results.get(timeout=2)
-                received[variant] = (result, error)
-            except queue.Empty:
-                dead = [v for v, w in workers.items() if v not in received and w.exitcode is not None]
-                if dead:
-                    raise RuntimeError(f"the {dead[0]} worker died with exit code {workers[dead[0]].exitcode}")
+            waiting = {pipes[v][0]: v for v in workers if v not in received}
+            multiprocessing.connection.wait(list(waiting) + [workers[v].sentinel for v in waiting.values()])
+            for pipe, variant in waiting.items():
+                if pipe.poll():
+                    try:
+                        received[variant] = pipe.recv()
+                        continue
+                    except EOFError:  # it died without sending
+                        pass
+                if pipe.closed or not workers[variant].is_alive():
+                    workers[variant].join()
+                    raise WorkerDied(f"the {variant} worker process {ended(workers[variant].exitcode)}; the "
+                                     f"other variants were stopped")
+    except BaseException:
+        for worker in workers.values():  # nothing of this run is published: the survivors stop at once
+            if worker.is_alive():
+                worker.kill()
+        raise
     finally:
-        for worker in workers.values():
+        for variant, worker in workers.items():
             worker.join(timeout=60)
             if worker.is_alive():
-                worker.terminate()
+                worker.kill()
+            pipes[variant][0].close()
+        remove_partial_files(run_dir)
     errors = [error for _, error in received.values() if error is not None]
     if errors:
         raise next((e for e in errors if isinstance(e, Interrupted)), errors[0]) if stop() else errors[0]

@@ -3,9 +3,13 @@
 ends a run one way, including the failures that come after publishing has begun."""
 
 import json
+import os
 import re
 import signal
 import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from filelock import FileLock
@@ -145,3 +149,95 @@ def test_a_pointer_that_is_a_folder_is_named_before_anything_is_published(output
     code, _, stderr = run_case(outputs, real_data_dir, {}, None)
     assert code == status.OUTPUT.code
     assert f"{outputs / 'latest.json'} is a folder, not a file" in stderr and "remove it" in stderr
+
+
+PARALLEL = {"variants": "plain,bn_dropout", "parallel_variants": "true", "epochs": 3, "train_limit": 6000}
+
+
+def descendants(pid):
+    """Every live process under `pid`, from /proc (the forkserver, the workers, multiprocessing's helpers)."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def children(pid):
+    return [child for child in descendants(pid) if parent_of(child) == pid]
+
+
+def parent_of(pid):
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def live(pid):
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def start_parallel(outputs, data_dir):
+    env = job_env(outputs.parent, data_dir, **(TINY | PARALLEL))
+    return subprocess.Popen([PYTHON, "-m", "job"], env=env, cwd=outputs.parent, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_line(process, marker):
+    for line in process.stdout:
+        if marker in line:
+            return line
+    raise AssertionError(f"the job ended before logging {marker!r}: {process.stderr.read()}")
+
+
+def tree(run_dir):
+    return {str(p): p.stat().st_mtime_ns for p in run_dir.rglob("*")}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_workers_die_with_a_job_killed_by_sigkill_and_write_nothing_after_it(outputs, real_data_dir):
+    old_runs = {p.name for p in (outputs / "runs").iterdir()}
+    process = start_parallel(outputs, real_data_dir)
+    wait_for_line(process, "[bn_dropout] Epoch: 1,")
+    helpers = descendants(process.pid)
+    assert len(helpers) >= 3  # the forkserver and the two workers at least
+    process.kill()
+    process.wait()
+    deadline = time.monotonic() + 5
+    while any(live(pid) for pid in helpers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in helpers if live(pid)], "processes outlived the killed job"
+    (run_dir,) = [p for p in (outputs / "runs").iterdir() if p.name not in old_runs]
+    before = tree(run_dir)
+    time.sleep(2)
+    assert tree(run_dir) == before and not (run_dir / "report.json").exists()
+
+
+def test_a_worker_killed_alone_is_exit_11_and_the_other_stops(outputs, real_data_dir):
+    before, old_id = published_files(outputs), published_id(outputs)
+    process = start_parallel(outputs, real_data_dir)
+    wait_for_line(process, "[plain] Epoch: 1,")
+    # The workers are the grandchildren: forked by the forkserver, the job's child.
+    workers = [pid for pid in descendants(process.pid) if pid not in children(process.pid)]
+    assert len(workers) == 2
+    os.kill(workers[0], signal.SIGKILL)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == status.WORKER_KILLED.code, (stdout[-1500:], stderr)
+    assert stderr.count("\n") == 1 and "worker process was killed by SIGKILL" in stderr and "Traceback" not in stderr
+    (run_dir,) = [p for p in (outputs / "runs").iterdir() if p.name != old_id]
+    report = read_report(run_dir / "report.json")
+    assert (report.status, report.exit_code, report.published) == ("failed", 11, False)
+    assert not [p for p in run_dir.rglob("*") if ".partial" in p.name]
+    assert not [pid for pid in workers if live(pid)]
+    assert published_files(outputs) == before
