@@ -1,7 +1,11 @@
 import gc
 import sys
 
-from job.preflight import temporary_folder_or_exit
+from job.stop import catch_early_signals
+
+catch_early_signals()
+
+from job.preflight import temporary_folder_or_exit  # noqa: E402
 
 
 def main_exit() -> None:

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_early: list[int] = []  # signals that came before the run's StopRequest was installed
 
 
 class Interrupted(Exception):
@@ -30,8 +35,32 @@ class StopRequest:
             raise Interrupted
 
     def install(self) -> None:
-        for number in (signal.SIGTERM, signal.SIGINT):
+        for number in STOP_SIGNALS:
             signal.signal(number, self._request)
+        if _early:  # a Ctrl-C or SIGTERM while the job was still importing: the run stops at its first check
+            self._signal.value = _early[0]
 
     def _request(self, number: int, frame: object) -> None:
         self._signal.value = number
+
+
+def catch_early_signals() -> None:
+    """The first thing `python -m job` does: from here on SIGINT and SIGTERM are remembered, not a traceback
+    (KeyboardInterrupt in the middle of importing torch) or a silent death; StopRequest.install takes them over."""
+    for number in STOP_SIGNALS:
+        signal.signal(number, lambda number, frame: _early.append(number))
+
+
+@contextmanager
+def helpers_ignore_stop_signals() -> Iterator[None]:
+    """Start helper processes (the forkserver, a spawned worker) with SIGINT and SIGTERM ignored from their first
+    instruction: an ignored signal stays ignored across exec, and Python then installs no KeyboardInterrupt handler.
+    They share the job's process group, so the terminal's Ctrl-C reaches them too, and one arriving while they
+    import torch printed a traceback and killed them. The job alone handles both, and tells its workers through the
+    shared stop flag. The cost: a signal that reaches the job during the few milliseconds of the fork is lost."""
+    previous = {number: signal.signal(number, signal.SIG_IGN) for number in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)

@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING
 from job.log import log
 from job.report import VariantResult
 from job.settings import Settings
-from job.stop import Interrupted, StopRequest
+from job.stop import Interrupted, StopRequest, helpers_ignore_stop_signals
 
 if TYPE_CHECKING:  # not at run time: `python -m job` imports this module before torch, to start the server early
     import torch
 
 # Everything a worker imports from the start of training to the end of its parity check.
-WORKER_MODULES = ["job.variant", "export.formats", "export.parity", "torch._dynamo", "torch.onnx", "onnxscript",
+WORKER_MODULES = ["job.forkserver_first", "job.variant", "export.formats", "export.parity", "torch._dynamo", "torch.onnx", "onnxscript",
                   "onnxruntime", "job.forkserver_ready"]
 
 
@@ -53,7 +53,8 @@ def worker_context() -> multiprocessing.context.BaseContext:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(WORKER_MODULES)
     try:
-        multiprocessing.forkserver.ensure_running()
+        with helpers_ignore_stop_signals():
+            multiprocessing.forkserver.ensure_running()
         return context
     except OSError:
         return multiprocessing.get_context("spawn")
@@ -164,7 +165,8 @@ def train_in_parallel(settings: Settings, device: torch.device, stop: StopReques
     log(f"training {', '.join(workers)} side by side on {device}: one process each, {threads} thread(s) each, "
         f"{start}")
     for variant, worker in workers.items():
-        worker.start()
+        with helpers_ignore_stop_signals():
+            worker.start()
         pipes[variant][1].close()  # the worker holds the sending end now: its death closes the pipe
     received: dict[str, tuple[VariantResult | None, Exception | None]] = {}
     try:

@@ -241,3 +241,25 @@ def test_a_worker_killed_alone_is_exit_11_and_the_other_stops(outputs, real_data
     assert not [p for p in run_dir.rglob("*") if ".partial" in p.name]
     assert not [pid for pid in workers if live(pid)]
     assert published_files(outputs) == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("number, to_group", [(signal.SIGINT, True), (signal.SIGTERM, False)],
+                         ids=["Ctrl-C to the process group", "SIGTERM to the job"])
+@pytest.mark.parametrize("delay", [0.05, 0.2, 0.4, 0.8, 1.5, 2.5])
+def test_a_stop_signal_at_any_moment_of_the_start_gives_its_status_and_one_line(real_data_dir, tmp_path, number,
+                                                                                to_group, delay):
+    """The first seconds: imports, the forkserver's start and its imports, loading MNIST, the workers' start. A
+    Ctrl-C there printed a KeyboardInterrupt traceback (from the job or the forkserver) and SIGTERM killed the job
+    silently."""
+    env = job_env(tmp_path, real_data_dir, **(TINY | PARALLEL))
+    process = subprocess.Popen([PYTHON, "-m", "job"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    time.sleep(delay)
+    (os.killpg if to_group else os.kill)(process.pid, number)
+    stdout, stderr = process.communicate(timeout=120)
+    expected = status.SIGINT if number == signal.SIGINT else status.SIGTERM
+    assert process.returncode == expected.code, (stdout[-1000:], stderr)
+    assert stderr == f"lenet-mnist: interrupted by {signal.Signals(number).name}; nothing was published\n"
+    (report,) = (tmp_path / "outputs" / "runs").glob("*/report.json")
+    assert read_report(report).status == "interrupted" and not (tmp_path / "outputs" / "latest.json").exists()

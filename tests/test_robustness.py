@@ -151,6 +151,38 @@ def test_a_full_disk_while_writing_fails_with_6_and_keeps_what_was_published(mon
     assert published_files(outputs) == before
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real filesystem of 300 KiB: a tmpfs, which only root may mount (skipped elsewhere)."""
+    folder = tmp_path / "small-disk"
+    folder.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(folder)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.mark.parametrize("parallel", ["false", "true"])
+def test_a_disk_that_fills_during_export_is_exit_6_with_one_line_and_no_partial_file(small_disk, real_data_dir,
+                                                                                     parallel):
+    """torch's own file writers abort the process on ENOSPC (exit 134, a partial file left); the job's exports
+    are written by Python, so a full disk is an ordinary output error."""
+    done = subprocess.run([PYTHON, "-m", "job"], env=job_env(small_disk, real_data_dir, **(TINY | {
+        "variants": "plain,bn_dropout", "parallel_variants": parallel})), cwd=small_disk, capture_output=True,
+        text=True, timeout=300)
+    assert done.returncode == 6, (done.stdout[-1500:], done.stderr)
+    assert done.stderr.count("\n") == 1 and "No space left on device; nothing was published" in done.stderr
+    outputs = small_disk / "outputs"
+    assert not [p for p in outputs.rglob("*") if ".partial" in p.name] and not (outputs / "latest.json").exists()
+    (run_dir,) = (outputs / "runs").iterdir()
+    last = done.stdout.splitlines()[-1]
+    if (run_dir / "report.json").exists():  # the report fits once the partial exports are gone, or it does not
+        assert read_report(run_dir / "report.json").exit_code == 6 and last.endswith(str(run_dir / "report.json"))
+    else:
+        assert last.endswith(f"no report could be written in {run_dir}")
+
+
 def test_no_data_and_no_network_fails_with_3(monkeypatch, outputs, tmp_path, capsys):
     import torchvision.datasets
 
