@@ -6,10 +6,12 @@ from job.stop import catch_early_signals
 catch_early_signals()
 
 from job.preflight import temporary_folder_or_exit  # noqa: E402
+from lenet_client.text import tolerant_output  # noqa: E402
 
 
 def main_exit() -> None:
     """`python -m job` and the `lenet-mnist` command."""
+    tolerant_output()
     temporary_folder_or_exit()
     start_worker_server_if_needed()
     from job.cli import main  # imports matplotlib and torch, which need a temporary folder

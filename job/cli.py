@@ -20,7 +20,8 @@ from job.metadata import project_version
 from job.pipeline import run
 from job.publish import POINTER, create_run_dir, hold_run, new_run_id
 from job.report import Report
-from job.settings import Settings, SettingsError, env_name, load_settings, printable
+from job.settings import Settings, SettingsError, env_name, load_settings
+from lenet_client.text import printable
 from job.stop import StopRequest
 
 SAMPLE_PICTURE = Path("docs/images/digit-7.png")  # in a checkout of this repository

@@ -15,6 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from lenet_client.text import tolerant_output
+
 EXIT_BAD_ARGUMENT, EXIT_DATA, EXIT_PARITY = 2, 3, 5
 
 
@@ -103,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def main_exit() -> None:
+    tolerant_output()
     sys.exit(main())
 
 

@@ -22,7 +22,7 @@ from filelock import FileLock, Timeout
 from lenet_client.atomic import write_text_atomically
 from job.log import log
 from job.report import Artifact, ChampionCheck, Report, read_report
-from job.settings import printable
+from lenet_client.text import printable
 
 POINTER = "latest.json"
 MANIFEST = "manifest.json"

@@ -18,6 +18,8 @@ from pydantic import Field, ValidationError, field_validator
 from dotenv.parser import parse_stream
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from lenet_client.text import printable
+
 ENV_PREFIX = "LENET_"
 VARIANTS = ("plain", "bn_dropout")
 Variant = Literal["plain", "bn_dropout"]
@@ -98,6 +100,16 @@ class Settings(BaseSettings):
                 raise ValueError("lists a variant twice")
         return value
 
+    @field_validator("data_dir", "output_dir")
+    @classmethod
+    def _utf8_path(cls, value: Path) -> Path:
+        try:  # a name in another encoding reaches Python as lone surrogates, which no JSON report can hold
+            str(value).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("is not valid UTF-8, which the JSON report needs") \
+                from None
+        return value
+
     @field_validator("device")
     @classmethod
     def _check_device(cls, value: str) -> str:
@@ -119,12 +131,6 @@ class SettingsError(ValueError):
 
 def env_name(field: str) -> str:
     return ENV_PREFIX + field.upper()
-
-
-def printable(value: object) -> str:
-    """A value as an error message shows it: quoted when it holds a newline or another control character (a quoted
-    .env value can), so that the message stays one line."""
-    return str(value) if str(value).isprintable() else repr(str(value))
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -1,6 +1,7 @@
 """The torch-free client (lenet_client), on digits from the real test set drawn as image files."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -290,3 +291,29 @@ def test_a_long_strip_is_refused_from_its_header_and_the_other_pictures_are_read
     assert done.returncode == 4 and done.stderr.count("\n") == 1 and "each side up to 20,000" in done.stderr
     bad, read = json.loads(done.stdout)["results"]
     assert bad["status"] == 4 and read["digit"] == 7
+
+
+def test_file_names_in_any_bytes_keep_one_line_each_on_any_terminal(small_trained_onnx, tmp_path):
+    model, _ = small_trained_onnx
+    """Names that are not UTF-8, or hold a newline or a tab, and a terminal that only speaks ASCII: one row per
+    picture, one line per error, no traceback; the JSON gives each name's bytes back."""
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    seven_png = tmp_path / "seven.png"
+    seven().save(seven_png)
+    names = [b"caf\xe9.png", b"\xff\xfe.png", "café.png".encode(), b"new\nline.png", b"tab\there.png"]
+    for name in names:
+        (folder / os.fsdecode(name)).write_bytes(seven_png.read_bytes())
+    (folder / os.fsdecode(b"bad\nname\xff.png")).write_bytes(b"not a picture")
+    env = dict(os.environ, PYTHONIOENCODING="ascii")
+    done = subprocess.run([sys.executable, "-m", "lenet_client", str(model), str(folder)], env=env,
+                          capture_output=True, text=True, errors="surrogateescape", timeout=120)
+    assert done.returncode == 4 and "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1 and "not a picture that Pillow can read" in done.stderr
+    rows = done.stdout.splitlines()
+    assert len(rows) == len(names) and all(len(row.split("\t")) == 3 and row.split("\t")[1].isdigit()
+                                           for row in rows), rows
+    as_json = subprocess.run([sys.executable, "-m", "lenet_client", "--json", str(model), str(folder)],
+                             env=env, capture_output=True, text=True, timeout=120)
+    read = {os.fsencode(Path(r["path"]).name) for r in json.loads(as_json.stdout)["results"] if "digit" in r}
+    assert read == set(names)

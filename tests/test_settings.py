@@ -68,6 +68,9 @@ def test_dotenv_is_read(tmp_path):
     ("PARITY_MAX_ABS_DIFF", "0", "LENET_PARITY_MAX_ABS_DIFF=0"),
     ("PARITY_MIN_AGREEMENT", "1.5", "LENET_PARITY_MIN_AGREEMENT=1.5"),
     ("TEST_LIMIT", "0", "LENET_TEST_LIMIT=0"),
+    # A folder name in Latin-1 (not UTF-8) reaches Python as a lone surrogate, which the JSON report cannot hold.
+    ("OUTPUT_DIR", "/srv/caf\udce9", "LENET_OUTPUT_DIR='/srv/caf\\udce9': is not valid UTF-8"),
+    ("DATA_DIR", "d\udcff", "LENET_DATA_DIR='d\\udcff'"),
 ])
 def test_invalid_values_name_the_variable(monkeypatch, name, value, fragment):
     monkeypatch.setenv(f"LENET_{name}", value)

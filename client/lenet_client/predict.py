@@ -31,6 +31,7 @@ from PIL import Image, UnidentifiedImageError
 from lenet_client import __version__
 from lenet_client.contract import CLASS_LABELS, INPUT_NAME, OUTPUT_NAME, preprocessing
 from lenet_client.preprocess import MAX_PIXELS, MAX_SIDE, NoDigitError, to_input
+from lenet_client.text import printable, tolerant_output
 
 EXIT_OK, EXIT_USAGE, EXIT_MODEL, EXIT_PICTURE, EXIT_NO_DIGIT = 0, 2, 3, 4, 5
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -60,18 +61,18 @@ def model_file(path: Path, variant: str | None) -> Path:
             models = json.loads(path.read_text())["models"]
             variants = [name for name, files in models.items() if "onnx" in files]
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-            raise PredictError(EXIT_MODEL, f"{path}: not a published run's pointer ({type(error).__name__}; "
+            raise PredictError(EXIT_MODEL, f"{printable(path)}: not a published run's pointer ({type(error).__name__}; "
                                            f"allowed: the latest.json the job writes)") from None
         return chosen(path, variants, variant, lambda name: path.parent / models[name]["onnx"])
     if variant is not None:
-        raise PredictError(EXIT_USAGE, f"{path}: --variant needs a published run (an outputs folder, its "
+        raise PredictError(EXIT_USAGE, f"{printable(path)}: --variant needs a published run (an outputs folder, its "
                                        f"{POINTER}, or a run folder), not a model file")
     return path
 
 
 def chosen(where: Path, variants: list[str], variant: str | None, file_of) -> Path:
     if not variants:
-        raise PredictError(EXIT_MODEL, f"{where}: names no ONNX model")
+        raise PredictError(EXIT_MODEL, f"{printable(where)}: names no ONNX model")
     if variant is None:
         return file_of(variants[0])
     if variant not in variants:
@@ -81,25 +82,26 @@ def chosen(where: Path, variants: list[str], variant: str | None, file_of) -> Pa
 
 def load_model(path: Path) -> tuple[ort.InferenceSession, dict[str, str]]:
     if not path.exists():
-        raise PredictError(EXIT_MODEL, f"{path}: no such model file")
+        raise PredictError(EXIT_MODEL, f"{printable(path)}: no such model file")
     if path.is_dir():
-        raise PredictError(EXIT_MODEL, f"{path}: is a folder, not an ONNX model file")
+        raise PredictError(EXIT_MODEL, f"{printable(path)}: is a folder, not an ONNX model file")
     try:
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: onnxruntime's warnings would break the one-line promise
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own types for unreadable, invalid or non-ONNX files
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise PredictError(EXIT_MODEL, f"{path}: not an ONNX model that onnxruntime can load ({first_line})") from None
+        raise PredictError(EXIT_MODEL, f"{printable(path)}: not an ONNX model that onnxruntime can load "
+                                       f"({first_line})") from None
     metadata = dict(session.get_modelmeta().custom_metadata_map)
     try:
         preprocessing(metadata)
     except ValueError as error:
-        raise PredictError(EXIT_MODEL, f"{path}: {error}") from None
+        raise PredictError(EXIT_MODEL, f"{printable(path)}: {error}") from None
     problem = interface_problem(session)
     if problem:
-        raise PredictError(EXIT_MODEL, f"{path}: {problem}: not an export of this job (allowed: input {INPUT_NAME!r} "
-                                       f"float32 [N, 1, 28, 28], output {OUTPUT_NAME!r} float32 [N, 10])")
+        raise PredictError(EXIT_MODEL, f"{printable(path)}: {problem}: not an export of this job (allowed: "
+                                       f"input {INPUT_NAME!r} float32 [N, 1, 28, 28], output {OUTPUT_NAME!r} float32 [N, 10])")
     return session, metadata
 
 
@@ -133,25 +135,26 @@ def picture_paths(paths: list[Path]) -> list[Path]:
 
 def open_picture(path: Path) -> Image.Image:
     if path.is_dir():
-        raise PredictError(EXIT_PICTURE, f"{path}: a folder with no pictures ({', '.join(PICTURE_SUFFIXES)})")
+        raise PredictError(EXIT_PICTURE, f"{printable(path)}: a folder with no pictures "
+                                         f"({', '.join(PICTURE_SUFFIXES)})")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(path)
             width, height = image.size  # read from the header: nothing is decoded yet
             if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
-                raise PredictError(EXIT_PICTURE, f"{path}: too large, {width}x{height} = {width * height:,} pixels "
-                                                 f"(allowed: up to {MAX_PIXELS:,}, each side up to {MAX_SIDE:,})")
+                raise PredictError(EXIT_PICTURE, f"{printable(path)}: too large, {width}x{height} = "
+                                                 f"{width * height:,} pixels (allowed: up to {MAX_PIXELS:,}, each side up to {MAX_SIDE:,})")
             image.load()
     except FileNotFoundError:
-        raise PredictError(EXIT_PICTURE, f"{path}: no such file") from None
+        raise PredictError(EXIT_PICTURE, f"{printable(path)}: no such file") from None
     except UnidentifiedImageError:
-        raise PredictError(EXIT_PICTURE, f"{path}: not a picture that Pillow can read") from None
+        raise PredictError(EXIT_PICTURE, f"{printable(path)}: not a picture that Pillow can read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise PredictError(EXIT_PICTURE, f"{path}: too large to decode safely (allowed: up to {MAX_PIXELS:,} "
-                                         f"pixels)") from None
+        raise PredictError(EXIT_PICTURE, f"{printable(path)}: too large to decode safely (allowed: up to "
+                                         f"{MAX_PIXELS:,} pixels)") from None
     except (OSError, SyntaxError, ValueError) as error:  # truncated or damaged files, unreadable ones
-        raise PredictError(EXIT_PICTURE, f"{path}: cannot be read: {error}") from None
+        raise PredictError(EXIT_PICTURE, f"{printable(path)}: cannot be read: {error}") from None
     return image
 
 
@@ -171,7 +174,7 @@ def classify(session: ort.InferenceSession, metadata: dict[str, str], paths: lis
         except PredictError as error:
             results.append({"path": str(path), "error": str(error), "status": error.status})
         except NoDigitError as error:
-            results.append({"path": str(path), "error": f"{path}: {error}", "status": EXIT_NO_DIGIT})
+            results.append({"path": str(path), "error": f"{printable(path)}: {error}", "status": EXIT_NO_DIGIT})
     if inputs:
         probabilities = iter(softmax(session.run([OUTPUT_NAME], {INPUT_NAME: np.stack(inputs)})[0]))
         for result in (r for r in results if "error" not in r):
@@ -215,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             for result in results:
                 if "error" not in result:
-                    print(f"{result['path']}\t{result['digit']}\t{result['probability']:.4f}", flush=True)
+                    print(f"{printable(result['path'])}\t{result['digit']}\t{result['probability']:.4f}", flush=True)
     except BrokenPipeError:  # a reader that stopped early (`| head`) changes nothing about the pictures' outcome
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return failures[0]["status"] if failures else EXIT_OK
@@ -223,4 +226,5 @@ def main(argv: list[str] | None = None) -> int:
 
 def main_exit() -> None:
     """The `lenet-predict` command and `python -m lenet_client`."""
+    tolerant_output()
     sys.exit(main())

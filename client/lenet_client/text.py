@@ -1,0 +1,26 @@
+"""File names and values as one line of text, whatever bytes they hold.
+
+A file name on Linux is bytes: Python hands undecodable ones over as lone surrogates (PEP 383), and a name may
+hold a newline or a tab. Shown raw, such a name breaks a message or a table row in two, or makes `print` raise on
+a terminal whose encoding cannot show it. Shown through `printable`, it is quoted as a Python string literal.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def printable(value: object) -> str:
+    """`value` as a message shows it: as is when every character is printable, else quoted (repr), so that the
+    message stays one line and `os.fsencode(ast.literal_eval(shown))` gives the name's bytes back."""
+    text = str(value)
+    return text if text.isprintable() else repr(text)
+
+
+def tolerant_output() -> None:
+    """Printable characters that the terminal's encoding lacks (an `é` on an ASCII or Latin-1 terminal, a CJK name on
+    Latin-1) come out as backslash escapes instead of ending the program with UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
