@@ -3,7 +3,8 @@
     lenet-export reexport RUN/models/plain/model.pt OUT_DIR   # every format, then the parity check
     lenet-export verify model.onnx                            # accuracy under onnxruntime, both ways
 
-Exit status: 0 ok, 2 bad arguments, 3 data problem, 5 parity or accuracy mismatch.
+Exit status: 0 ok, 2 bad arguments or a damaged or foreign model file, 3 data problem, 5 parity or accuracy
+mismatch, 6 the output folder cannot be written.
 
 This command line lives in the job, not in export/, because it rebuilds the job's model (job.model) and reads
 MNIST (job.data): the export package knows nothing of training.
@@ -15,9 +16,27 @@ import argparse
 import sys
 from pathlib import Path
 
-from lenet_client.text import tolerant_output
+from lenet_client.text import printable, tolerant_output
 
-EXIT_BAD_ARGUMENT, EXIT_DATA, EXIT_PARITY = 2, 3, 5
+EXIT_BAD_ARGUMENT, EXIT_DATA, EXIT_PARITY, EXIT_OUTPUT = 2, 3, 5, 6
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        self.exit(EXIT_BAD_ARGUMENT, f"{self.prog}: {message} (see --help)\n")
+
+
+def bounded(kind: type, low: float, high: float):
+    """An argparse type: a `kind` number from `low` to `high`, else a one-line usage error."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not low <= value <= high:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"{text} is out of range (allowed: {low:g}-{high:g})")
+        return value
+    return parse
 
 
 def reexport(checkpoint: Path, out_dir: Path, data_dir: Path, batch_size: int) -> int:
@@ -72,7 +91,7 @@ def verify(onnx_path: Path, data_dir: Path, tolerance: float) -> int:
 def main(argv: list[str] | None = None) -> int:
     from job.metadata import project_version
 
-    parser = argparse.ArgumentParser(prog="lenet-export", description=__doc__.split("\n\n")[0],
+    parser = OneLineParser(prog="lenet-export", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n")[2])
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="MNIST folder (default: data)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {project_version()}")
@@ -80,14 +99,16 @@ def main(argv: list[str] | None = None) -> int:
     again = commands.add_parser("reexport", help="write every format again from a state_dict checkpoint")
     again.add_argument("checkpoint", type=Path, help="model.pt, with its model.json beside it")
     again.add_argument("out_dir", type=Path)
-    again.add_argument("--batch-size", type=int, default=512, help="the parity check's large batch (default 512)")
+    again.add_argument("--batch-size", type=bounded(int, 1, 10000), default=512,
+                       help="the parity check's large batch, 1-10000 (default 512)")
     check = commands.add_parser("verify", help="test accuracy of an ONNX file, with and without optimizations")
     check.add_argument("onnx", type=Path)
-    check.add_argument("--tolerance", type=float, default=0.0005,
+    check.add_argument("--tolerance", type=bounded(float, 0, 1), default=0.0005,
                        help="largest accuracy difference from the recorded one (default 0.0005: 5 images)")
     args = parser.parse_args(argv)
     from lenet_client.predict import PredictError
     from job.data import DataError
+    from job.model import CheckpointError
 
     try:
         if args.command == "reexport":
@@ -96,12 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as error:
         print(f"lenet-export: data problem: {error}", file=sys.stderr)
         return EXIT_DATA
-    except PredictError as error:  # the ONNX file is missing, not ONNX, or not an export of this job
+    except (PredictError, CheckpointError) as error:  # missing, damaged, or not an export of this job
         print(f"lenet-export: {error}", file=sys.stderr)
         return EXIT_BAD_ARGUMENT
-    except (OSError, KeyError, ValueError) as error:
-        print(f"lenet-export: {type(error).__name__}: {error}", file=sys.stderr)
-        return EXIT_BAD_ARGUMENT
+    except OSError as error:  # the output folder cannot be written
+        print(f"lenet-export: cannot write {printable(error.filename or '')}: {error.strerror or error}",
+              file=sys.stderr)
+        return EXIT_OUTPUT
 
 
 def main_exit() -> None:

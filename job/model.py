@@ -104,10 +104,45 @@ def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+class CheckpointError(ValueError):
+    """A checkpoint, or the model.json beside it, is missing, damaged, or not one this job wrote."""
+
+
 def load_trained(checkpoint: Path) -> tuple[LeNet, dict[str, str]]:
     """A model this job exported, rebuilt from its state_dict (model.pt) and the model.json beside it, in eval mode;
-    with that metadata."""
-    metadata = json.loads((checkpoint.parent / "model.json").read_text())
-    model = build_model(metadata["model.variant"], float(metadata["model.dropout"]))
-    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+    with that metadata. Anything else is a CheckpointError whose message names the file and what is wrong."""
+    from lenet_client.contract import preprocessing
+    from lenet_client.text import printable
+
+    described = checkpoint.parent / "model.json"
+    try:
+        metadata = json.loads(described.read_text())
+        variant, dropout = metadata["model.variant"], float(metadata["model.dropout"])
+        preprocessing(metadata)
+        model = build_model(variant, dropout)
+    except FileNotFoundError:
+        raise CheckpointError(f"{printable(described)}: no such file (a checkpoint needs the model.json written "
+                              f"beside it)") from None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else f"{type(error).__name__}: {error}"
+        raise CheckpointError(f"{printable(described)}: not the metadata of a model this job exported "
+                              f"({reason})") from None
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{printable(checkpoint)}: no such file") from None
+    except Exception as error:  # torch.load raises pickle, zip, EOF and runtime errors for damaged files
+        raise CheckpointError(f"{printable(checkpoint)}: not a state_dict this job saved ({gist(error)})") from None
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as error:
+        raise CheckpointError(f"{printable(checkpoint)}: does not fit the {variant} model that model.json "
+                              f"describes ({gist(error)})") from None
     return model.eval(), metadata
+
+
+def gist(error: Exception, limit: int = 200) -> str:
+    """torch's errors run to several lines and paragraphs: their first sentence, on one line."""
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
+    text = text.split(". ")[0]
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -166,3 +166,75 @@ def test_the_parity_bound_scales_with_the_logits(tmp_path, random_test_split):
                             min_agreement=1.0)
     assert max(c.max_abs_logit_diff for c in scaled) > 1e-4  # float32 rounding at this scale exceeds the absolute bound
     assert all(c.passed for c in scaled) and not all(c.passed for c in absolute)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """model.pt and model.json as a run writes them, for a plain model (no training: files are what matter)."""
+    import json
+
+    folder = tmp_path_factory.mktemp("checkpoint")
+    model = trained_looking("plain")
+    torch.save(model.state_dict(), folder / "model.pt")
+    metadata = {"model.variant": "plain", "model.dropout": "0.5", "preprocess.scale": repr(1 / 255),
+                "preprocess.mean": "0.1307", "preprocess.std": "0.3081"}
+    (folder / "model.json").write_text(json.dumps(metadata))
+    return folder
+
+
+def damaged_checkpoint(kind, good, folder):
+    import json
+    import shutil
+
+    shutil.copy(good / "model.pt", folder / "model.pt")
+    metadata = json.loads((good / "model.json").read_text())
+    if kind == "no model.json":
+        return folder / "model.pt"
+    if kind == "model.json not JSON":
+        (folder / "model.json").write_text("{bad")
+        return folder / "model.pt"
+    if kind == "model.json with std 0":
+        metadata["preprocess.std"] = "0"
+    if kind == "model.json of the other variant":
+        metadata["model.variant"] = "bn_dropout"
+    (folder / "model.json").write_text(json.dumps(metadata))
+    if kind == "model.pt not a checkpoint":
+        (folder / "model.pt").write_bytes(b"garbage")
+    if kind == "model.pt truncated":
+        (folder / "model.pt").write_bytes((good / "model.pt").read_bytes()[:1000])
+    return folder / "model.pt"
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("no model.json", "model.json: no such file"),
+    ("model.json not JSON", "model.json: not the metadata of a model this job exported (JSONDecodeError"),
+    ("model.json with std 0", "preprocess.std='0' (allowed: a finite number, above 0)"),
+    ("model.json of the other variant", "model.pt: does not fit the bn_dropout model that model.json describes"),
+    ("model.pt not a checkpoint", "model.pt: not a state_dict this job saved"),
+    ("model.pt truncated", "model.pt: not a state_dict this job saved (PytorchStreamReader failed"),
+])
+def test_lenet_export_reexport_refuses_a_damaged_or_mismatched_checkpoint_in_one_line(checkpoint, tmp_path, kind,
+                                                                                      message):
+    """These used to end in a torch traceback (exit 1), or, for a std of 0, in files the predictor then refused."""
+    damaged = damaged_checkpoint(kind, checkpoint, tmp_path)
+    done = subprocess.run([sys.executable, "-m", "job.export_cli", "reexport", str(damaged), str(tmp_path / "out")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["reexport", "CHECKPOINT", "A_FILE"], "lenet-export: cannot write "),
+    (["reexport", "CHECKPOINT", "OUT", "--batch-size", "0"], "--batch-size: 0 is out of range (allowed: 1-10000)"),
+    (["verify", "model.onnx", "--tolerance", "nan"], "--tolerance: nan is out of range (allowed: 0-1)"),
+    (["verify", "model.onnx", "--tolerance", "-1"], "--tolerance: -1 is out of range"),
+])
+def test_lenet_export_refuses_bad_arguments_and_unwritable_outputs_in_one_line(checkpoint, tmp_path, arguments,
+                                                                               message):
+    (tmp_path / "A_FILE").write_text("")
+    arguments = [str(checkpoint / "model.pt") if a == "CHECKPOINT" else str(tmp_path / a) if a in ("A_FILE", "OUT")
+                 else a for a in arguments]
+    done = subprocess.run([sys.executable, "-m", "job.export_cli", *arguments], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode in (2, 6) and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
