@@ -5,7 +5,8 @@ from job.stop import catch_early_signals
 
 catch_early_signals()
 
-from job.preflight import temporary_folder_or_exit  # noqa: E402
+from job.preflight import matplotlib_config_folder, temporary_folder_or_exit  # noqa: E402
+from lenet_client.environment import writable_cache_folder  # noqa: E402
 from lenet_client.text import tolerant_output  # noqa: E402
 
 
@@ -13,6 +14,8 @@ def main_exit() -> None:
     """`python -m job` and the `lenet-mnist` command."""
     tolerant_output()
     temporary_folder_or_exit()
+    matplotlib_config_folder()
+    writable_cache_folder()  # before the forkserver and the job import onnxruntime
     start_worker_server_if_needed()
     from job.cli import main  # imports matplotlib and torch, which need a temporary folder
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from lenet_client.atomic import atomic_path
+from lenet_client.text import printable
 
 VENDORED_DIR = Path(__file__).parent / "mnist"
 # Mean and std of the MNIST training pixels after ToTensor's scaling to [0, 1].
@@ -156,9 +157,13 @@ def to_split(images: torch.Tensor, labels: torch.Tensor, normalize: bool) -> Spl
 
 def load_mnist(data_dir: Path, *, download: bool, normalize: bool,
                train_limit: int | None = None, test_limit: int | None = None) -> MnistData:
-    raw_dir, source, files = ensure_mnist(data_dir, download)
-    train = to_split(*read_split(data_dir, True, train_limit), normalize)
-    test = to_split(*read_split(data_dir, False, test_limit), normalize)
+    try:
+        raw_dir, source, files = ensure_mnist(data_dir, download)
+        train = to_split(*read_split(data_dir, True, train_limit), normalize)
+        test = to_split(*read_split(data_dir, False, test_limit), normalize)
+    except OSError as error:  # a file this user may not read: the input's problem, not the outputs'
+        raise DataError(f"cannot read {printable(error.filename or data_dir)}: {error.strerror or error} (allowed: "
+                        f"a LENET_DATA_DIR whose MNIST/raw files this user can read)") from None
     return MnistData(train, test, source, raw_dir, files)
 
 

@@ -16,6 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from lenet_client.environment import writable_cache_folder
 from lenet_client.text import printable, tolerant_output
 
 EXIT_BAD_ARGUMENT, EXIT_DATA, EXIT_PARITY, EXIT_OUTPUT = 2, 3, 5, 6
@@ -127,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def main_exit() -> None:
+    writable_cache_folder()
     tolerant_output()
     sys.exit(main())
 

@@ -4,8 +4,10 @@ multiprocessing need one, and would fail on import with a traceback."""
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
+from pathlib import Path
 
 from job.status import OUTPUT
 
@@ -17,3 +19,19 @@ def temporary_folder_or_exit() -> None:
         print("lenet-mnist: no writable temporary folder ($TMPDIR, /tmp, /var/tmp, /usr/tmp and the working folder "
               "were tried): mount a tmpfs on /tmp, or set TMPDIR to a writable folder", file=sys.stderr)
         raise SystemExit(OUTPUT.code) from None
+
+
+def matplotlib_config_folder() -> None:
+    """Under a user whose home is not writable (`docker run --user`, a service account, `setpriv`), matplotlib
+    falls back to a temporary folder itself, but says so in two lines on stderr at every run. Choose that folder
+    here, silently, when its usual one cannot be written (the image sets MPLCONFIGDIR itself)."""
+    if "MPLCONFIGDIR" in os.environ:
+        return
+    usual = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "matplotlib"
+    try:
+        usual.mkdir(parents=True, exist_ok=True)
+        if os.access(usual, os.W_OK):
+            return
+    except (OSError, RuntimeError):  # RuntimeError: no home directory can be determined
+        pass
+    os.environ["MPLCONFIGDIR"] = tempfile.mkdtemp(prefix="matplotlib-")

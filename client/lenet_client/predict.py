@@ -31,7 +31,7 @@ from PIL import Image, UnidentifiedImageError
 from lenet_client import __version__
 from lenet_client.contract import CLASS_LABELS, INPUT_NAME, OUTPUT_NAME, preprocessing
 from lenet_client.preprocess import MAX_PIXELS, MAX_SIDE, NoDigitError, to_input
-from lenet_client.text import printable, tolerant_output
+from lenet_client.text import printable
 
 EXIT_OK, EXIT_USAGE, EXIT_MODEL, EXIT_PICTURE, EXIT_NO_DIGIT = 0, 2, 3, 4, 5
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -126,7 +126,10 @@ def picture_paths(paths: list[Path]) -> list[Path]:
     expanded = []
     for path in paths:
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in PICTURE_SUFFIXES)
+            try:
+                found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in PICTURE_SUFFIXES)
+            except OSError:  # a folder this user may not list: it stays, and open_picture names the problem
+                found = []
             expanded += found or [path]  # an empty folder stays, to be reported as such
         else:
             expanded.append(path)
@@ -135,6 +138,9 @@ def picture_paths(paths: list[Path]) -> list[Path]:
 
 def open_picture(path: Path) -> Image.Image:
     if path.is_dir():
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise PredictError(EXIT_PICTURE, f"{printable(path)}: a folder this user may not list (Permission "
+                                             f"denied)")
         raise PredictError(EXIT_PICTURE, f"{printable(path)}: a folder with no pictures "
                                          f"({', '.join(PICTURE_SUFFIXES)})")
     try:
@@ -222,9 +228,3 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # a reader that stopped early (`| head`) changes nothing about the pictures' outcome
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return failures[0]["status"] if failures else EXIT_OK
-
-
-def main_exit() -> None:
-    """The `lenet-predict` command and `python -m lenet_client`."""
-    tolerant_output()
-    sys.exit(main())

@@ -1,0 +1,24 @@
+"""What the command-line tools set up before they import onnxruntime.
+
+onnxruntime writes a telemetry device id under the user's cache folder ($XDG_CACHE_HOME, else ~/.cache) when it
+is imported, and prints a warning on stderr when it cannot (a service account, `docker run --user`, `setpriv`:
+a home that is not writable), before any logging setting can silence it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def writable_cache_folder() -> None:
+    """Point XDG_CACHE_HOME at a fresh temporary folder when the usual cache folder cannot be written."""
+    try:
+        usual = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        usual.mkdir(parents=True, exist_ok=True)
+        if os.access(usual, os.W_OK):
+            return
+    except (OSError, RuntimeError):  # RuntimeError: no home directory can be determined
+        pass
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="cache-")
