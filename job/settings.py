@@ -51,9 +51,11 @@ RECIPES = {
     # The tutorial exactly: ToTensor scaling only, batch 32, plain SGD at lr 0.01, 8 epochs.
     "seed": Recipe("seed", epochs=8, batch_size=32, learning_rate=0.01, momentum=0.0, weight_decay=0.0,
                    lr_schedule="constant", normalize=False, max_shift=0, dropout=0.5),
-    # Chosen on seeds 0-2 with the training split only; the figures are in docs/results.md.
-    "default": Recipe("default", epochs=8, batch_size=128, learning_rate=0.1, momentum=0.9, weight_decay=5e-4,
-                      lr_schedule="onecycle", normalize=True, max_shift=2, dropout=0.25),
+    # This job's own: the shortest training found that keeps >= 99.3 % for both variants on seeds 0-2, chosen on a
+    # validation split (the last 5,000 training images; python -m bench.validate), never the test set. The table
+    # of candidates is in docs/results.md.
+    "default": Recipe("default", epochs=7, batch_size=128, learning_rate=0.1, momentum=0.9, weight_decay=5e-4,
+                      lr_schedule="onecycle", normalize=True, max_shift=2, dropout=0.1),
 }
 
 

@@ -58,7 +58,7 @@ def test_the_worker_server_starts_early_only_where_variants_may_share_the_cpu(mo
 def test_a_worker_moves_mnist_to_the_device_it_is_given_and_trains_there(monkeypatch, real_data_dir, tmp_path):
     """The path of LENET_DEVICE=cuda with LENET_PARALLEL_VARIANTS=true, on a machine without a GPU: the worker gets
     the device as an argument, not from where the data happens to be. The meta device stands in for the GPU."""
-    import queue
+    import multiprocessing
 
     import job.variant
     from job.settings import load_settings
@@ -75,7 +75,7 @@ def test_a_worker_moves_mnist_to_the_device_it_is_given_and_trains_there(monkeyp
     for name in [n for n in os.environ if n.startswith("LENET_")]:
         monkeypatch.delenv(name)
     settings = load_settings(data_dir=real_data_dir, train_limit=64, test_limit=64)
-    results = queue.Queue()
-    train_one("plain", settings, "meta", StopRequest(), "run", tmp_path, 1, results)
-    assert results.get_nowait() == ("plain", "plain trained", None)
+    receiver, sender = multiprocessing.Pipe(duplex=False)
+    train_one("plain", settings, "meta", StopRequest(), "run", tmp_path, 1, sender)
+    assert receiver.poll() and receiver.recv() == ("plain trained", None)
     assert seen == {"device": torch.device("meta"), "train": torch.device("meta"), "test": torch.device("meta")}
