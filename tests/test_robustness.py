@@ -152,11 +152,13 @@ def test_a_full_disk_while_writing_fails_with_6_and_keeps_what_was_published(mon
 
 
 @pytest.fixture
-def small_disk(tmp_path):
-    """A real filesystem of 300 KiB: a tmpfs, which only root may mount (skipped elsewhere)."""
+def small_disk(tmp_path, request):
+    """A real filesystem of 300 KiB (or the size a test names): a tmpfs, which only root may mount (skipped
+    elsewhere)."""
     folder = tmp_path / "small-disk"
     folder.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(folder)],
+    size = getattr(request, "param", "300k")
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
                                            capture_output=True).returncode != 0:
         pytest.skip("mounting a small tmpfs needs root")
     yield folder
@@ -181,6 +183,34 @@ def test_a_disk_that_fills_during_export_is_exit_6_with_one_line_and_no_partial_
         assert read_report(run_dir / "report.json").exit_code == 6 and last.endswith(str(run_dir / "report.json"))
     else:
         assert last.endswith(f"no report could be written in {run_dir}")
+
+
+# A plain run on the tiny settings writes ~1.2 MB: the summary and the samples plot, then model.pt, model.json,
+# TorchScript, torch.export and ONNX (~250-290 KB each), the other plots, the report, its schema, the manifest and
+# latest.json. Each size below runs out of room in a different one of those writes.
+DISK_SIZES = ["200k", "450k", "700k", "950k", "1100k", "1150k", "1180k", "1200k", "1220k", "1240k", "1260k", "1300k",
+              "1600k"]
+
+
+@pytest.mark.parametrize("small_disk", DISK_SIZES, indirect=True)
+def test_a_disk_that_fills_at_any_write_is_one_line_exit_6_and_the_outcome_is_consistent(small_disk, real_data_dir):
+    done = subprocess.run([PYTHON, "-m", "job"], env=job_env(small_disk, real_data_dir, **TINY), cwd=small_disk,
+                          capture_output=True, text=True, timeout=300)
+    outputs = small_disk / "outputs"
+    assert not [p for p in outputs.rglob("*") if ".partial" in p.name]
+    (run_dir,) = (outputs / "runs").iterdir()
+    report = read_report(run_dir / "report.json") if (run_dir / "report.json").exists() else None
+    summary = [line for line in done.stdout.splitlines() if " in " in line and line.split(" ")[0] in (
+        "succeeded", "failed")][-1]
+    if done.returncode == 0:
+        assert done.stderr == "" and report.published and summary.startswith("succeeded")
+        assert json.loads((outputs / "latest.json").read_text())["run_id"] == run_dir.name
+    else:
+        assert done.returncode == 6, (done.stdout[-1000:], done.stderr)
+        assert done.stderr.count("\n") == 1 and "No space left on device" in done.stderr, done.stderr
+        assert not (outputs / "latest.json").exists() and summary.startswith("failed")
+        assert report is None or (report.exit_code, report.published) == (6, False)
+        assert (report is None) == summary.endswith(f"no report could be written in {run_dir}")
 
 
 def test_no_data_and_no_network_fails_with_3(monkeypatch, outputs, tmp_path, capsys):
