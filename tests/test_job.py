@@ -77,7 +77,9 @@ def test_report_holds_every_figure_and_the_published_pointer_names_it(small_run)
         assert sum(map(sum, variant.confusion_matrix)) == 1000
         assert sum(variant.confusion_matrix[i][i] for i in range(10)) == round(variant.final_test_accuracy * 1000)
         assert set(variant.artifacts) == {"state_dict", "metadata", "torchscript", "torch_export", "onnx"}
-        assert len(variant.parity) == 8 and all(p.passed and p.argmax_agreements == 1000 for p in variant.parity)
+        assert len(variant.parity) == 8 and all(p.passed and p.argmax_agreements == p.images for p in variant.parity)
+        sample = sum(min(100, sum(row)) for row in variant.confusion_matrix)  # the first 100 of each digit
+        assert {(p.sample, p.images) for p in variant.parity} == {("all", 1000), ("first 100 of each digit", sample)}
     assert report.variants[0].parameters == 61706
     assert latest["models"]["plain"]["onnx"] == f"{latest['run_dir']}/models/plain/model.onnx"
 

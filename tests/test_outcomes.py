@@ -252,7 +252,8 @@ def test_a_stop_signal_at_any_moment_of_the_start_gives_its_status_and_one_line(
     """The first seconds: imports, the forkserver's start and its imports, loading MNIST, the workers' start. A
     Ctrl-C there printed a KeyboardInterrupt traceback (from the job or the forkserver) and SIGTERM killed the job
     silently."""
-    env = job_env(tmp_path, real_data_dir, **(TINY | PARALLEL))
+    # Long enough (~10 s on an idle machine) that every delay lands before the end.
+    env = job_env(tmp_path, real_data_dir, **(TINY | PARALLEL | {"train_limit": 30000}))
     process = subprocess.Popen([PYTHON, "-m", "job"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, start_new_session=True)
     time.sleep(delay)
