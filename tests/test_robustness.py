@@ -165,6 +165,7 @@ def small_disk(tmp_path, request):
     subprocess.run(["umount", str(folder)], check=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parallel", ["false", "true"])
 def test_a_disk_that_fills_during_export_is_exit_6_with_one_line_and_no_partial_file(small_disk, real_data_dir,
                                                                                      parallel):
@@ -192,6 +193,7 @@ DISK_SIZES = ["200k", "450k", "700k", "950k", "1100k", "1150k", "1180k", "1200k"
               "1600k"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("small_disk", DISK_SIZES, indirect=True)
 def test_a_disk_that_fills_at_any_write_is_one_line_exit_6_and_the_outcome_is_consistent(small_disk, real_data_dir):
     done = subprocess.run([PYTHON, "-m", "job"], env=job_env(small_disk, real_data_dir, **TINY), cwd=small_disk,
