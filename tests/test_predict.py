@@ -317,3 +317,60 @@ def test_file_names_in_any_bytes_keep_one_line_each_on_any_terminal(small_traine
                              env=env, capture_output=True, text=True, timeout=120)
     read = {os.fsencode(Path(r["path"]).name) for r in json.loads(as_json.stdout)["results"] if "digit" in r}
     assert read == set(names)
+
+
+def test_sort_into_copies_each_picture_once_into_its_digit_folder_and_never_undoes_a_correction(small_trained_onnx,
+                                                                                                  tmp_path):
+    model, _ = small_trained_onnx
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    seven().save(pictures / "a.png")
+    seven(box=(40, 30, 150, 170), width=14).save(pictures / "b.png")
+    (pictures / "c.png").write_bytes((pictures / "a.png").read_bytes())  # the same picture twice
+    (pictures / "junk.png").write_bytes(b"not a picture")
+    sorted_dir = tmp_path / "sorted"
+
+    def sort(*paths):
+        done = subprocess.run([sys.executable, "-m", "lenet_client", "--json", str(model), *map(str, paths),
+                               "--sort-into", str(sorted_dir)], capture_output=True, text=True, timeout=120)
+        return done, {Path(r["path"]).name: r for r in json.loads(done.stdout)["results"]} if done.stdout else {}
+
+    done, results = sort(pictures)
+    assert done.returncode == 4 and done.stderr.count("\n") == 1 and "junk.png" in done.stderr
+    copies = sorted(p for p in sorted_dir.rglob("*") if p.is_file())
+    assert len(copies) == 2 and {p.read_bytes() for p in copies} == {(pictures / f"{n}.png").read_bytes() for n in "ab"}
+    for name in ("a.png", "b.png"):
+        assert Path(results[name]["sorted_into"]).parent.name == str(results[name]["digit"])
+    assert results["c.png"]["sorted_into"] == results["a.png"]["sorted_into"] and results["c.png"]["already_sorted"]
+    assert "sorted_into" not in results["junk.png"]
+
+    # A person corrects a label by moving the copy; sorting again adds nothing and keeps the correction.
+    wrong = Path(results["b.png"]["sorted_into"])
+    corrected = sorted_dir / "1" / wrong.name
+    corrected.parent.mkdir(exist_ok=True)
+    wrong.rename(corrected)
+    done, results = sort(pictures / "a.png", pictures / "b.png")
+    assert done.returncode == 0
+    assert results["b.png"]["sorted_into"] == str(corrected) and results["b.png"]["already_sorted"]
+    assert len([p for p in sorted_dir.rglob("*") if p.is_file()]) == 2
+
+    # Another picture under a name already taken in its digit's folder keeps its name with its hash added.
+    a_copy = Path(results["a.png"]["sorted_into"])
+    other = tmp_path / "other" / "a.png"
+    other.parent.mkdir()
+    seven(box=(50, 50, 120, 150), width=7).save(other)
+    done, results = sort(other)
+    target = Path(results["a.png"]["sorted_into"])
+    assert done.returncode == 0 and target.read_bytes() == other.read_bytes() and a_copy.exists()
+    assert target.name.startswith("a-") if target.parent == a_copy.parent else target.name == "a.png"
+    assert len([p for p in sorted_dir.rglob("*") if p.is_file()]) == 3
+
+
+def test_sort_into_a_folder_that_cannot_be_written_is_one_line_and_exit_6(small_trained_onnx, tmp_path):
+    model, _ = small_trained_onnx
+    seven().save(tmp_path / "a.png")
+    (tmp_path / "a-file").write_text("")
+    done = subprocess.run([sys.executable, "-m", "lenet_client", str(model), str(tmp_path / "a.png"), "--sort-into",
+                           str(tmp_path / "a-file")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 6 and done.stderr.count("\n") == 1 and "--sort-into" in done.stderr, done.stderr
+    assert (tmp_path / "a-file").read_text() == ""

@@ -1,18 +1,20 @@
 """Recognize digits in picture files with a model this job exported: needs onnxruntime, numpy and Pillow only.
 
-    lenet-predict MODEL PICTURE|FOLDER [...] [--variant NAME] [--json]
+    lenet-predict MODEL PICTURE|FOLDER [...] [--variant NAME] [--json] [--sort-into DIR]
 
 MODEL is an ONNX file, or the published run: an outputs folder or its latest.json, or one run's folder; --variant
 then picks the model (default: the first one latest.json lists, or in a run folder the first by name). Each picture
 (PNG, JPEG, ... of one digit, any size) is turned into an MNIST-style 28x28 input by lenet_client.preprocess, then
 scaled as the model's own metadata says. A folder stands for the pictures directly in it. Prints one line per
 picture (path, digit, probability), or with --json one JSON document: {"model": ..., "variant": ..., "results":
-[{"path", "digit", "probability", "top3"} or {"path", "error", "status"}, ...]}.
+[{"path", "digit", "probability", "top3"} or {"path", "error", "status"}, ...]}. With --sort-into DIR, each picture
+read is also copied into DIR/<digit>/ (lenet_client.sort: the labelled-data layout of LENET_EXTRA_DATA; a person
+corrects the misread ones by moving them), and each line ends with where its copy is.
 
 Exit status: 0 every picture was read; 2 bad command line; 3 the model is missing, not ONNX, or not an export of
 this job; 4 a picture is missing, not a picture, too large, or a folder without pictures; 5 a picture holds no digit
-(no ink). A failing picture gets one line on stderr and the others are still read; the exit status is that of the
-first picture that failed.
+(no ink); 6 the --sort-into folder cannot be written. A failing picture gets one line on stderr and the others are
+still read; the exit status is that of the first picture that failed.
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ from PIL import Image, UnidentifiedImageError
 from lenet_client import __version__
 from lenet_client.contract import CLASS_LABELS, INPUT_NAME, OUTPUT_NAME, preprocessing
 from lenet_client.preprocess import MAX_PIXELS, MAX_SIDE, NoDigitError, to_input
+from lenet_client.sort import sort_into
 from lenet_client.text import printable
 
-EXIT_OK, EXIT_USAGE, EXIT_MODEL, EXIT_PICTURE, EXIT_NO_DIGIT = 0, 2, 3, 4, 5
+EXIT_OK, EXIT_USAGE, EXIT_MODEL, EXIT_PICTURE, EXIT_NO_DIGIT, EXIT_SORT = 0, 2, 3, 4, 5, 6
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
@@ -199,12 +202,14 @@ class OneLineParser(argparse.ArgumentParser):
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="lenet-predict", description=__doc__.split("\n\n")[0],
                            epilog="exit status: 0 ok, 2 bad command line, 3 model problem, 4 picture unreadable, "
-                                  "5 no digit in a picture")
+                                  "5 no digit in a picture, 6 the --sort-into folder cannot be written")
     parser.add_argument("model", type=Path, help="an ONNX file exported by this job, or a published run: an outputs "
                                                  "folder, its latest.json, or a run folder")
     parser.add_argument("pictures", type=Path, nargs="+", help="picture files (one digit each, any size) or folders")
     parser.add_argument("--variant", help="which model of a published run (default: the first it lists)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of lines")
+    parser.add_argument("--sort-into", type=Path, metavar="DIR",
+                        help="also copy each picture read into DIR/<digit>/ (labelled data for retraining)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     args = parser.parse_args(argv)
     try:
@@ -217,6 +222,13 @@ def main(argv: list[str] | None = None) -> int:
     failures = [r for r in results if "error" in r]
     for failure in failures:
         print(f"lenet-predict: {failure['error']}", file=sys.stderr)
+    if args.sort_into is not None:
+        try:
+            sort_into(results, args.sort_into)
+        except OSError as error:
+            print(f"lenet-predict: --sort-into {printable(args.sort_into)}: cannot copy the pictures there "
+                  f"({error.strerror or error}: {printable(error.filename or args.sort_into)})", file=sys.stderr)
+            return EXIT_SORT
     try:
         if args.json:
             print(json.dumps({"model": str(model), "variant": metadata.get("model.variant"),
@@ -224,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             for result in results:
                 if "error" not in result:
-                    print(f"{printable(result['path'])}\t{result['digit']}\t{result['probability']:.4f}", flush=True)
+                    copy = f"\t{printable(result['sorted_into'])}" if "sorted_into" in result else ""
+                    print(f"{printable(result['path'])}\t{result['digit']}\t{result['probability']:.4f}{copy}",
+                          flush=True)
     except BrokenPipeError:  # a reader that stopped early (`| head`) changes nothing about the pictures' outcome
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return failures[0]["status"] if failures else EXIT_OK

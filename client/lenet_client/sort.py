@@ -1,0 +1,54 @@
+"""`lenet-predict --sort-into DIR`: copy each picture read into DIR/<digit read>/, the folder-per-class layout
+(torchvision's ImageFolder) that a retraining job reads as labelled data. A person then corrects the labels by
+moving the misread pictures to the right folder.
+
+A picture is copied once: one whose bytes are already anywhere under DIR (sorted before, perhaps moved by a
+person since) is not copied again, so running the sort again never undoes a correction. Copies keep the
+picture's name; a different picture of the same name in that folder gets its content hash added to the name.
+Copies are whole or absent (lenet_client.atomic); nothing under DIR is ever overwritten or removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from lenet_client.atomic import write_bytes_atomically
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sorted_pictures(folder: Path) -> dict[str, Path]:
+    """content hash -> path of every file already under `folder` that this user can read."""
+    known = {}
+    for path in sorted(folder.rglob("*")):
+        try:
+            if path.is_file() and not path.name.startswith("."):
+                known.setdefault(content_hash(path.read_bytes()), path)
+        except OSError:  # a file this user may not read cannot be compared; it stays as it is
+            continue
+    return known
+
+
+def sort_into(results: list[dict], folder: Path) -> None:
+    """Copy the picture of every result that has a digit into folder/<digit>/; record where in result["sorted_into"]
+    (and result["already_sorted"] = True when its bytes were already there). Raises OSError when `folder` cannot
+    be written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    known = sorted_pictures(folder)
+    for result in (r for r in results if "digit" in r):
+        source = Path(result["path"])
+        data = source.read_bytes()
+        digest = content_hash(data)
+        if digest in known:
+            result.update(sorted_into=str(known[digest]), already_sorted=True)
+            continue
+        target = folder / str(result["digit"]) / source.name
+        if target.exists():
+            target = target.with_name(f"{source.stem}-{digest[:12]}{source.suffix}")
+        target.parent.mkdir(exist_ok=True)
+        write_bytes_atomically(target, data)
+        known[digest] = target
+        result.update(sorted_into=str(target), already_sorted=False)
