@@ -1,0 +1,140 @@
+"""Labelled pictures beyond MNIST, for retraining that has something new to learn (issue 22, in progress: this
+module reads and splits them; training on them, their report and the champion check on them are not built yet).
+
+The folder has torchvision's ImageFolder layout: DIR/0/ ... DIR/9/, each holding pictures of that digit, in
+nested folders if wanted (`lenet-predict --sort-into DIR` makes it). Every picture goes through the contract's
+preprocessing, the predictor's own code (lenet_client.preprocess.to_mnist), to a 28x28 MNIST-style image.
+
+- Cached by content: CACHE/<preprocessing method>/<sha256>.npy, so a nightly run preprocesses only new pictures.
+- Split by content: a picture is in the holdout when its hash says so (about 1 in 5), so no picture ever moves
+  from the holdout into training as the folder grows.
+- The same picture twice counts once; the same picture under two labels is a conflict, left out and listed.
+- A file that cannot be read, is not a picture or holds no digit is skipped and listed with its reason; a folder
+  that is missing, empty, has a class folder other than 0-9, or where more than `max_bad_share` of the files are
+  bad, is an ExtraDataError (the job's data problem, before any training).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lenet_client.atomic import atomic_path
+from lenet_client.text import printable
+
+HOLDOUT_EVERY = 5  # a picture whose hash is 0 modulo this is in the holdout: about 20 %
+CLASSES = tuple(str(digit) for digit in range(10))
+
+
+class ExtraDataError(ValueError):
+    """The extra data folder as a whole cannot be used; the message says what is wrong and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ExtraData:
+    train_images: np.ndarray  # uint8 [N, 28, 28], white digit on black, as MNIST's files
+    train_labels: np.ndarray  # int64 [N]
+    holdout_images: np.ndarray
+    holdout_labels: np.ndarray
+    version: str  # sha256 over the sorted (content hash, label) pairs of the pictures used
+    skipped: list[Skipped] = field(default_factory=list)
+    conflicts: list[dict] = field(default_factory=list)  # {"sha256", "labels", "paths"}
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Pictures per digit in training and in the holdout."""
+        return {name: {str(d): int((labels == d).sum()) for d in range(10)}
+                for name, labels in (("train", self.train_labels), ("holdout", self.holdout_labels))}
+
+
+def in_holdout(content_hash: str) -> bool:
+    return int(content_hash[:16], 16) % HOLDOUT_EVERY == 0
+
+
+def class_folders(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise ExtraDataError(f"LENET_EXTRA_DATA={printable(folder)}: no such folder (allowed: a folder with "
+                             f"subfolders 0-9 of pictures)")
+    try:
+        entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    except OSError as error:
+        raise ExtraDataError(f"LENET_EXTRA_DATA={printable(folder)}: cannot be listed ({error.strerror})") from None
+    strangers = [p.name for p in entries if p.is_dir() and p.name not in CLASSES]
+    if strangers:
+        raise ExtraDataError(f"LENET_EXTRA_DATA={printable(folder)}: class folder {printable(strangers[0])} is not a "
+                             f"digit (allowed: subfolders named 0-9, one per digit)")
+    return [p for p in entries if p.is_dir()]
+
+
+def mnist_picture(path: Path, content_hash: str, cache: Path) -> np.ndarray:
+    """The picture's 28x28 image, from the cache or made now by the predictor's own code (and cached)."""
+    from lenet_client.predict import open_picture
+    from lenet_client.preprocess import to_mnist
+
+    cached = cache / f"{content_hash}.npy"
+    if cached.is_file():
+        return np.load(cached)
+    pixels = to_mnist(open_picture(path))
+    cache.mkdir(parents=True, exist_ok=True)
+    with atomic_path(cached) as partial, partial.open("wb") as stream:
+        np.save(stream, pixels)
+    return pixels
+
+
+def load_extra(folder: Path, cache_dir: Path, max_bad_share: float = 0.2) -> ExtraData:
+    from lenet_client.predict import PICTURE_SUFFIXES, PredictError
+    from lenet_client.preprocess import METHOD, NoDigitError
+
+    cache = cache_dir / METHOD.replace(" ", "-")
+    by_hash: dict[str, dict] = {}
+    skipped, files = [], 0
+    for class_folder in class_folders(folder):
+        label = int(class_folder.name)
+        for path in sorted(p for p in class_folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+            files += 1
+            if path.suffix.lower() not in PICTURE_SUFFIXES:
+                skipped.append(Skipped(str(path), f"not a picture file (allowed: {' '.join(PICTURE_SUFFIXES)})"))
+                continue
+            try:
+                data = path.read_bytes()
+                content_hash = hashlib.sha256(data).hexdigest()
+                entry = by_hash.setdefault(content_hash, {"labels": set(), "paths": [], "pixels": None})
+                entry["labels"].add(label)
+                entry["paths"].append(str(path))
+                if entry["pixels"] is None:
+                    entry["pixels"] = mnist_picture(path, content_hash, cache)
+            except PredictError as error:
+                skipped.append(Skipped(str(path), str(error).split(": ", 1)[-1]))
+                by_hash.pop(content_hash, None)
+            except NoDigitError as error:
+                skipped.append(Skipped(str(path), str(error)))
+                by_hash.pop(content_hash, None)
+            except OSError as error:
+                skipped.append(Skipped(str(path), f"cannot be read ({error.strerror or error})"))
+    if files == 0:
+        raise ExtraDataError(f"LENET_EXTRA_DATA={printable(folder)}: holds no pictures (allowed: pictures in "
+                             f"subfolders 0-9)")
+    if len(skipped) > max_bad_share * files:
+        raise ExtraDataError(f"LENET_EXTRA_DATA={printable(folder)}: {len(skipped)} of {files} files cannot be used "
+                             f"(more than {max_bad_share:.0%}; the first: {printable(skipped[0].path)}: "
+                             f"{skipped[0].reason})")
+    conflicts = [{"sha256": h, "labels": sorted(e["labels"]), "paths": e["paths"]}
+                 for h, e in sorted(by_hash.items()) if len(e["labels"]) > 1]
+    used = sorted((h, next(iter(e["labels"])), e["pixels"]) for h, e in by_hash.items() if len(e["labels"]) == 1)
+    version = hashlib.sha256("".join(f"{h} {label}\n" for h, label, _ in used).encode()).hexdigest()
+
+    def stack(rows):
+        images = np.stack([pixels for _, _, pixels in rows]) if rows else np.zeros((0, 28, 28), np.uint8)
+        return images, np.array([label for _, label, _ in rows], dtype=np.int64)
+
+    train_images, train_labels = stack([row for row in used if not in_holdout(row[0])])
+    holdout_images, holdout_labels = stack([row for row in used if in_holdout(row[0])])
+    return ExtraData(train_images, train_labels, holdout_images, holdout_labels, version, skipped, conflicts)

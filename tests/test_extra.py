@@ -1,0 +1,102 @@
+"""job.extra: labelled pictures in the folder-per-class layout, read through the contract's preprocessing, cached,
+split by content so that the holdout never leaks into training as the folder grows."""
+
+import numpy as np
+import pytest
+
+from conftest import seven
+from job.extra import ExtraDataError, in_holdout, load_extra
+from lenet_client.predict import open_picture
+from lenet_client.preprocess import to_mnist
+
+
+def picture(folder, name, variant):
+    """A seven drawn a little differently for each `variant`: different bytes, a different content hash."""
+    folder.mkdir(parents=True, exist_ok=True)
+    seven(box=(40 + variant % 30, 30, 150, 170 - variant % 20), width=8 + variant % 5).save(folder / name)
+    return folder / name
+
+
+def test_pictures_are_preprocessed_by_the_contract_split_by_content_and_versioned(tmp_path):
+    extra = tmp_path / "extra"
+    paths = [picture(extra / "7", f"{i}.png", i) for i in range(30)]
+    picture(extra / "7" / "nested" / "deeper", "n.png", 31)
+    data = load_extra(extra, tmp_path / "cache")
+    assert len(data.train_labels) + len(data.holdout_labels) == 31 and set(data.train_labels) <= {7}
+    assert 0 < len(data.holdout_labels) < 31  # about one in five
+    expected = to_mnist(open_picture(paths[0]))  # the predictor's own preprocessing, not a copy
+    assert any(np.array_equal(expected, image) for image in [*data.train_images, *data.holdout_images])
+    # The same folder again: same version, same split, every picture from the cache.
+    again = load_extra(extra, tmp_path / "cache")
+    assert again.version == data.version and np.array_equal(again.holdout_images, data.holdout_images)
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 31
+
+
+def test_a_growing_folder_never_moves_a_picture_from_the_holdout_into_training(tmp_path):
+    extra = tmp_path / "extra"
+    for i in range(20):
+        picture(extra / str(i % 10), f"{i}.png", i)
+    before = load_extra(extra, tmp_path / "cache")
+    for i in range(20, 60):
+        picture(extra / str(i % 10), f"{i}.png", i)
+    after = load_extra(extra, tmp_path / "cache")
+    held = {image.tobytes() for image in before.holdout_images}
+    assert held <= {image.tobytes() for image in after.holdout_images}
+    assert not held & {image.tobytes() for image in after.train_images}
+    assert after.version != before.version
+
+
+def test_duplicates_count_once_and_a_picture_under_two_labels_is_a_listed_conflict(tmp_path):
+    extra = tmp_path / "extra"
+    one = picture(extra / "7", "a.png", 1)
+    (extra / "7" / "copy.png").write_bytes(one.read_bytes())
+    (extra / "1").mkdir()
+    (extra / "1" / "mislabelled.png").write_bytes(picture(extra / "7", "b.png", 2).read_bytes())
+    picture(extra / "7", "c.png", 3)
+    data = load_extra(extra, tmp_path / "cache")
+    assert len(data.train_labels) + len(data.holdout_labels) == 2  # a (once) and c; b is in conflict
+    (conflict,) = data.conflicts
+    assert conflict["labels"] == [1, 7] and len(conflict["paths"]) == 2
+
+
+def test_files_that_cannot_be_used_are_skipped_with_their_reason(tmp_path):
+    extra = tmp_path / "extra"
+    for i in range(20):
+        picture(extra / "7", f"{i}.png", i)
+    (extra / "7" / "notes.txt").write_text("not a picture")
+    (extra / "7" / "broken.png").write_bytes(b"\x89PNG broken")
+    from PIL import Image
+    Image.new("L", (60, 60), 255).save(extra / "7" / "blank.png")
+    data = load_extra(extra, tmp_path / "cache")
+    reasons = {s.path.rsplit("/", 1)[1]: s.reason for s in data.skipped}
+    assert set(reasons) == {"notes.txt", "broken.png", "blank.png"}
+    assert "not a picture file" in reasons["notes.txt"] and "no ink" in reasons["blank.png"]
+    assert len(data.train_labels) + len(data.holdout_labels) == 20
+
+
+@pytest.mark.parametrize("layout, message", [
+    ("missing", "no such folder"),
+    ("empty", "holds no pictures"),
+    ("a class folder named cat", "class folder cat is not a digit"),
+    ("mostly bad", "3 of 4 files cannot be used"),
+])
+def test_a_folder_that_cannot_be_used_is_one_named_error(tmp_path, layout, message):
+    extra = tmp_path / "extra"
+    if layout != "missing":
+        extra.mkdir()
+    if layout == "a class folder named cat":
+        picture(extra / "cat", "a.png", 1)
+    if layout == "mostly bad":
+        picture(extra / "7", "a.png", 1)
+        for name in ("x.png", "y.png", "z.png"):
+            (extra / "7" / name).write_bytes(b"junk")
+    with pytest.raises(ExtraDataError) as raised:
+        load_extra(extra, tmp_path / "cache")
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_the_holdout_rule_is_about_one_in_five():
+    import hashlib
+
+    hashes = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(5000)]
+    assert 0.18 < sum(map(in_holdout, hashes)) / len(hashes) < 0.22
