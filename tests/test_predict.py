@@ -374,3 +374,28 @@ def test_sort_into_a_folder_that_cannot_be_written_is_one_line_and_exit_6(small_
                            str(tmp_path / "a-file")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 6 and done.stderr.count("\n") == 1 and "--sort-into" in done.stderr, done.stderr
     assert (tmp_path / "a-file").read_text() == ""
+
+
+@pytest.mark.parametrize("number, status", [(2, 130), (15, 143)], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_signal_ends_the_predictor_with_one_line_and_no_half_copy(small_trained_onnx, tmp_path, number,
+                                                                         status):
+    """It used to print a KeyboardInterrupt traceback (SIGINT), or die silently leaving a copy half written."""
+    import signal
+    import time
+
+    model, _ = small_trained_onnx
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    seven().save(pictures / "0.png")
+    for i in range(1, 600):
+        (pictures / f"{i}.png").write_bytes((pictures / "0.png").read_bytes() + str(i).encode())
+    process = subprocess.Popen([sys.executable, "-m", "lenet_client", str(model), str(pictures), "--sort-into",
+                                str(tmp_path / "sorted")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    time.sleep(1.5)
+    process.send_signal(signal.Signals(number))
+    stderr = process.communicate(timeout=120)[1]
+    if process.returncode == 0:
+        pytest.skip("the machine read all 600 pictures before the signal")
+    assert process.returncode == status and stderr == f"lenet-predict: interrupted by {signal.Signals(number).name}\n"
+    assert not [p for p in tmp_path.rglob("*") if ".partial" in p.name]
