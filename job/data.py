@@ -53,14 +53,16 @@ class Split:
 
 @dataclass(frozen=True)
 class MnistData:
-    train: Split
+    train: Split  # with LENET_EXTRA_DATA, MNIST's training images followed by the extra ones (job.extra)
     test: Split
     source: str  # "data_dir", "vendored" or "download"
     raw_dir: Path
     files: dict[str, dict[str, str]]  # file name -> {"md5": ..., "sha256": ...}
+    extra_holdout: Split | None = None  # the extra pictures held out for evaluation
 
     def to(self, device: torch.device) -> MnistData:
-        return MnistData(self.train.to(device), self.test.to(device), self.source, self.raw_dir, self.files)
+        holdout = self.extra_holdout.to(device) if self.extra_holdout is not None else None
+        return MnistData(self.train.to(device), self.test.to(device), self.source, self.raw_dir, self.files, holdout)
 
 
 def file_digests(path: Path) -> tuple[str, str]:

@@ -1,5 +1,4 @@
-"""Labelled pictures beyond MNIST, for retraining that has something new to learn (issue 22, in progress: this
-module reads and splits them; training on them, their report and the champion check on them are not built yet).
+"""Labelled pictures beyond MNIST (LENET_EXTRA_DATA), for retraining that has something new to learn.
 
 The folder has torchvision's ImageFolder layout: DIR/0/ ... DIR/9/, each holding pictures of that digit, in
 nested folders if wanted (`lenet-predict --sort-into DIR` makes it). Every picture goes through the contract's
@@ -12,18 +11,25 @@ preprocessing, the predictor's own code (lenet_client.preprocess.to_mnist), to a
 - A file that cannot be read, is not a picture or holds no digit is skipped and listed with its reason; a folder
   that is missing, empty, has a class folder other than 0-9, or where more than `max_bad_share` of the files are
   bad, is an ExtraDataError (the job's data problem, before any training).
+- Training sees MNIST's training images and the extra training pictures, repeated so that they are
+  LENET_EXTRA_SHARE of each epoch's images: a folder of a few hundred pictures still matters against 60,000.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lenet_client.atomic import atomic_path
 from lenet_client.text import printable
+
+if TYPE_CHECKING:
+    from job.data import MnistData
+    from job.settings import Settings
 
 HOLDOUT_EVERY = 5  # a picture whose hash is 0 modulo this is in the holdout: about 20 %
 CLASSES = tuple(str(digit) for digit in range(10))
@@ -138,3 +144,42 @@ def load_extra(folder: Path, cache_dir: Path, max_bad_share: float = 0.2) -> Ext
     train_images, train_labels = stack([row for row in used if not in_holdout(row[0])])
     holdout_images, holdout_labels = stack([row for row in used if in_holdout(row[0])])
     return ExtraData(train_images, train_labels, holdout_images, holdout_labels, version, skipped, conflicts)
+
+
+def repeats_for(share: float, mnist_images: int, extra_images: int) -> int:
+    """How many times the extra training pictures are repeated so that they are about `share` of an epoch."""
+    return max(1, round(share / (1 - share) * mnist_images / extra_images))
+
+
+def with_extra(data: MnistData, extra: ExtraData, share: float, normalize: bool) -> tuple[MnistData, int]:
+    """MNIST's training set followed by the extra training pictures (repeated), and the extra holdout; the
+    repeat count."""
+    import torch
+
+    from job.data import Split, to_split
+
+    holdout = to_split(torch.from_numpy(extra.holdout_images), torch.from_numpy(extra.holdout_labels), normalize)
+    if not len(extra.train_labels):
+        return replace(data, extra_holdout=holdout), 0
+    pictures = to_split(torch.from_numpy(extra.train_images), torch.from_numpy(extra.train_labels), normalize)
+    repeats = repeats_for(share, len(data.train), len(pictures))
+    train = Split(torch.cat([data.train.images, pictures.images.repeat(repeats, 1, 1, 1)]),
+                  torch.cat([data.train.labels, pictures.labels.repeat(repeats)]))
+    return replace(data, train=train, extra_holdout=holdout), repeats
+
+
+def load_run_data(settings: Settings, normalize: bool) -> tuple[MnistData, ExtraData | None, int]:
+    """MNIST, with the extra pictures mixed in when LENET_EXTRA_DATA is set: (data, the extra pictures or None,
+    their repeat count). An unusable extra folder is a DataError, like damaged MNIST files."""
+    from job.data import DataError, load_mnist
+
+    data = load_mnist(settings.data_dir, download=settings.download, normalize=normalize,
+                      train_limit=settings.train_limit, test_limit=settings.test_limit)
+    if settings.extra_data is None:
+        return data, None, 0
+    try:
+        extra = load_extra(settings.extra_data, settings.data_dir / "extra-cache", settings.extra_max_bad_share)
+    except ExtraDataError as error:
+        raise DataError(str(error)) from None
+    mixed, repeats = with_extra(data, extra, settings.extra_share, normalize)
+    return mixed, extra, repeats

@@ -18,7 +18,8 @@ from job.log import log
 from job.metadata import library_versions
 from job.publish import (DamagedFileError, LockWaitTooLong, check_champion, check_pointer_replaceable,
                          point_latest_at, prune_runs, publish_lock, write_manifest)
-from job.report import ChampionCheck, DataInfo, DeviceInfo, Report, VariantResult, Artifact, write_report
+from job.report import (Artifact, ChampionCheck, DataInfo, DeviceInfo, ExtraDataInfo, Report, VariantResult,
+                        write_report)
 from job.settings import Settings
 from job.stop import Interrupted, StopRequest
 from job.train import Diverged
@@ -33,6 +34,7 @@ class RunFacts:
     device: DeviceInfo
     variants_in_parallel: bool
     data: DataInfo | None  # None when MNIST could not be loaded
+    extra_data: ExtraDataInfo | None  # None without LENET_EXTRA_DATA
     variants: list[VariantResult]  # the variants that completed, in order
     plots: list[Path]
 
@@ -95,7 +97,7 @@ def report_of(facts: RunFacts, settings: Settings, verdict: Verdict, run_dir: Pa
         run_id=facts.run_id, started_at=facts.started_at, finished_at=finished,
         elapsed_seconds=(finished - facts.started_at).total_seconds(), device=facts.device,
         versions=library_versions(), settings=used, recipe=asdict(recipe),
-        variants_in_parallel=facts.variants_in_parallel, data=facts.data,
+        variants_in_parallel=facts.variants_in_parallel, data=facts.data, extra_data=facts.extra_data,
         min_test_accuracy=settings.min_test_accuracy,
         accuracy_gate_passed=bool(facts.variants) and all(r.met_accuracy_gate for r in facts.variants),
         champion=verdict.champion, published=verdict.status == status.OK, variants=facts.variants,

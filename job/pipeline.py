@@ -12,13 +12,16 @@ from pathlib import Path
 import torch
 
 from export.checks import ParityError, describe_failures
-from job.data import MnistData, load_mnist
+from job.data import MnistData
+from job.extra import load_run_data
 from job.device import device_name
 from job.finish import RunFacts, finish
 from job.log import log
-from job.plots import plot_comparison, plot_confusion, plot_curves, plot_samples
-from job.report import DataInfo, DeviceInfo, Report, VariantResult
+from job.plots import plot_comparison, plot_confusion, plot_curves, plot_extra_confusion, plot_samples
+from job.publish import warn
+from job.report import DataInfo, DeviceInfo, ExtraDataInfo, Report, SkippedFile, VariantResult
 from job.settings import Settings
+from lenet_client.text import printable
 from job.stop import StopRequest
 from job.variant import train_variant
 from job.workers import train_in_parallel, variants_share_the_cpu
@@ -35,9 +38,9 @@ def run(settings: Settings, device: torch.device, run_dir: Path, run_id: str, st
     recipe = settings.resolved_recipe()
     log(f"run {run_id}: device {device} ({device_info.name}), {processes} process(es) of {threads} thread(s), "
         f"recipe {recipe.describe()}")
-    data, results, plots, error = None, [], [], None
+    data, extra, results, plots, error = None, None, [], [], None
     try:
-        data = load_data(settings, recipe.normalize)
+        data, extra = load_data(settings, recipe.normalize)
         stop.check()
         (run_dir / "plots").mkdir()
         plots.append(plot_first_images(data, settings.seed, run_dir / "plots"))
@@ -54,20 +57,35 @@ def run(settings: Settings, device: torch.device, run_dir: Path, run_id: str, st
     except Exception as raised:  # every failure still gets its report; the exit status tells which kind
         error = raised
     facts = RunFacts(run_id=run_id, started_at=started, device=device_info, variants_in_parallel=in_parallel,
-                     data=data_info(data) if data else None, variants=results, plots=plots)
+                     data=data_info(data, extra) if data else None, extra_data=extra, variants=results, plots=plots)
     return finish(facts, settings, run_dir, stop, error)
 
 
-def load_data(settings: Settings, normalize: bool) -> MnistData:
-    """MNIST on the CPU: each training process moves it onto the device itself."""
-    data = load_mnist(settings.data_dir, download=settings.download, normalize=normalize,
-                      train_limit=settings.train_limit, test_limit=settings.test_limit)
-    log(f"MNIST from {data.source}: {len(data.train)} training and {len(data.test)} test images, checksums ok")
-    return data
+def load_data(settings: Settings, normalize: bool) -> tuple[MnistData, ExtraDataInfo | None]:
+    """MNIST on the CPU, with LENET_EXTRA_DATA's pictures mixed in: each training process moves it onto the device
+    itself. Each extra file left out gets a warning line."""
+    data, extra, repeats = load_run_data(settings, normalize)
+    mnist_images = len(data.train) - repeats * (len(extra.train_labels) if extra else 0)
+    log(f"MNIST from {data.source}: {mnist_images} training and {len(data.test)} test images, checksums ok")
+    if extra is None:
+        return data, None
+    for skipped in extra.skipped:
+        warn(f"LENET_EXTRA_DATA: {printable(skipped.path)}: {skipped.reason}; left out")
+    for conflict in extra.conflicts:
+        warn(f"LENET_EXTRA_DATA: the same picture under labels {conflict['labels']}: "
+             f"{', '.join(map(printable, conflict['paths']))}; left out")
+    counts = extra.counts()
+    log(f"extra pictures from {settings.extra_data}: {sum(counts['train'].values())} for training (x{repeats} per "
+        f"epoch), {sum(counts['holdout'].values())} held out, data version {extra.version[:12]}")
+    return data, ExtraDataInfo(
+        folder=str(settings.extra_data), version=extra.version, share=settings.extra_share, repeats=repeats,
+        train_pictures=counts["train"], holdout_pictures=counts["holdout"],
+        skipped=[SkippedFile(path=s.path, reason=s.reason) for s in extra.skipped], conflicts=extra.conflicts)
 
 
-def data_info(data: MnistData) -> DataInfo:
-    return DataInfo(source=data.source, raw_dir=str(data.raw_dir), train_images=len(data.train),
+def data_info(data: MnistData, extra: ExtraDataInfo | None) -> DataInfo:
+    extra_images = extra.repeats * sum(extra.train_pictures.values()) if extra else 0
+    return DataInfo(source=data.source, raw_dir=str(data.raw_dir), train_images=len(data.train) - extra_images,
                     test_images=len(data.test), files=data.files)
 
 
@@ -83,6 +101,8 @@ def plot_results(results: list[VariantResult], plot_dir: Path) -> list[Path]:
     for result in results:
         plots += [plot_curves(result, plot_dir / f"curves_{result.variant}.png"),
                   plot_confusion(result, plot_dir / f"confusion_{result.variant}.png")]
+        if result.extra_holdout is not None:
+            plots.append(plot_extra_confusion(result, plot_dir / f"confusion_extra_{result.variant}.png"))
     return plots + [plot_comparison(results, plot_dir / "comparison.png")]
 
 

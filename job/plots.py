@@ -62,7 +62,20 @@ def plot_comparison(results: list[VariantResult], path: Path) -> Path:
 
 
 def plot_confusion(result: VariantResult, path: Path) -> Path:
-    matrix = np.array(result.confusion_matrix)
+    """On the MNIST test set."""
+    return plot_matrix(result.confusion_matrix, f"{result.variant}: confusion matrix "
+                                                f"({100 * result.final_test_accuracy:.2f}% right)", path)
+
+
+def plot_extra_confusion(result: VariantResult, path: Path) -> Path:
+    """On LENET_EXTRA_DATA's holdout."""
+    holdout = result.extra_holdout
+    return plot_matrix(holdout.confusion_matrix, f"{result.variant}, extra holdout: {holdout.images} pictures "
+                                                 f"({100 * holdout.accuracy:.2f}% right)", path)
+
+
+def plot_matrix(confusion: list[list[int]], title: str, path: Path) -> Path:
+    matrix = np.array(confusion)
     figure, axes = plt.subplots(figsize=(6, 5.5))
     # Log colour scale: the diagonal holds ~1000 per cell and the errors a handful; linear would hide them.
     shown = axes.imshow(np.log1p(matrix), cmap="Blues")
@@ -70,7 +83,6 @@ def plot_confusion(result: VariantResult, path: Path) -> Path:
         if count:
             axes.text(col, row, str(count), ha="center", va="center", fontsize=8,
                       color="white" if row == col else "black")
-    axes.set(xticks=range(10), yticks=range(10), xlabel="predicted", ylabel="true",
-             title=f"{result.variant}: confusion matrix ({100 * result.final_test_accuracy:.2f}% right)")
+    axes.set(xticks=range(10), yticks=range(10), xlabel="predicted", ylabel="true", title=title)
     figure.colorbar(shown, ax=axes, label="log(1 + count)")
     return save(figure, path)

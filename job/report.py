@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from lenet_client.atomic import write_text_atomically
 from export.checks import FormatParity
 
-SCHEMA_VERSION = "1.3"  # 1.1: status "diverged"; parity max_scaled_diff. 1.2: device.processes, variants[].device.
-# 1.3: parity[].sample
+SCHEMA_VERSION = "1.4"  # 1.1: status "diverged"; parity max_scaled_diff. 1.2: device.processes, variants[].device.
+# 1.3: parity[].sample. 1.4: extra_data, variants[].extra_holdout
 Status = Literal["succeeded", "accuracy_gate_failed", "parity_failed", "champion_check_failed", "interrupted",
                  "failed", "diverged"]
 
@@ -48,6 +48,13 @@ class Artifact(Strict):
         return cls(path=str(path.relative_to(run_dir)), sha256=sha256(data).hexdigest(), bytes=len(data))
 
 
+class ExtraHoldout(Strict):
+    images: int
+    accuracy: float = Field(description="Share of the extra holdout pictures read right (0-1)")
+    loss: float = Field(description="Mean cross-entropy per extra holdout picture")
+    confusion_matrix: list[list[int]] = Field(description="Rows: true digit 0-9; columns: predicted digit")
+
+
 class VariantResult(Strict):
     variant: str
     device: str | None = Field(None, description="torch device this variant trained on, e.g. cuda:0")
@@ -64,6 +71,23 @@ class VariantResult(Strict):
     confusion_matrix: list[list[int]] = Field(description="Rows: true digit 0-9; columns: predicted digit")
     artifacts: dict[str, Artifact] = Field(default_factory=dict, description="format name -> file")
     parity: list[FormatParity] = Field(default_factory=list)
+    extra_holdout: ExtraHoldout | None = Field(None, description="On LENET_EXTRA_DATA's holdout, when it has one")
+
+
+class SkippedFile(Strict):
+    path: str
+    reason: str
+
+
+class ExtraDataInfo(Strict):
+    folder: str = Field(description="LENET_EXTRA_DATA")
+    version: str = Field(description="SHA-256 over the sorted (content SHA-256, label) pairs of the pictures used")
+    share: float = Field(description="LENET_EXTRA_SHARE: the extra pictures' share of each epoch")
+    repeats: int = Field(description="Times each extra training picture appears in an epoch")
+    train_pictures: dict[str, int] = Field(description="Digit -> distinct extra pictures trained on")
+    holdout_pictures: dict[str, int] = Field(description="Digit -> extra pictures held out (by content hash)")
+    skipped: list[SkippedFile] = Field(description="Files left out: unreadable, not a picture, or no digit")
+    conflicts: list[dict[str, Any]] = Field(description="The same picture under two labels: {sha256, labels, paths}")
 
 
 class ChampionCheck(Strict):
@@ -105,6 +129,7 @@ class Report(Strict):
     recipe: dict[str, Any] = Field(description="The hyperparameters used, after explicit settings were applied")
     variants_in_parallel: bool = Field(False, description="Variants trained side by side, one process each")
     data: DataInfo | None = None
+    extra_data: ExtraDataInfo | None = Field(None, description="Present when LENET_EXTRA_DATA is set")
     min_test_accuracy: float
     accuracy_gate_passed: bool
     champion: ChampionCheck | None = Field(None, description="Present when LENET_CHAMPION_CHECK is on")

@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     champion_check: bool = Field(False, description="true or false")
     champion_tolerance: float = Field(0.001, ge=0, le=1, description="a number 0-1")
     publish_wait_seconds: float = Field(3600, gt=0, le=86400, description="a number of seconds > 0 and <= 86400")
+    extra_data: Path | None = Field(None, description="a folder of labelled pictures, DIR/0 ... DIR/9, to train on "
+                                                      "with MNIST; or empty for none")
+    extra_share: float = Field(0.1, gt=0, lt=1, description="a number > 0 and < 1: the extra pictures' share of each "
+                                                            "epoch's training images")
+    extra_max_bad_share: float = Field(0.2, ge=0, le=1, description="a number 0-1: the largest share of "
+                                                                    "LENET_EXTRA_DATA's files that may be unusable")
 
     @field_validator("variants", mode="before")
     @classmethod
@@ -102,9 +108,9 @@ class Settings(BaseSettings):
                 raise ValueError("lists a variant twice")
         return value
 
-    @field_validator("data_dir", "output_dir")
+    @field_validator("data_dir", "output_dir", "extra_data")
     @classmethod
-    def _utf8_path(cls, value: Path) -> Path:
+    def _utf8_path(cls, value: Path | None) -> Path | None:
         try:  # a name in another encoding reaches Python as lone surrogates, which no JSON report can hold
             str(value).encode("utf-8")
         except UnicodeEncodeError:

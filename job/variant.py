@@ -18,10 +18,10 @@ from job.data import MnistData
 from job.log import epoch_line, log
 from job.metadata import model_metadata
 from job.model import build_model, parameter_count
-from job.report import Artifact, Epoch, VariantResult
+from job.report import Artifact, Epoch, ExtraHoldout, VariantResult
 from job.settings import Recipe, Settings
 from job.stop import StopRequest
-from job.train import Diverged, train_model
+from job.train import Diverged, evaluate, train_model
 from lenet_client.atomic import write_text_atomically
 
 
@@ -70,11 +70,24 @@ def train_variant(variant: str, data: MnistData, recipe: Recipe, settings: Setti
     for check in parity:
         log(f"[{variant}] parity {describe(check)}")
     last = history[-1]
-    confusion = torch.bincount(data.test.labels.cpu() * 10 + final.predictions, minlength=100).reshape(10, 10)
+    holdout = None
+    if data.extra_holdout is not None and len(data.extra_holdout):
+        on_holdout = evaluate(model, data.extra_holdout, settings.eval_batch_size)
+        holdout = ExtraHoldout(images=len(data.extra_holdout), accuracy=on_holdout.accuracy, loss=on_holdout.loss,
+                               confusion_matrix=confusion_of(data.extra_holdout.labels, on_holdout.predictions))
+        log(f"[{variant}] extra holdout: accuracy {100 * on_holdout.accuracy:.2f}% on {len(data.extra_holdout)} "
+            f"pictures")
     return VariantResult(
         variant=variant, device=str(device), parameters=parameter_count(model),
         epochs=[Epoch(**asdict(m)) for m in history], final_test_accuracy=final.accuracy,
         final_test_loss=final.loss, final_train_accuracy=last.train_accuracy, final_train_loss=last.train_loss,
         training_seconds=training_seconds, export_seconds=export_seconds, parity_seconds=parity_seconds,
-        met_accuracy_gate=final.accuracy >= settings.min_test_accuracy, confusion_matrix=confusion.tolist(),
-        artifacts={name: Artifact.of(path, run_dir) for name, path in paths.items()}, parity=parity)
+        met_accuracy_gate=final.accuracy >= settings.min_test_accuracy,
+        confusion_matrix=confusion_of(data.test.labels, final.predictions),
+        artifacts={name: Artifact.of(path, run_dir) for name, path in paths.items()}, parity=parity,
+        extra_holdout=holdout)
+
+
+def confusion_of(labels: torch.Tensor, predictions: torch.Tensor) -> list[list[int]]:
+    """Rows: true digit; columns: predicted digit."""
+    return torch.bincount(labels.cpu() * 10 + predictions.cpu(), minlength=100).reshape(10, 10).tolist()

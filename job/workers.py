@@ -116,14 +116,13 @@ def train_one(variant: str, settings: Settings, device: str, stop: StopRequest, 
               threads: int, results: Connection) -> None:
     import torch
 
-    from job.data import load_mnist
+    from job.extra import load_run_data
     from job.variant import train_variant
 
     torch.set_num_threads(threads)
     try:
         recipe = settings.resolved_recipe()
-        data = load_mnist(settings.data_dir, download=False, normalize=recipe.normalize,
-                          train_limit=settings.train_limit, test_limit=settings.test_limit)
+        data, _, _ = load_run_data(settings, recipe.normalize)  # the parent has warned about the extra pictures
         # No progress bar: two processes drawing on one terminal line would garble it.
         result = train_variant(variant, data.to(torch.device(device)), recipe, settings, torch.device(device), stop,
                                run_id, run_dir, progress_bar=False)

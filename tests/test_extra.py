@@ -100,3 +100,81 @@ def test_the_holdout_rule_is_about_one_in_five():
 
     hashes = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(5000)]
     assert 0.18 < sum(map(in_holdout, hashes)) / len(hashes) < 0.22
+
+
+def test_the_extra_training_pictures_are_repeated_to_their_share_of_each_epoch(tmp_path):
+    import torch
+
+    from job.data import MnistData, Split
+    from job.extra import with_extra
+
+    extra = tmp_path / "extra"
+    for i in range(40):
+        picture(extra / str(i % 2 * 6 + 1), f"{i}.png", i)  # sevens and ones
+    pictures = load_extra(extra, tmp_path / "cache")
+    mnist = Split(torch.zeros(3000, 1, 28, 28), torch.zeros(3000, dtype=torch.long))
+    data = MnistData(mnist, mnist, "data_dir", tmp_path, {})
+    mixed, repeats = with_extra(data, pictures, share=0.1, normalize=False)
+    n = len(pictures.train_labels)
+    assert repeats == round(0.1 / 0.9 * 3000 / n) and len(mixed.train) == 3000 + repeats * n
+    extra_part = mixed.train.images[3000:3000 + n, 0]
+    assert torch.equal(extra_part, torch.from_numpy(pictures.train_images).float() / 255)
+    assert 0.08 < repeats * n / len(mixed.train) < 0.12
+    assert torch.equal(mixed.extra_holdout.labels, torch.from_numpy(pictures.holdout_labels))
+    assert torch.equal(mixed.train.images[:3000], mnist.images)  # MNIST itself is untouched
+
+
+@pytest.fixture
+def extra_folder(tmp_path):
+    folder = tmp_path / "extra"
+    for i in range(40):
+        picture(folder / "7", f"{i}.png", i)
+    (folder / "7" / "notes.txt").write_text("not a picture")
+    return folder
+
+
+def test_a_run_with_extra_data_reports_what_it_learned_from_and_how_it_reads_the_holdout(outputs, real_data_dir,
+                                                                                          extra_folder):
+    import json
+    import subprocess
+
+    from conftest import PYTHON, TINY, job_env
+    from job.report import read_report
+
+    old_runs = {p.name for p in (outputs / "runs").iterdir()}
+    done = subprocess.run([PYTHON, "-m", "job"], env=job_env(outputs.parent, real_data_dir, **(TINY | {
+        "extra_data": extra_folder})), cwd=outputs.parent, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [f"lenet-mnist: warning: LENET_EXTRA_DATA: {extra_folder / '7' / 'notes.txt'}: "
+                                        f"not a picture file (allowed: .png .jpg .jpeg .bmp .gif .tif .tiff .webp); "
+                                        f"left out"]
+    (run_dir,) = [p for p in (outputs / "runs").iterdir() if p.name not in old_runs]
+    report = read_report(run_dir / "report.json")
+    info = report.extra_data
+    expected = load_extra(extra_folder, outputs.parent / "cache")
+    assert info.version == expected.version and info.folder == str(extra_folder)
+    assert info.train_pictures["7"] + info.holdout_pictures["7"] == 40 and [s.path for s in info.skipped] == [
+        str(extra_folder / "7" / "notes.txt")]
+    assert report.data.train_images == TINY["train_limit"]  # MNIST's count; the extra pictures are counted apart
+    (variant,) = report.variants
+    assert variant.extra_holdout.images == info.holdout_pictures["7"] == sum(map(sum, variant.extra_holdout.confusion_matrix))
+    assert "confusion_extra_plain" in report.plots
+    assert json.loads((outputs / "latest.json").read_text())["run_id"] == run_dir.name
+
+
+def test_an_extra_folder_that_cannot_be_used_stops_the_run_before_training_with_exit_3(outputs, real_data_dir,
+                                                                                      extra_folder):
+    import subprocess
+
+    from conftest import PYTHON, TINY, job_env, published_files
+    from job.report import read_report
+
+    picture(extra_folder / "cat", "a.png", 1)
+    before = published_files(outputs)
+    done = subprocess.run([PYTHON, "-m", "job"], env=job_env(outputs.parent, real_data_dir, **(TINY | {
+        "extra_data": extra_folder})), cwd=outputs.parent, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 3 and done.stderr.count("\n") == 1, done.stderr
+    assert "data problem: LENET_EXTRA_DATA=" in done.stderr and "class folder cat is not a digit" in done.stderr
+    assert published_files(outputs) == before
+    (report,) = [read_report(p) for p in (outputs / "runs").glob("*/report.json") if read_report(p).status == "failed"]
+    assert report.variants == [] and report.exit_code == 3
