@@ -16,7 +16,7 @@ from job import status
 from job.data import DataError
 from job.log import log
 from job.metadata import library_versions
-from job.publish import (DamagedFileError, LockWaitTooLong, check_champion, check_pointer_replaceable,
+from job.publish import (DamagedFileError, LockWaitTooLong, SameGround, check_champion, check_pointer_replaceable,
                          point_latest_at, prune_runs, publish_lock, write_manifest)
 from job.report import (Artifact, ChampionCheck, DataInfo, DeviceInfo, ExtraDataInfo, Report, VariantResult,
                         write_report)
@@ -77,13 +77,34 @@ def verdict_on_results(facts: RunFacts, settings: Settings) -> Verdict:
     if not settings.champion_check:
         return Verdict(status.OK)
     new = {r.variant: r.final_test_accuracy for r in facts.variants}
-    champion = check_champion(new, settings.output_dir, settings.champion_tolerance)
+    champion = check_champion(new, settings.output_dir, settings.champion_tolerance, same_ground(facts, settings))
     if not champion.passed:
+        holdout = (f"; on the extra holdout ({champion.holdout_images} pictures): new {champion.new_holdout_accuracy}, "
+                   f"published {champion.published_holdout_accuracy}") if champion.holdout_images else ""
         return Verdict(status.CHAMPION, f"worse than the published run {champion.compared_with_run} by more than "
                                         f"LENET_CHAMPION_TOLERANCE={settings.champion_tolerance}: new "
-                                        f"{champion.new_accuracy}, published {champion.published_accuracy}",
+                                        f"{champion.new_accuracy}, published {champion.published_accuracy}{holdout}",
                        champion)
     return Verdict(status.OK, champion=champion)
+
+
+def same_ground(facts: RunFacts, settings: Settings) -> SameGround | None:
+    """With extra pictures that have a holdout: today's MNIST test set and holdout, to judge the published model
+    on them again (the extra folder is read from its cache)."""
+    holdouts = {r.variant: r.extra_holdout.accuracy for r in facts.variants if r.extra_holdout is not None}
+    if settings.extra_data is None or not holdouts:
+        return None
+    from job.data import read_split
+    from job.extra import load_extra
+
+    from job.extra import ExtraDataError
+
+    try:
+        images, labels = read_split(settings.data_dir, train=False, limit=settings.test_limit)
+        extra = load_extra(settings.extra_data, settings.data_dir / "extra-cache", settings.extra_max_bad_share)
+    except (ExtraDataError, OSError) as error:  # the folder changed, or became unreadable, during the run
+        raise DataError(f"the champion check could not read its ground again: {error}") from None
+    return SameGround(images.numpy(), labels.numpy(), extra.holdout_images, extra.holdout_labels, holdouts)
 
 
 def report_of(facts: RunFacts, settings: Settings, verdict: Verdict, run_dir: Path) -> Report:
@@ -133,7 +154,7 @@ def finish(facts: RunFacts, settings: Settings, run_dir: Path, stop: StopRequest
             error = unpublishable
         try:
             verdict = verdict_on_error(error, stop) if error else verdict_on_results(facts, settings)
-        except DamagedFileError as damaged:  # the champion check could not read the published run
+        except (DamagedFileError, DataError) as damaged:  # the champion check could not read its ground
             verdict = verdict_on_error(damaged, stop)
         report = write_judged_run(facts, settings, verdict, run_dir, stop)
         if report.published and stop():  # the stop came while the report was written: honour it

@@ -93,8 +93,16 @@ class ExtraDataInfo(Strict):
 class ChampionCheck(Strict):
     tolerance: float = Field(description="How much lower than the published accuracy a variant may be")
     compared_with_run: str | None = Field(description="Run id of the published run; null when none was")
-    published_accuracy: dict[str, float] = Field(description="variant -> the published run's test accuracy")
+    published_accuracy: dict[str, float] = Field(description="variant -> the published model's MNIST test accuracy: "
+                                                             "from its report, or with LENET_EXTRA_DATA its ONNX "
+                                                             "file evaluated again on today's test set")
     new_accuracy: dict[str, float] = Field(description="variant -> this run's test accuracy (compared variants)")
+    holdout_images: int = Field(0, description="Pictures in today's extra holdout; 0 without LENET_EXTRA_DATA")
+    published_holdout_accuracy: dict[str, float] = Field(
+        default_factory=dict, description="variant -> the published model's accuracy on today's extra holdout (its "
+                                          "ONNX file); it may not be higher than the new one's")
+    new_holdout_accuracy: dict[str, float] = Field(default_factory=dict,
+                                                   description="variant -> this run's accuracy on the extra holdout")
     passed: bool
 
 

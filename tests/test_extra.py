@@ -178,3 +178,53 @@ def test_an_extra_folder_that_cannot_be_used_stops_the_run_before_training_with_
     assert published_files(outputs) == before
     (report,) = [read_report(p) for p in (outputs / "runs").glob("*/report.json") if read_report(p).status == "failed"]
     assert report.variants == [] and report.exit_code == 3
+
+
+def test_the_champion_check_judges_the_published_model_again_on_todays_holdout(outputs, real_data_dir, tmp_path):
+    """The published model's own report knows nothing of today's holdout: its ONNX file is evaluated on it, and a
+    new model may not read it worse (and may not be worse on the MNIST test set beyond the tolerance)."""
+    from job.data import read_split
+    from job.publish import SameGround, check_champion, onnx_accuracy, published_onnx
+
+    extra = tmp_path / "extra"
+    for i in range(40):
+        picture(extra / str(i % 2 * 6 + 1), f"{i}.png", i)
+    pictures = load_extra(extra, tmp_path / "cache")
+    images, labels = read_split(real_data_dir, train=False, limit=300)
+    published = onnx_accuracy(published_onnx(outputs)["plain"], pictures.holdout_images, pictures.holdout_labels)
+    on_test = onnx_accuracy(published_onnx(outputs)["plain"], images.numpy(), labels.numpy())
+
+    def check(new_holdout, new_test):
+        ground = SameGround(images.numpy(), labels.numpy(), pictures.holdout_images, pictures.holdout_labels,
+                            {"plain": new_holdout})
+        return check_champion({"plain": new_test}, outputs, tolerance=0.01, same_ground=ground)
+
+    same = check(published, on_test)
+    assert same.passed and same.published_holdout_accuracy == {"plain": published} and same.published_accuracy == {
+        "plain": on_test} and same.holdout_images == len(pictures.holdout_labels)
+    assert not check(published - 0.01, on_test).passed  # worse on the holdout, by any amount
+    assert check(published, on_test - 0.005).passed and not check(published, on_test - 0.02).passed  # MNIST: tolerance
+
+
+def test_a_run_with_extra_data_and_the_champion_check_reports_both_models_on_the_holdout(outputs, real_data_dir,
+                                                                                        extra_folder):
+    import subprocess
+
+    from conftest import PYTHON, TINY, job_env
+    from job.report import read_report
+
+    settings = TINY | {"extra_data": extra_folder}
+    first = subprocess.run([PYTHON, "-m", "job"], env=job_env(outputs.parent, real_data_dir, **settings),
+                           cwd=outputs.parent, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    # The same data and seed again: the same model, so not worse anywhere; it publishes, and says why.
+    done = subprocess.run([PYTHON, "-m", "job"], env=job_env(outputs.parent, real_data_dir, **(settings | {
+        "champion_check": "true", "champion_tolerance": 0})), cwd=outputs.parent, capture_output=True, text=True,
+        timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = max((read_report(p) for p in (outputs / "runs").glob("*/report.json")), key=lambda r: r.started_at)
+    champion = report.champion
+    assert champion.holdout_images == report.extra_data.holdout_pictures["7"] > 0
+    assert champion.new_holdout_accuracy == champion.published_holdout_accuracy == {
+        "plain": report.variants[0].extra_holdout.accuracy}
+    assert champion.new_accuracy == champion.published_accuracy and champion.passed and report.published
