@@ -13,7 +13,7 @@ from lenet_client.preprocess import to_mnist
 def picture(folder, name, variant):
     """A seven drawn a little differently for each `variant`: different bytes, a different content hash."""
     folder.mkdir(parents=True, exist_ok=True)
-    seven(box=(40 + variant % 30, 30, 150, 170 - variant % 20), width=8 + variant % 5).save(folder / name)
+    seven(box=(40 + variant % 30, 30 + variant % 7, 150, 170 - variant % 20), width=8 + variant % 5).save(folder / name)
     return folder / name
 
 
@@ -32,14 +32,20 @@ def test_pictures_are_preprocessed_by_the_contract_split_by_content_and_versione
     assert len(list((tmp_path / "cache").rglob("*.npy"))) == 31
 
 
-def test_a_growing_folder_never_moves_a_picture_from_the_holdout_into_training(tmp_path):
+def test_a_growing_folder_never_moves_a_picture_from_the_holdout_into_training(monkeypatch, tmp_path):
+    import lenet_client.preprocess
+
     extra = tmp_path / "extra"
     for i in range(20):
         picture(extra / str(i % 10), f"{i}.png", i)
     before = load_extra(extra, tmp_path / "cache")
-    for i in range(20, 60):
+    for i in range(20, 70):
         picture(extra / str(i % 10), f"{i}.png", i)
+    made = []
+    original = lenet_client.preprocess.to_mnist
+    monkeypatch.setattr(lenet_client.preprocess, "to_mnist", lambda image: made.append(1) or original(image))
     after = load_extra(extra, tmp_path / "cache")
+    assert len(made) == 50  # the 50 new pictures, and only them: the first 20 come from the cache
     held = {image.tobytes() for image in before.holdout_images}
     assert held <= {image.tobytes() for image in after.holdout_images}
     assert not held & {image.tobytes() for image in after.train_images}
@@ -218,9 +224,9 @@ def test_a_run_with_extra_data_and_the_champion_check_reports_both_models_on_the
                            cwd=outputs.parent, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr
     # The same data and seed again: the same model, so not worse anywhere; it publishes, and says why.
-    done = subprocess.run([PYTHON, "-m", "job"], env=job_env(outputs.parent, real_data_dir, **(settings | {
-        "champion_check": "true", "champion_tolerance": 0})), cwd=outputs.parent, capture_output=True, text=True,
-        timeout=300)
+    champion_on = settings | {"champion_check": "true", "champion_tolerance": 0}
+    done = subprocess.run([PYTHON, "-m", "job"], env=job_env(outputs.parent, real_data_dir, **champion_on),
+                          cwd=outputs.parent, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     report = max((read_report(p) for p in (outputs / "runs").glob("*/report.json")), key=lambda r: r.started_at)
     champion = report.champion
@@ -228,3 +234,16 @@ def test_a_run_with_extra_data_and_the_champion_check_reports_both_models_on_the
     assert champion.new_holdout_accuracy == champion.published_holdout_accuracy == {
         "plain": report.variants[0].extra_holdout.accuracy}
     assert champion.new_accuracy == champion.published_accuracy and champion.passed and report.published
+
+    # The holdout grows: the published model is judged on the grown one, and the outcome follows the figures.
+    for i in range(40, 100):
+        picture(extra_folder / "7", f"{i}.png", i + 100)
+    done = subprocess.run([PYTHON, "-m", "job"], env=job_env(outputs.parent, real_data_dir, **champion_on),
+                          cwd=outputs.parent, capture_output=True, text=True, timeout=300)
+    grown = max((read_report(p) for p in (outputs / "runs").glob("*/report.json")), key=lambda r: r.started_at)
+    champion = grown.champion
+    assert champion.holdout_images == grown.extra_data.holdout_pictures["7"] > report.extra_data.holdout_pictures["7"]
+    assert champion.compared_with_run == report.run_id and set(champion.published_holdout_accuracy) == {"plain"}
+    fair = all(champion.new_accuracy[v] >= champion.published_accuracy[v] and
+               champion.new_holdout_accuracy[v] >= champion.published_holdout_accuracy[v] for v in ["plain"])
+    assert champion.passed == fair == grown.published and done.returncode == (0 if fair else 7), done.stderr
