@@ -13,7 +13,8 @@ from lenet_client.preprocess import to_mnist
 def picture(folder, name, variant):
     """A seven drawn a little differently for each `variant`: different bytes, a different content hash."""
     folder.mkdir(parents=True, exist_ok=True)
-    seven(box=(40 + variant % 30, 30 + variant % 7, 150, 170 - variant % 20), width=8 + variant % 5).save(folder / name)
+    box = (40 + variant % 30, 30 + variant % 7, 150, 170 - variant % 20)
+    seven(box=box, width=8 + variant % 5).save(folder / name)
     return folder / name
 
 
