@@ -6,6 +6,7 @@ All of it happens under the publish lock, so that concurrent runs on one output 
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -181,5 +182,6 @@ def write_judged_run(facts: RunFacts, settings: Settings, verdict: Verdict, run_
         write_run(report, run_dir)
         return report
     except OSError as write_error:
-        (run_dir / "report.json").unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a folder that refuses this too keeps whatever it holds
+            (run_dir / "report.json").unlink(missing_ok=True)
         return report_of(facts, settings, verdict_on_error(write_error, stop), run_dir)
