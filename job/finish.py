@@ -17,8 +17,9 @@ from job import status
 from job.data import DataError
 from job.log import log
 from job.metadata import library_versions
-from job.publish import (DamagedFileError, LockWaitTooLong, SameGround, check_champion, check_pointer_replaceable,
-                         point_latest_at, prune_runs, publish_lock, write_manifest)
+from job.champion import SameGround, check_champion
+from job.publish import (DamagedFileError, LockWaitTooLong, check_pointer_replaceable, point_latest_at, prune_runs,
+                         publish_lock, write_manifest)
 from job.report import (Artifact, ChampionCheck, DataInfo, DeviceInfo, ExtraDataInfo, Report, VariantResult,
                         write_report)
 from job.settings import Settings

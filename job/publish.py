@@ -14,18 +14,15 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 
 from filelock import FileLock, Timeout
 
 from lenet_client.atomic import write_text_atomically
-from lenet_client.predict import PredictError
 from job.log import log
-from job.report import Artifact, ChampionCheck, Report, read_report
+from job.report import Artifact, Report, read_report
 from lenet_client.text import printable
 
 POINTER = "latest.json"
@@ -94,68 +91,6 @@ def published_run(output_dir: Path) -> tuple[str, Report] | None:
         reason = error.strerror if isinstance(error, OSError) else str(error).splitlines()[0]
         raise DamagedFileError(f"{printable(report_path)}, the report {pointer.name} names, cannot be read ({reason}); "
                                f"restore it, or remove {pointer.name} to publish anew") from None
-
-
-@dataclass(frozen=True)
-class SameGround:
-    """Today's MNIST test set and extra holdout, as uint8 pixels, to judge the published model on them again (its
-    report's figures were measured on an older holdout, perhaps a smaller one)."""
-    test_pixels: np.ndarray  # uint8 [N, 28, 28]
-    test_labels: np.ndarray
-    holdout_pixels: np.ndarray
-    holdout_labels: np.ndarray
-    new_holdout_accuracy: dict[str, float]  # variant -> this run's accuracy on the holdout
-
-
-def onnx_accuracy(model: Path, pixels: np.ndarray, labels: np.ndarray) -> float:
-    """A published ONNX file's accuracy on MNIST-style pixels, scaled as its own metadata says."""
-    from lenet_client.contract import INPUT_NAME, OUTPUT_NAME, preprocessing
-    from lenet_client.predict import load_model
-
-    session, metadata = load_model(model)
-    scale, mean, std = preprocessing(metadata)
-    inputs = ((pixels.astype(np.float32) * scale - mean) / std)[:, None]
-    predicted = np.concatenate([session.run([OUTPUT_NAME], {INPUT_NAME: inputs[start:start + 1000]})[0].argmax(1)
-                                for start in range(0, len(inputs), 1000)])
-    return float((predicted == labels).mean())
-
-
-def check_champion(accuracy: dict[str, float], output_dir: Path, tolerance: float,
-                   same_ground: SameGround | None = None) -> ChampionCheck:
-    """The new run (`accuracy`: variant -> final test accuracy) may publish only if no variant is worse than the
-    published one by more than `tolerance`; with `same_ground`, the published models are evaluated again on
-    today's test set and extra holdout, and no variant may be worse on the holdout at all."""
-    current = published_run(output_dir)
-    if current is None:
-        return ChampionCheck(tolerance=tolerance, compared_with_run=None, published_accuracy={},
-                             new_accuracy={}, passed=True)
-    run_id, champion = current
-    old = {v.variant: v.final_test_accuracy for v in champion.variants}
-    new = {variant: value for variant, value in accuracy.items() if variant in old}
-    if same_ground is None:
-        return ChampionCheck(tolerance=tolerance, compared_with_run=run_id, published_accuracy=old,
-                             new_accuracy=new, passed=all(new[v] >= old[v] - tolerance for v in new))
-    old, old_holdout = {}, {}
-    try:
-        models = published_onnx(output_dir)
-        for variant in new:
-            old[variant] = onnx_accuracy(models[variant], same_ground.test_pixels, same_ground.test_labels)
-            old_holdout[variant] = onnx_accuracy(models[variant], same_ground.holdout_pixels,
-                                                 same_ground.holdout_labels)
-    except (KeyError, TypeError, ValueError, OSError, PredictError) as error:
-        raise DamagedFileError(f"the published run {run_id}'s model cannot be evaluated again ({error}); restore "
-                               f"it, or remove {POINTER} to publish anew") from None
-    new_holdout = {v: same_ground.new_holdout_accuracy[v] for v in new}
-    passed = all(new[v] >= old[v] - tolerance and new_holdout[v] >= old_holdout[v] for v in new)
-    return ChampionCheck(tolerance=tolerance, compared_with_run=run_id, published_accuracy=old, new_accuracy=new,
-                         holdout_images=len(same_ground.holdout_labels), published_holdout_accuracy=old_holdout,
-                         new_holdout_accuracy=new_holdout, passed=passed)
-
-
-def published_onnx(output_dir: Path) -> dict[str, Path]:
-    """variant -> the published ONNX file, as latest.json names it."""
-    pointer = json.loads((output_dir / POINTER).read_text())
-    return {variant: output_dir / files["onnx"] for variant, files in pointer["models"].items() if "onnx" in files}
 
 
 def write_manifest(run_dir: Path, run_id: str) -> Path:

@@ -191,7 +191,7 @@ def test_the_champion_check_judges_the_published_model_again_on_todays_holdout(o
     """The published model's own report knows nothing of today's holdout: its ONNX file is evaluated on it, and a
     new model may not read it worse (and may not be worse on the MNIST test set beyond the tolerance)."""
     from job.data import read_split
-    from job.publish import SameGround, check_champion, onnx_accuracy, published_onnx
+    from job.champion import SameGround, check_champion, onnx_accuracy, published_onnx
 
     extra = tmp_path / "extra"
     for i in range(40):
