@@ -11,6 +11,7 @@ by side. That server has run no torch operation, so forking it is safe where for
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing
 import multiprocessing.connection
@@ -163,8 +164,11 @@ def train_in_parallel(settings: Settings, device: torch.device, stop: StopReques
              else "each in a fresh interpreter")
     log(f"training {', '.join(workers)} side by side on {device}: one process each, {threads} thread(s) each, "
         f"{start}")
+    # A spawned worker is a new interpreter that must start with the stop signals ignored; a forked one asks the
+    # forkserver, which may still be importing (seconds), and the job must not ignore signals while it waits.
+    spawned = context.get_start_method() == "spawn"
     for variant, worker in workers.items():
-        with helpers_ignore_stop_signals():
+        with helpers_ignore_stop_signals() if spawned else contextlib.nullcontext():
             worker.start()
         pipes[variant][1].close()  # the worker holds the sending end now: its death closes the pipe
     received: dict[str, tuple[VariantResult | None, Exception | None]] = {}

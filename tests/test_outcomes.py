@@ -246,7 +246,7 @@ def test_a_worker_killed_alone_is_exit_11_and_the_other_stops(outputs, real_data
 @pytest.mark.slow
 @pytest.mark.parametrize("number, to_group", [(signal.SIGINT, True), (signal.SIGTERM, False)],
                          ids=["Ctrl-C to the process group", "SIGTERM to the job"])
-@pytest.mark.parametrize("delay", [0.05, 0.2, 0.4, 0.8, 1.5, 2.5])
+@pytest.mark.parametrize("delay", [0.05, 0.2, 0.4, 0.8, 1.5, 2.5, 3.5])
 def test_a_stop_signal_at_any_moment_of_the_start_gives_its_status_and_one_line(real_data_dir, tmp_path, number,
                                                                                 to_group, delay):
     """The first seconds: imports, the forkserver's start and its imports, loading MNIST, the workers' start. A
