@@ -104,8 +104,11 @@ def load_extra(folder: Path, cache_dir: Path, max_bad_share: float = 0.2) -> Ext
     skipped, files = [], 0
     for class_folder in class_folders(folder):
         label = int(class_folder.name)
-        for path in sorted(p for p in class_folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        for path in sorted(p for p in class_folder.rglob("*") if not p.is_dir() and not p.name.startswith(".")):
             files += 1
+            if not path.is_file():  # reading a pipe would wait for a writer forever
+                skipped.append(Skipped(str(path), "not a regular file (a pipe, a socket, a device or a broken link)"))
+                continue
             if path.suffix.lower() not in PICTURE_SUFFIXES:
                 skipped.append(Skipped(str(path), f"not a picture file (allowed: {' '.join(PICTURE_SUFFIXES)})"))
                 continue

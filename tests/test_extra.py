@@ -1,6 +1,8 @@
 """job.extra: labelled pictures in the folder-per-class layout, read through the contract's preprocessing, cached,
 split by content so that the holdout never leaks into training as the folder grows."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -68,17 +70,19 @@ def test_duplicates_count_once_and_a_picture_under_two_labels_is_a_listed_confli
 
 def test_files_that_cannot_be_used_are_skipped_with_their_reason(tmp_path):
     extra = tmp_path / "extra"
-    for i in range(20):
+    for i in range(30):
         picture(extra / "7", f"{i}.png", i)
     (extra / "7" / "notes.txt").write_text("not a picture")
     (extra / "7" / "broken.png").write_bytes(b"\x89PNG broken")
     from PIL import Image
     Image.new("L", (60, 60), 255).save(extra / "7" / "blank.png")
+    os.mkfifo(extra / "7" / "pipe.png")  # reading it would wait forever
     data = load_extra(extra, tmp_path / "cache")
     reasons = {s.path.rsplit("/", 1)[1]: s.reason for s in data.skipped}
-    assert set(reasons) == {"notes.txt", "broken.png", "blank.png"}
+    assert set(reasons) == {"notes.txt", "broken.png", "blank.png", "pipe.png"}
+    assert "not a regular file" in reasons["pipe.png"]
     assert "not a picture file" in reasons["notes.txt"] and "no ink" in reasons["blank.png"]
-    assert len(data.train_labels) + len(data.holdout_labels) == 20
+    assert len(data.train_labels) + len(data.holdout_labels) == 30
 
 
 @pytest.mark.parametrize("layout, message", [

@@ -115,12 +115,14 @@ def bad_model(kind, tmp_path):
     return {"missing": lambda: tmp_path / "nowhere.onnx",
             "a folder": lambda: tmp_path,
             "not onnx": lambda: (tmp_path / "model.onnx").write_text("hello") and tmp_path / "model.onnx",
-            "onnx of another job": lambda: onnx_without_metadata(tmp_path / "other.onnx")}[kind]()
+            "onnx of another job": lambda: onnx_without_metadata(tmp_path / "other.onnx"),
+            "a pipe": lambda: os.mkfifo(tmp_path / "model.onnx") or tmp_path / "model.onnx"}[kind]()
 
 
 @pytest.mark.parametrize("kind, message", [("missing", "no such model file"), ("a folder", "is a folder"),
                                            ("not onnx", "not an ONNX model"),
-                                           ("onnx of another job", "not an export of this job")])
+                                           ("onnx of another job", "not an export of this job"),
+                                           ("a pipe", "not a regular file")])  # reading it waited forever
 def test_a_bad_model_is_one_line_and_exit_3(kind, message, tmp_path):
     picture = tmp_path / "digit.png"
     seven((50, 50), (10, 10, 40, 40), 3, mode="RGB").save(picture)
@@ -144,13 +146,15 @@ def bad_picture(kind, tmp_path):
         Image.new("RGB", (120, 90), "white").save(path)
     elif kind == "too small":
         Image.new("L", (6, 6), 0).save(path)
+    elif kind == "a pipe":  # reading it waited for a writer forever
+        os.mkfifo(path)
     return path
 
 
 @pytest.mark.parametrize("kind, status, message", [
     ("missing", 4, "no such file"), ("not a picture", 4, "not a picture"), ("truncated", 4, "cannot be read"),
     ("a folder without pictures", 4, "a folder with no pictures"), ("too large", 4, "too large"),
-    ("blank", 5, "no ink"), ("too small", 5, "too small")])
+    ("blank", 5, "no ink"), ("too small", 5, "too small"), ("a pipe", 4, "not a regular file")])
 def test_a_bad_picture_is_one_line_with_its_status_and_the_others_are_still_read(small_trained_onnx, tmp_path,
                                                                                 kind, status, message):
     onnx_path, _ = small_trained_onnx

@@ -23,12 +23,12 @@ def main_exit() -> None:
         from lenet_client.predict import main
 
         sys.exit(main())
-    except KeyboardInterrupt:
-        print("lenet-predict: interrupted by SIGINT", file=sys.stderr)
-        sys.exit(130)
-    except Terminated:
-        print("lenet-predict: interrupted by SIGTERM", file=sys.stderr)
-        sys.exit(143)
+    except (KeyboardInterrupt, Terminated) as stopped:
+        for number in (signal.SIGINT, signal.SIGTERM):  # a second signal (sent to the whole group, say) changes nothing
+            signal.signal(number, signal.SIG_IGN)
+        name = "SIGINT" if isinstance(stopped, KeyboardInterrupt) else "SIGTERM"
+        print(f"lenet-predict: interrupted by {name}", file=sys.stderr)
+        sys.exit(130 if name == "SIGINT" else 143)
 
 
 if __name__ == "__main__":

@@ -88,6 +88,9 @@ def load_model(path: Path) -> tuple[ort.InferenceSession, dict[str, str]]:
         raise PredictError(EXIT_MODEL, f"{printable(path)}: no such model file")
     if path.is_dir():
         raise PredictError(EXIT_MODEL, f"{printable(path)}: is a folder, not an ONNX model file")
+    if not path.is_file():  # reading a pipe would wait for a writer forever
+        raise PredictError(EXIT_MODEL, f"{printable(path)}: not a regular file (a pipe, a socket or a device; "
+                                       f"allowed: an ONNX model file)")
     try:
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: onnxruntime's warnings would break the one-line promise
@@ -146,6 +149,9 @@ def open_picture(path: Path) -> Image.Image:
                                              f"denied)")
         raise PredictError(EXIT_PICTURE, f"{printable(path)}: a folder with no pictures "
                                          f"({', '.join(PICTURE_SUFFIXES)})")
+    if path.exists() and not path.is_file():  # reading a pipe would wait for a writer forever
+        raise PredictError(EXIT_PICTURE, f"{printable(path)}: not a regular file (a pipe, a socket or a device; "
+                                         f"allowed: picture files)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
