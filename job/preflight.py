@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from job.status import OUTPUT
+from lenet_client.environment import writable_or_temporary
 
 
 def temporary_folder_or_exit() -> None:
@@ -25,13 +26,7 @@ def matplotlib_config_folder() -> None:
     """Under a user whose home is not writable (`docker run --user`, a service account, `setpriv`), matplotlib
     falls back to a temporary folder itself, but says so in two lines on stderr at every run. Choose that folder
     here, silently, when its usual one cannot be written (the image sets MPLCONFIGDIR itself)."""
-    if "MPLCONFIGDIR" in os.environ:
-        return
-    usual = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "matplotlib"
-    try:
-        usual.mkdir(parents=True, exist_ok=True)
-        if os.access(usual, os.W_OK):
-            return
-    except (OSError, RuntimeError):  # RuntimeError: no home directory can be determined
-        pass
-    os.environ["MPLCONFIGDIR"] = tempfile.mkdtemp(prefix="matplotlib-")
+    if "MPLCONFIGDIR" not in os.environ:
+        writable_or_temporary(
+            "MPLCONFIGDIR", lambda: Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "matplotlib",
+            prefix="matplotlib-")

@@ -9,16 +9,24 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 
 def writable_cache_folder() -> None:
     """Point XDG_CACHE_HOME at a fresh temporary folder when the usual cache folder cannot be written."""
+    writable_or_temporary("XDG_CACHE_HOME", lambda: Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"),
+                          prefix="cache-")
+
+
+def writable_or_temporary(variable: str, usual: Callable[[], Path], prefix: str) -> None:
+    """Leave `variable` alone when the folder `usual()` names can be created and written; else set it to a fresh
+    temporary folder. (`usual` is called inside: Path.home() raises when no home directory can be determined.)"""
     try:
-        usual = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-        usual.mkdir(parents=True, exist_ok=True)
-        if os.access(usual, os.W_OK):
+        folder = usual()
+        folder.mkdir(parents=True, exist_ok=True)
+        if os.access(folder, os.W_OK):
             return
     except (OSError, RuntimeError):  # RuntimeError: no home directory can be determined
         pass
-    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="cache-")
+    os.environ[variable] = tempfile.mkdtemp(prefix=prefix)
