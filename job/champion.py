@@ -53,12 +53,12 @@ def check_champion(accuracy: dict[str, float], output_dir: Path, tolerance: floa
         return ChampionCheck(tolerance=tolerance, compared_with_run=None, published_accuracy={},
                              new_accuracy={}, passed=True)
     run_id, champion = current
-    old = {v.variant: v.final_test_accuracy for v in champion.variants}
-    new = {variant: value for variant, value in accuracy.items() if variant in old}
+    recorded = {v.variant: v.final_test_accuracy for v in champion.variants}
+    new = {variant: value for variant, value in accuracy.items() if variant in recorded}
     if same_ground is None:
-        return ChampionCheck(tolerance=tolerance, compared_with_run=run_id, published_accuracy=old,
-                             new_accuracy=new, passed=all(new[v] >= old[v] - tolerance for v in new))
-    old, old_holdout = {}, {}
+        return ChampionCheck(tolerance=tolerance, compared_with_run=run_id, published_accuracy=recorded,
+                             new_accuracy=new, passed=all(new[v] >= recorded[v] - tolerance for v in new))
+    old, old_holdout = {}, {}  # the published model's figures on today's ground
     try:
         models = published_onnx(output_dir)
         for variant in new:
