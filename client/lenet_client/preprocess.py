@@ -17,7 +17,7 @@ from PIL import Image, ImageOps
 
 from lenet_client.ink import NoDigitError, digit_ink, window_max
 
-METHOD = "mnist-fit-20-center-of-mass-28 v2"  # the ONNX metadata's preprocess.method names this algorithm
+METHOD = "mnist-fit-20-center-of-mass-28 v3"  # the ONNX metadata's preprocess.method names this algorithm
 MAX_PIXELS = 40_000_000  # larger pictures are refused before decoding...
 MAX_SIDE = 20_000  # ...and so are longer sides: a strip of 8 x 4,000,000 pixels is 31 KB as a PNG
 MIN_SIDE = 8  # a smaller picture cannot hold a recognizable digit
@@ -25,6 +25,7 @@ WORK_SIDE = 512  # pictures are first reduced so that their longer side is at mo
 FINE_SIDE = 80  # strokes are measured and grown with the digit at this size (4 x the 20x20 box)
 MIN_STROKE = 1.5  # strokes thinner than this once fitted into 20x20 are grown to it (MNIST: 10th percentile)
 MAX_STROKE = 3.0  # strokes wider than this are thinned to it (MNIST: at most 2.8)
+OPAQUE_PICTURE = 0.7  # a picture with an alpha channel at least this opaque on average is not ink on a canvas
 BOX, FIELD, CENTER = 20, 28, 14.0  # MNIST: fit into 20x20, place in 28x28, center of mass at (14, 14)
 
 
@@ -45,24 +46,28 @@ def transparent(image: Image.Image) -> bool:
     return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info)
 
 
-def grayscale(image: Image.Image) -> np.ndarray:
-    """float64 [H, W] in 0-1 from any mode, at working size (longer side at most WORK_SIDE). A picture with
-    transparency is a drawing on a transparent canvas: what is opaque is the ink, whatever its colour, so it becomes
-    dark ink on white paper (its strength: opacity times its contrast with the paper it was drawn for, white under
-    dark ink and black under light ink)."""
+def grayscale(image: Image.Image) -> tuple[np.ndarray, bool]:
+    """float64 [H, W] in 0-1 from any mode, at working size (longer side at most WORK_SIDE), and whether it is a
+    drawing on a transparent canvas. Such a drawing is mostly transparent: what is opaque is the ink, whatever its
+    colour, so it becomes dark ink on white paper (its strength: opacity times its contrast with the paper it was
+    drawn for, white under dark ink and black under light ink). A picture that is mostly opaque (a screenshot, a
+    photo with rounded corners; any PNG saved with an alpha channel it does not use) is a picture whose transparent
+    parts are more of its paper: they take the level of the opaque part's median."""
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         pixels = working_size(np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0, posinf=0, neginf=0))
         full = 255.0 if image.mode == "F" else 65535.0 if pixels.max(initial=0) <= 65535 else pixels.max()
-        return np.clip(pixels / (1.0 if image.mode == "F" and pixels.max(initial=0) <= 1 else full), 0, 1)
+        return np.clip(pixels / (1.0 if image.mode == "F" and pixels.max(initial=0) <= 1 else full), 0, 1), False
     if not transparent(image):
-        return working_size(np.asarray(image.convert("RGB").convert("L"))) / 255
+        return working_size(np.asarray(image.convert("RGB").convert("L"))) / 255, False
     rgba = image.convert("RGBA")
     gray = working_size(np.asarray(rgba.convert("L"))) / 255
     alpha = working_size(np.asarray(rgba.getchannel("A"))) / 255
+    if alpha.mean() >= OPAQUE_PICTURE:
+        return alpha * gray + (1 - alpha) * float(np.median(gray[alpha >= 0.5])), False
     if alpha.sum() == 0:
-        return np.ones_like(gray)
+        return np.ones_like(gray), True
     paper = 1.0 if (gray * alpha).sum() / alpha.sum() < 0.5 else 0.0
-    return 1 - alpha * np.abs(gray - paper)
+    return 1 - alpha * np.abs(gray - paper), True
 
 
 def working_size(pixels: np.ndarray) -> np.ndarray:
@@ -125,7 +130,8 @@ def to_mnist(image: Image.Image, leave_out: tuple[str, ...] = ()) -> np.ndarray:
     "thin strokes", "bold strokes"): for the benchmark's ablation only."""
     check_size(*image.size)
     image = ImageOps.exif_transpose(image)
-    ink = digit_ink(grayscale(image), leave_out, dark_ink=True if transparent(image) else None)
+    gray, drawing = grayscale(image)
+    ink = digit_ink(gray, leave_out, dark_ink=True if drawing else None)
     rows, cols = np.nonzero(ink)
     crop = ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
     fine = stroked(resize_area(crop, *fit_size(*crop.shape, FINE_SIDE)), leave_out)
