@@ -73,19 +73,27 @@ def oriented(gray: np.ndarray) -> np.ndarray:
 def flattened(ink: np.ndarray) -> np.ndarray:
     """The paper's shading removed (a shadow across a photographed page): a plane a + b*y + c*x fitted by least
     squares to the pixels on the paper's side of Otsu's split (y, x = row / height, column / width), subtracted
-    everywhere. Solved from its 3x3 normal equations, whose sums are taken row and column-wise (no matrix
-    products: multithreaded BLAS on arrays this small is slow, and very slow on a busy machine)."""
+    everywhere. Solved from its 3x3 normal equations by Cramer's rule, in plain float arithmetic that a port repeats
+    bit for bit (no matrix products: multithreaded BLAS on arrays this small is slow, and very slow on a busy
+    machine; and LAPACK's least squares cannot be repeated exactly in a browser). Paper whose pixels leave the
+    plane undetermined (all on one line) gets its mean level subtracted instead."""
     height, width = ink.shape
     y, x = np.arange(height) / height, np.arange(width) / width
     paper = (ink <= otsu(ink)).astype(np.float64)
     level = paper * ink
     rows, cols, row_level, col_level = paper.sum(1), paper.sum(0), level.sum(1), level.sum(0)
     cross = ((paper * x).sum(1) * y).sum()
-    normal = np.array([[rows.sum(), (rows * y).sum(), (cols * x).sum()],
-                       [(rows * y).sum(), (rows * y * y).sum(), cross],
-                       [(cols * x).sum(), cross, (cols * x * x).sum()]])
-    target = np.array([row_level.sum(), (row_level * y).sum(), (col_level * x).sum()])
-    a, b, c = np.linalg.lstsq(normal, target, rcond=None)[0]
+    n00, n01, n02 = float(rows.sum()), float((rows * y).sum()), float((cols * x).sum())
+    n11, n12, n22 = float((rows * y * y).sum()), float(cross), float((cols * x * x).sum())
+    t0, t1, t2 = float(row_level.sum()), float((row_level * y).sum()), float((col_level * x).sum())
+    c00, c01, c02 = n11 * n22 - n12 * n12, n02 * n12 - n01 * n22, n01 * n12 - n02 * n11
+    c11, c12, c22 = n00 * n22 - n02 * n02, n01 * n02 - n00 * n12, n00 * n11 - n01 * n01
+    det = n00 * c00 + n01 * c01 + n02 * c02
+    if det <= 1e-9 * n00 ** 3:
+        return ink - (t0 / n00 if n00 else 0.0)
+    a = (c00 * t0 + c01 * t1 + c02 * t2) / det
+    b = (c01 * t0 + c11 * t1 + c12 * t2) / det
+    c = (c02 * t0 + c12 * t1 + c22 * t2) / det
     return ink - (a + b * y[:, None] + c * x[None, :])
 
 
