@@ -93,3 +93,199 @@ def test_the_javascript_port_gives_pythons_bytes_and_reads_the_models_metadata(p
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert re.search(r"^# pass 6$", done.stdout, re.M) and re.search(r"^# skipped 0$", done.stdout, re.M), \
         done.stdout[-2000:]
+
+
+@pytest.fixture(scope="module")
+def published_by_the_job(real_data_dir, tmp_path_factory):
+    """An outputs folder with a run the job itself published: both variants, trained on 30,000 real images for 2
+    epochs (enough to read clean drawings)."""
+    tmp_path = tmp_path_factory.mktemp("web-published")
+    done = subprocess.run([sys.executable, "-m", "job"], cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                          env=job_env(tmp_path, real_data_dir, train_limit=30000, test_limit=2000, epochs=2,
+                                      min_test_accuracy=0.95, device="cpu"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return tmp_path / "outputs"
+
+
+class Page:
+    """The page served by `node web/serve.mjs` (the documented command) in headless Chromium."""
+
+    def __init__(self, browser, outputs: Path):
+        self.server = subprocess.Popen([NODE, str(WEB / "serve.mjs"), "--outputs", str(outputs), "--port", "0"],
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.server.stdout.readline()
+        self.url = re.search(r"http://\S+", line).group(0)
+        self.requests: list[str] = []
+        self.errors: list[str] = []
+        self.page = browser.new_page()
+        self.page.on("request", lambda request: self.requests.append(request.url))
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.page.goto(self.url)
+        self.page.wait_for_function("document.body.dataset.model")
+
+    def close(self):
+        self.page.close()
+        self.server.terminate()
+        self.server.wait(timeout=10)
+
+    def draw(self, digit: int, box: tuple[float, float, float, float]) -> str:
+        """Draws the digit's strokes (bench.digits.STROKES) into `box` of the pad with the mouse; the digit read."""
+        self.page.click("#clear")
+        pad = self.page.locator("#pad").bounding_box()
+        left, top, right, bottom = box
+        for stroke in STROKES[digit][0]:
+            points = [(pad["x"] + left + (right - left) * x, pad["y"] + top + (bottom - top) * y) for x, y in stroke]
+            self.page.mouse.move(*points[0])
+            self.page.mouse.down()
+            for point in points[1:]:
+                self.page.mouse.move(*point, steps=3)
+            self.page.mouse.up()
+        self.page.wait_for_function("document.querySelector('#digit').textContent !== '–'", timeout=10_000)
+        return self.page.text_content("#digit")
+
+    def seen(self) -> np.ndarray:
+        """The 28x28 picture the page shows as the model's input."""
+        data = self.page.evaluate("Array.from(document.querySelector('#seen').getContext('2d')"
+                                  ".getImageData(0, 0, 28, 28).data)")
+        return np.array(data, dtype=np.uint8).reshape(28, 28, 4)[..., 0]
+
+    def drop(self, path: Path) -> None:
+        """Drops the file on the pad as a file manager would: a real DataTransfer holding a File."""
+        content = base64.b64encode(path.read_bytes()).decode()
+        transfer = self.page.evaluate_handle("""([name, content]) => {
+            const bytes = Uint8Array.from(atob(content), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name));
+            return transfer; }""", [path.name, content])
+        self.page.evaluate("document.querySelector('#digit').textContent = '…'")
+        self.page.dispatch_event("#pad", "drop", {"dataTransfer": transfer})
+        self.page.wait_for_function("document.querySelector('#digit').textContent !== '…'", timeout=10_000)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    installed()
+    if CHROMIUM is None:
+        pytest.fail("chromium is needed: `apt install chromium` (.ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, published_by_the_job):
+    opened = Page(browser, published_by_the_job)
+    yield opened
+    opened.close()
+
+
+PAD = 280
+BOXES = {"centered": (80, 40, 200, 240), "small in the top left corner": (6, 6, 56, 66),
+         "small in the bottom right corner": (222, 212, 272, 272), "edge to edge": (2, 2, PAD - 2, PAD - 2),
+         "off centre": (150, 120, 262, 272)}
+
+
+@pytest.mark.slow
+def test_digits_drawn_with_the_mouse_anywhere_on_the_pad_are_read(page):
+    assert re.match(r"Model plain of run \S+, \d+\.\d\d % on MNIST's test set\.$", page.page.text_content("#status"))
+    read = {(where, digit): page.draw(digit, box) for where, box in BOXES.items() for digit in range(10)}
+    wrong = {key: got for key, got in read.items() if got != str(key[1])}
+    assert not wrong, f"{len(wrong)} of {len(read)} drawings misread: {wrong}"
+    assert not page.errors
+    assert all(url.startswith(page.url) for url in page.requests), "the page must work offline: no other host"
+
+
+@pytest.mark.slow
+def test_the_other_variant_is_loaded_on_demand_and_reads_the_drawing_again(page):
+    page.draw(7, BOXES["centered"])
+    page.page.select_option("#variant", "bn_dropout")
+    page.page.wait_for_function("document.body.dataset.model === 'bn_dropout'")
+    assert page.page.text_content("#status").startswith("Model bn_dropout of run ")
+    assert any(url.endswith("/models/bn_dropout/model.onnx") for url in page.requests)
+    assert page.page.text_content("#digit") == "7"
+    assert page.draw(3, BOXES["edge to edge"]) == "3"
+
+
+@pytest.mark.slow
+def test_a_dropped_or_picked_picture_is_read_and_the_page_shows_pythons_28x28(page, tmp_path):
+    rng = np.random.default_rng(5)
+    for index, (family, digit) in enumerate([("tight crop, 2 edges", 2), ("bold marker", 5),
+                                             ("low resolution, bilinear", 8)]):
+        path = tmp_path / f"{index}.png"
+        FAMILIES[family](digit, rng).save(path)
+        page.drop(path)
+        assert page.page.text_content("#digit") == str(digit), family
+        assert np.array_equal(page.seen(), to_mnist(Image.open(path))), family  # PNG decodes exactly everywhere
+    photo = tmp_path / "photo.jpg"
+    FAMILIES["photo of a page"](4, rng).save(photo)
+    page.page.set_input_files("#file", str(photo))
+    page.page.wait_for_function("document.querySelector('#digit').textContent === '4'", timeout=10_000)
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (90, 90), (250, 250, 250)).save(blank)
+    page.drop(blank)
+    assert page.page.text_content("#digit") == "–"
+    assert page.page.text_content("#message").startswith("blank.png: no ink found")
+    not_a_picture = tmp_path / "notes.png"
+    not_a_picture.write_text("not a picture")
+    page.drop(not_a_picture)
+    assert page.page.text_content("#message") == "notes.png: not a picture this browser can read"
+    assert not page.errors
+
+
+@pytest.mark.slow
+def test_with_no_model_published_the_page_says_so(browser, tmp_path):
+    empty = Page(browser, tmp_path)
+    try:
+        assert empty.page.text_content("#status").startswith("No model is published yet")
+        assert empty.page.get_attribute("body", "data-model") == "none"
+    finally:
+        empty.close()
+    (tmp_path / "latest.json").write_text('{"run_id": "r1", "models": {"plain": {"onnx": "runs/r1/model.onnx"}}}')
+    missing = Page(browser, tmp_path)
+    try:
+        status = missing.page.text_content("#status")
+        assert status == ("Could not load the published model: the plain model is missing "
+                          "(outputs/runs/r1/model.onnx: HTTP 404)"), status
+    finally:
+        missing.close()
+
+
+def test_the_server_is_read_only_and_serves_nothing_outside_its_folders(tmp_path):
+    installed()
+    import urllib.error
+    import urllib.request
+
+    (tmp_path / "latest.json").write_text("{}")
+    server = subprocess.Popen([NODE, str(WEB / "serve.mjs"), "--outputs", str(tmp_path), "--port", "0"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        url = re.search(r"http://\S+", server.stdout.readline()).group(0)
+
+        def status(path, method="GET"):
+            try:
+                return urllib.request.urlopen(urllib.request.Request(url + path, method=method)).status
+            except urllib.error.HTTPError as error:
+                return error.code
+
+        assert [status(p) for p in ["", "app.js", "ort/ort.wasm.min.mjs", "outputs/latest.json"]] == [200] * 4
+        for path in ["serve.mjs", "package.json", "test/preprocess.test.js", "outputs/..%2f..%2fetc%2fpasswd",
+                     "ort/..%2f..%2fpackage.json", "outputs/%2e%2e/x", "outputs/%zz", "outputs"]:
+            assert status(path) == 404, path
+        assert status("outputs/latest.json", "PUT") == 405 and status("outputs/latest.json", "DELETE") == 405
+        assert (tmp_path / "latest.json").read_text() == "{}"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--port", "http"], "--port must be a whole number 0-65535, not http"),
+    (["--colour"], "Unknown option '--colour'"),
+])
+def test_a_bad_command_line_is_one_line_and_exit_2(args, message):
+    installed()
+    done = subprocess.run([NODE, str(WEB / "serve.mjs"), *args], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
