@@ -1,5 +1,6 @@
 # Two commands for a fresh machine: `make run` (set up, then train, export, verify and report)
-# and `make test` (set up, then the test suite). Both create .venv on first use.
+# and `make test` (set up, then the test suite). Both create .venv on first use; `make test` also installs the
+# browser app's pinned npm packages (web/node_modules), which its tests use.
 PYTHON ?= python3
 VENV ?= .venv
 
@@ -9,18 +10,26 @@ $(VENV)/.installed: pyproject.toml client/pyproject.toml constraints.txt
 	$(VENV)/bin/pip install --quiet -c constraints.txt -e ./client -e '.[test]'
 	touch $@
 
-.PHONY: setup run test test-fast bench
-setup: $(VENV)/.installed
+# npm ci rewrites node_modules/.package-lock.json: it marks an install that matches web/package-lock.json.
+web/node_modules/.package-lock.json: web/package.json web/package-lock.json
+	npm ci --prefix web --no-audit --no-fund --loglevel=error
+
+.PHONY: setup run test test-fast bench web
+setup: $(VENV)/.installed web/node_modules/.package-lock.json
 
 run: $(VENV)/.installed
 	$(VENV)/bin/python -m job
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed web/node_modules/.package-lock.json
 	$(VENV)/bin/python -m pytest
 
 # The edit loop: every test but those marked slow (whole job runs, training on the real MNIST, new environments).
-test-fast: $(VENV)/.installed
+test-fast: $(VENV)/.installed web/node_modules/.package-lock.json
 	$(VENV)/bin/python -m pytest -m "not slow"
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/python -m bench
+
+# The browser app on http://127.0.0.1:8080/ with the run published in outputs/ (LENET_OUTPUT_DIR if set).
+web: web/node_modules/.package-lock.json
+	node web/serve.mjs
