@@ -90,6 +90,11 @@ def summarize(report: Report, output_dir: Path, run_dir: Path) -> None:
             f"parameters)" + (f": {run_dir / onnx.path}" if onnx else ""))
     if report.plots:
         log(f"plots: {run_dir / 'plots'} ({', '.join(sorted(report.plots))})")
+    if report.tracking is not None and report.tracking.mlflow_run_id:
+        models = ", ".join(f"lenet-mnist-{v} version {n}" for v, n in report.tracking.model_versions.items())
+        champion = " (@champion)" if report.tracking.champion_moved else ""
+        log(f"MLflow: run {report.tracking.mlflow_run_id} at {report.tracking.uri}"
+            + (f"; registered {models}{champion}" if models else ""))
     written = (run_dir / "report.json").is_file()  # not on a full disk: then the report exists only here
     log(f"{report.status} in {report.elapsed_seconds:.1f}s: "
         + (f"{run_dir / 'report.json'}" if written else f"no report could be written in {run_dir}")

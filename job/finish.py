@@ -19,9 +19,9 @@ from job.log import log
 from job.metadata import library_versions
 from job.champion import SameGround, check_champion
 from job.publish import (DamagedFileError, LockWaitTooLong, check_pointer_replaceable, point_latest_at, prune_runs,
-                         publish_lock, write_manifest)
-from job.report import (Artifact, ChampionCheck, DataInfo, DeviceInfo, ExtraDataInfo, Report, VariantResult,
-                        write_report)
+                         publish_lock, warn, write_manifest)
+from job.report import (Artifact, ChampionCheck, DataInfo, DeviceInfo, ExtraDataInfo, Report, Tracking,
+                        VariantResult, write_report)
 from job.settings import Settings
 from job.stop import Interrupted, StopRequest
 from job.train import Diverged
@@ -109,12 +109,17 @@ def same_ground(facts: RunFacts, settings: Settings) -> SameGround | None:
     return SameGround(images.numpy(), labels.numpy(), extra.holdout_images, extra.holdout_labels, holdouts)
 
 
-def report_of(facts: RunFacts, settings: Settings, verdict: Verdict, run_dir: Path) -> Report:
+def report_of(facts: RunFacts, settings: Settings, verdict: Verdict, run_dir: Path,
+              tracking: Tracking | None = None) -> Report:
     finished = datetime.now(UTC)
     recipe = settings.resolved_recipe()
     # The settings as used: a hyperparameter left to the recipe is shown with the recipe's value.
     used = settings.model_dump(mode="json") | {name: getattr(recipe, name) for name in
                                                ("epochs", "batch_size", "learning_rate", "momentum")}
+    if settings.mlflow_tracking_uri:  # a user name or password in the address stays out of the report
+        from job.tracking import without_credentials
+
+        used["mlflow_tracking_uri"] = without_credentials(settings.mlflow_tracking_uri)
     return Report(
         status=verdict.status.report_status, exit_code=verdict.status.code, message=verdict.message,
         run_id=facts.run_id, started_at=facts.started_at, finished_at=finished,
@@ -124,7 +129,7 @@ def report_of(facts: RunFacts, settings: Settings, verdict: Verdict, run_dir: Pa
         min_test_accuracy=settings.min_test_accuracy,
         accuracy_gate_passed=bool(facts.variants) and all(r.met_accuracy_gate for r in facts.variants),
         champion=verdict.champion, published=verdict.status == status.OK, variants=facts.variants,
-        plots={path.stem: Artifact.of(path, run_dir) for path in facts.plots})
+        plots={path.stem: Artifact.of(path, run_dir) for path in facts.plots}, tracking=tracking)
 
 
 def write_run(report: Report, run_dir: Path) -> None:
@@ -159,13 +164,15 @@ def finish(facts: RunFacts, settings: Settings, run_dir: Path, stop: StopRequest
         except (DamagedFileError, DataError) as damaged:  # the champion check could not read its ground
             verdict = verdict_on_error(damaged, stop)
         report = write_judged_run(facts, settings, verdict, run_dir, stop)
+        if settings.mlflow_tracking_uri:
+            report = tracked(report, facts, settings, verdict, run_dir, stop)
         if report.published and stop():  # the stop came while the report was written: honour it
-            report = write_judged_run(facts, settings, verdict_on_error(Interrupted(), stop), run_dir, stop)
+            report = unpublished(report, facts, settings, verdict_on_error(Interrupted(), stop), run_dir, stop)
         if report.published:
             try:
                 point_latest_at(settings.output_dir, run_dir, report)
-            except OSError as unpublished:
-                return write_judged_run(facts, settings, verdict_on_error(unpublished, stop), run_dir, stop)
+            except OSError as error:
+                return unpublished(report, facts, settings, verdict_on_error(error, stop), run_dir, stop)
             prune_runs(settings.output_dir, settings.keep_runs, report.run_id)
         return report
     finally:
@@ -173,16 +180,44 @@ def finish(facts: RunFacts, settings: Settings, run_dir: Path, stop: StopRequest
             lock.release()
 
 
+def tracked(report: Report, facts: RunFacts, settings: Settings, verdict: Verdict, run_dir: Path,
+            stop: StopRequest) -> Report:
+    """The judged run logged to MLflow (job.tracking), and its report rewritten with what was logged. A run that
+    cannot be tracked is still published, with a warning, unless LENET_TRACKING_REQUIRED: then it is not (exit 12)."""
+    from job.tracking import TrackingFailed, track
+
+    try:
+        tracking = track(report, run_dir, settings)
+    except TrackingFailed as failed:
+        tracking = failed.tracking.model_copy(update={"message": str(failed)})
+        if report.published and settings.tracking_required:
+            verdict = Verdict(status.TRACKING, f"tracking failed: {failed}; nothing was published")
+        else:
+            warn(f"tracking failed, the run's own outputs are complete: {failed}")
+    return write_judged_run(facts, settings, verdict, run_dir, stop, tracking)
+
+
+def unpublished(report: Report, facts: RunFacts, settings: Settings, verdict: Verdict, run_dir: Path,
+                stop: StopRequest) -> Report:
+    """A run that was to be published and is not after all: its report rewritten, and `champion` moved back."""
+    tracking = report.tracking
+    if tracking is not None and tracking.champion_moved:
+        from job.tracking import restore_champion
+
+        tracking = restore_champion(tracking, settings)
+    return write_judged_run(facts, settings, verdict, run_dir, stop, tracking)
+
+
 def write_judged_run(facts: RunFacts, settings: Settings, verdict: Verdict, run_dir: Path,
-                     stop: StopRequest) -> Report:
+                     stop: StopRequest, tracking: Tracking | None = None) -> Report:
     """The run's report for `verdict`, written with its manifest. When it cannot be written, the report of that
     failure is returned unwritten, and a report already in the folder is removed rather than left contradicting
     the exit status."""
-    report = report_of(facts, settings, verdict, run_dir)
+    report = report_of(facts, settings, verdict, run_dir, tracking)
     try:
         write_run(report, run_dir)
         return report
     except OSError as write_error:
         with contextlib.suppress(OSError):  # a folder that refuses this too keeps whatever it holds
             (run_dir / "report.json").unlink(missing_ok=True)
-        return report_of(facts, settings, verdict_on_error(write_error, stop), run_dir)
+        return report_of(facts, settings, verdict_on_error(write_error, stop), run_dir, tracking)

@@ -17,10 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from lenet_client.atomic import write_text_atomically
 from export.checks import FormatParity
 
-SCHEMA_VERSION = "1.4"  # 1.1: status "diverged"; parity max_scaled_diff. 1.2: device.processes, variants[].device.
-# 1.3: parity[].sample. 1.4: extra_data, variants[].extra_holdout
+SCHEMA_VERSION = "1.5"  # 1.1: status "diverged"; parity max_scaled_diff. 1.2: device.processes, variants[].device.
+# 1.3: parity[].sample. 1.4: extra_data, variants[].extra_holdout. 1.5: tracking, status "tracking_failed"
 Status = Literal["succeeded", "accuracy_gate_failed", "parity_failed", "champion_check_failed", "interrupted",
-                 "failed", "diverged"]
+                 "failed", "diverged", "tracking_failed"]
 
 
 class Strict(BaseModel):
@@ -106,6 +106,19 @@ class ChampionCheck(Strict):
     passed: bool
 
 
+class Tracking(Strict):
+    uri: str = Field(description="MLFLOW_TRACKING_URI, without a user name or password")
+    experiment: str = Field(description="LENET_MLFLOW_EXPERIMENT")
+    logged: bool = Field(description="Whether the run was logged in full (and, when published, registered)")
+    message: str = Field("", description="Why tracking failed; empty when it did not")
+    mlflow_run_id: str | None = Field(None, description="The MLflow run of this job's run, once created")
+    model_versions: dict[str, str] = Field(default_factory=dict,
+                                           description="variant -> version of lenet-mnist-<variant> registered")
+    champion_moved: bool = Field(False, description="Whether the alias `champion` now names those versions")
+    replaced_versions: dict[str, str | None] = Field(
+        default_factory=dict, description="variant -> the version `champion` named before (null: none)")
+
+
 class DeviceInfo(Strict):
     type: str = Field(description="cpu | cuda | mps | xpu")
     spec: str = Field(description="torch device string, e.g. cuda:0")
@@ -144,6 +157,7 @@ class Report(Strict):
     published: bool = Field(False, description="Whether OUTPUT_DIR/latest.json was pointed at this run")
     variants: list[VariantResult] = Field(default_factory=list)
     plots: dict[str, Artifact] = Field(default_factory=dict, description="figure name -> PNG file")
+    tracking: Tracking | None = Field(None, description="Present when MLFLOW_TRACKING_URI is set")
 
 
 def schema_json() -> str:

@@ -7,6 +7,7 @@ A recipe is a named set of training hyperparameters; any explicit setting overri
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import io
 import os
 import re
@@ -96,6 +97,17 @@ class Settings(BaseSettings):
                                                             "epoch's training images")
     extra_max_bad_share: float = Field(0.2, ge=0, le=1, description="a number 0-1: the largest share of "
                                                                     "LENET_EXTRA_DATA's files that may be unusable")
+    # MLflow's own variable (not LENET_-prefixed), so that a team's existing setting applies; .env is read too.
+    mlflow_tracking_uri: str | None = Field(None, validation_alias="MLFLOW_TRACKING_URI",
+                                            description="the http:// or https:// address of an MLflow server, or "
+                                                        "empty for no tracking")
+    mlflow_experiment: str = Field("lenet-mnist", min_length=1, max_length=500,
+                                   description="an MLflow experiment name, 1-500 characters")
+    tracking_required: bool = Field(False, description="true (a run that cannot be tracked is not published, exit 12) "
+                                                       "or false (it is published, with a warning)")
+    tracking_timeout_seconds: int = Field(10, ge=1, le=600, description="an integer 1-600: seconds each request to "
+                                                                        "the MLflow server may take")
+    tracking_retries: int = Field(2, ge=0, le=10, description="an integer 0-10: retries of a failed request")
 
     @field_validator("variants", mode="before")
     @classmethod
@@ -119,6 +131,19 @@ class Settings(BaseSettings):
                 from None
         return value
 
+    @field_validator("mlflow_tracking_uri")
+    @classmethod
+    def _check_tracking_uri(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if not re.fullmatch(r"https?://[^\s/?#]+(/\S*)?", value):
+            raise ValueError("is not an http:// or https:// address (the job logs to an MLflow server)")
+        if importlib.util.find_spec("mlflow") is None:
+            raise ValueError("is set but MLflow is not installed: install the job with its tracking extra, "
+                             "pip install '.[tracking]'")
+        return value
+
     @field_validator("device")
     @classmethod
     def _check_device(cls, value: str) -> str:
@@ -139,7 +164,8 @@ class SettingsError(ValueError):
 
 
 def env_name(field: str) -> str:
-    return ENV_PREFIX + field.upper()
+    alias = Settings.model_fields[field].validation_alias if field in Settings.model_fields else None
+    return alias if isinstance(alias, str) else ENV_PREFIX + field.upper()
 
 
 def load_settings(**overrides: object) -> Settings:

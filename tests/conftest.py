@@ -61,7 +61,8 @@ PYTHON = sys.executable
 
 # Fixtures that run the whole job or train on the real MNIST: a test that uses one is slow (`make test-fast`
 # leaves it out). Tests that are slow for other reasons carry @pytest.mark.slow themselves.
-SLOW_FIXTURES = {"published", "outputs", "small_run", "small_trained_onnx", "client_only"}
+SLOW_FIXTURES = {"published", "outputs", "small_run", "small_trained_onnx", "client_only", "server", "first_published",
+                 "published_by_the_job", "browser"}
 
 
 def pytest_collection_modifyitems(items):

@@ -3,7 +3,7 @@ import subprocess
 import pytest
 
 from conftest import PYTHON, ROOT, job_env
-from job.settings import RECIPES, Settings, SettingsError, load_settings
+from job.settings import RECIPES, Settings, SettingsError, env_name, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -83,7 +83,7 @@ def test_invalid_values_name_the_variable(monkeypatch, name, value, fragment):
 def test_every_setting_is_documented_in_env_example():
     documented = {line.split("=")[0].lstrip("# ").strip()
                   for line in (ROOT / ".env.example").read_text().splitlines() if "=" in line}
-    assert {f"LENET_{name.upper()}" for name in Settings.model_fields} <= documented
+    assert {env_name(name) for name in Settings.model_fields} <= documented
 
 
 def test_bad_setting_exits_2_with_one_line_before_any_work(tmp_path):

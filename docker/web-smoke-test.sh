@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Build the browser app's image (docker/web.Dockerfile) and run it as compose.yaml's `web` service does: non-root,
+# read-only root filesystem, no capabilities, the outputs mounted read-only; then fetch the page, onnxruntime-web
+# and the published model through it. For machines without a Docker engine (this project's): root, Debian's
+# podman/runc/debootstrap, npm's registry and a Debian mirror, ~2 GB of disk. From the repo root, after `make run`:
+#   sudo docker/web-smoke-test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work=${SMOKE_WORK:-/var/tmp/lenet-web-smoke}
+base=localhost/debian-nodejs:bookworm  # stands in for node:20-bookworm-slim (no container registry here)
+mkdir -p "$work"
+podman=(podman --storage-driver vfs --runtime runc)
+[ -f outputs/latest.json ] || { echo "web smoke test: no outputs/latest.json (run \`make run\` first)" >&2; exit 1; }
+if ! command -v podman >/dev/null || ! command -v debootstrap >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman runc debootstrap >/dev/null
+fi
+cat > "$work/containers.conf" <<'CONF'
+[containers]
+default_ulimits = []
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+CONF
+export CONTAINERS_CONF=$work/containers.conf
+
+echo "== base image $base (debootstrap: Debian's nodejs and npm)"
+if ! "${podman[@]}" image exists "$base"; then
+    rm -rf "$work/rootfs"
+    # npm's hundreds of small packages are more than debootstrap's --include resolves: apt installs them inside.
+    debootstrap --variant=minbase --include=ca-certificates bookworm "$work/rootfs" http://deb.debian.org/debian >/dev/null
+    cp /etc/resolv.conf "$work/rootfs/etc/resolv.conf"
+    chroot "$work/rootfs" apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive chroot "$work/rootfs" apt-get install -y -q --no-install-recommends nodejs npm >/dev/null
+    chroot "$work/rootfs" apt-get clean
+    rm -rf "$work/rootfs"/var/lib/apt/lists/*
+    tar -C "$work/rootfs" -c . | "${podman[@]}" import - "$base" >/dev/null
+    rm -rf "$work/rootfs"
+fi
+
+echo "== build"
+"${podman[@]}" build --pull=never -f docker/web.Dockerfile --build-arg NODE_IMAGE="$base" -t lenet-mnist-web:latest \
+    -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro . >"$work/build.log" 2>&1 \
+    || { tail -30 "$work/build.log"; exit 1; }
+size=$("${podman[@]}" image inspect lenet-mnist-web:latest --format '{{.Size}}')
+echo "   image size: $((size / 1000000)) MB"
+
+echo "== run as compose.yaml's web service, on 127.0.0.1:18080"
+"${podman[@]}" rm -f lenet-web-smoke >/dev/null 2>&1 || true
+"${podman[@]}" run -d --name lenet-web-smoke --read-only --cap-drop=ALL --security-opt no-new-privileges \
+    -v "$PWD/outputs:/outputs:ro" -p 127.0.0.1:18080:8080 lenet-mnist-web:latest >/dev/null
+trap '"${podman[@]}" rm -f lenet-web-smoke >/dev/null 2>&1 || true' EXIT
+for _ in $(seq 50); do curl -fs -o /dev/null http://127.0.0.1:18080/ && break; sleep 0.2; done
+"${podman[@]}" logs lenet-web-smoke
+model=$(python3 -c 'import json; print(json.load(open("outputs/latest.json"))["models"]["plain"]["onnx"])')
+for path in "" app.js preprocess.js ort/ort.wasm.min.mjs ort/ort-wasm-simd-threaded.wasm outputs/latest.json "outputs/$model"; do
+    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:18080/$path")
+    echo "   GET /$path: $code"
+    [ "$code" = 200 ] || { echo "web smoke test: /$path answered $code" >&2; exit 1; }
+done
+code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT --data x http://127.0.0.1:18080/outputs/latest.json)
+[ "$code" = 405 ] || { echo "web smoke test: PUT answered $code" >&2; exit 1; }
+echo "web smoke test passed"

@@ -1,0 +1,233 @@
+"""Run tracking and model registry on an MLflow server, opt-in with MLFLOW_TRACKING_URI.
+
+When a run has been judged and its report written, `track` logs it as one MLflow run: the settings and recipe as
+params, every epoch's figures as metrics (step = epoch), the report, manifest and plots as artifacts, tags for the
+job's run id, data version, source commit, device and status, and the MLflow status (FINISHED, FAILED or KILLED).
+A run about to be published also registers each variant's ONNX model (signature and input example included) as a
+new version of `lenet-mnist-<variant>` and moves the alias `champion` to it, last, just before latest.json
+moves. A run that is not published registers nothing: the registry holds only models that passed every gate.
+
+Every request is bounded (LENET_TRACKING_TIMEOUT_SECONDS, LENET_TRACKING_RETRIES) and the first one that still
+fails ends the tracking with `TrackingFailed`; the caller decides what that means for the run. mlflow is imported
+here only, and only when tracking is on: the default install does not have it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+import warnings
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from job.report import Report, Tracking
+from job.settings import Settings
+
+CHAMPION = "champion"
+
+
+class TrackingFailed(Exception):
+    """Tracking stopped; `tracking` says how far it got."""
+
+    def __init__(self, message: str, tracking: Tracking):
+        super().__init__(message)
+        self.tracking = tracking
+
+
+def registered_name(variant: str) -> str:
+    return f"lenet-mnist-{variant}"
+
+
+def without_credentials(uri: str) -> str:
+    parts = urlsplit(uri)
+    host = parts.hostname or ""
+    return urlunsplit(parts._replace(netloc=host + (f":{parts.port}" if parts.port else "")))
+
+
+def mlflow_status(report: Report) -> str:
+    return {"succeeded": "FINISHED", "interrupted": "KILLED"}.get(report.status, "FAILED")
+
+
+def client_for(settings: Settings):
+    """An MlflowClient whose every request gives up after the configured timeout and retries."""
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(settings.tracking_timeout_seconds)
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(settings.tracking_retries)
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_JITTER"] = "0"
+    from mlflow import MlflowClient
+
+    logging.getLogger("mlflow").setLevel(logging.ERROR)  # its progress lines and hints are not the job's log
+
+    return MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
+
+
+def track(report: Report, run_dir: Path, settings: Settings) -> Tracking:
+    """Log the judged run; for a run about to be published, register its models and move `champion` to them.
+    Raises TrackingFailed with the Tracking so far."""
+    tracking = Tracking(uri=without_credentials(settings.mlflow_tracking_uri), experiment=settings.mlflow_experiment,
+                        logged=False)
+    step = "connecting"
+    try:
+        client = client_for(settings)
+        step = f"finding experiment {settings.mlflow_experiment!r}"
+        experiment = client.get_experiment_by_name(settings.mlflow_experiment)
+        experiment_id = (experiment.experiment_id if experiment
+                         else client.create_experiment(settings.mlflow_experiment))
+        step = "creating the run"
+        run = client.create_run(experiment_id, start_time=millis(report.started_at), tags=tags_of(report),
+                                run_name=report.run_id)
+        tracking = tracking.model_copy(update={"mlflow_run_id": run.info.run_id})
+        step = "logging params and metrics"
+        log_figures(client, run.info.run_id, report)
+        step = "logging artifacts"
+        for name in ("report.json", "manifest.json"):
+            client.log_artifact(run.info.run_id, str(run_dir / name))
+        for plot in report.plots.values():
+            client.log_artifact(run.info.run_id, str(run_dir / plot.path), "plots")
+        versions = {}
+        if report.published:
+            for variant in report.variants:
+                step = f"registering {registered_name(variant.variant)}"
+                versions[variant.variant] = register(client, run.info.run_id, variant, run_dir, report, settings)
+            tracking = tracking.model_copy(update={"model_versions": versions})
+        step = "ending the run"
+        client.set_terminated(run.info.run_id, mlflow_status(report), end_time=millis(report.finished_at))
+        step = f"reading {CHAMPION}"
+        replaced = {variant: champion_version(client, variant) for variant in versions}
+        tracking = tracking.model_copy(update={"replaced_versions": replaced})
+        for variant, version in versions.items():
+            step = f"moving {registered_name(variant)}@{CHAMPION}"
+            client.set_registered_model_alias(registered_name(variant), CHAMPION, version)
+        return tracking.model_copy(update={"logged": True, "champion_moved": bool(versions)})
+    except Exception as error:  # noqa: BLE001 - any failure of the server, the network or the client library
+        raise TrackingFailed(f"MLflow at {tracking.uri}: {step} failed: {reason(error, settings)}", tracking) \
+            from None
+
+
+def reason(error: Exception, settings: Settings) -> str:
+    """The cause in a few words: the client library wraps a refused connection or a timeout in a long message."""
+    text = " ".join(str(error).split())
+    tries = f"{settings.tracking_retries + 1} tries"
+    if errno := re.search(r"\[Errno -?\d+\] [^'\")]+", text):
+        return f"{errno.group(0)} ({tries})"
+    if "timed out" in text.lower():
+        return f"no answer within {settings.tracking_timeout_seconds} s ({tries})"
+    return (text[:200] + ("..." if len(text) > 200 else "")) or type(error).__name__
+
+
+def millis(moment) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def tags_of(report: Report) -> dict[str, str]:
+    versions = report.versions
+    return {"lenet.run_id": report.run_id, "lenet.status": report.status, "lenet.exit_code": str(report.exit_code),
+            "lenet.published": str(report.published).lower(),
+            "lenet.data_version": report.extra_data.version if report.extra_data else "mnist",
+            "lenet.source_commit": versions.get("source_commit", "unknown"),
+            "lenet.device": report.device.spec if report.device else "unknown",
+            "mlflow.source.git.commit": versions.get("source_commit", "unknown")}
+
+
+def log_figures(client, run_id: str, report: Report) -> None:
+    from mlflow.entities import Metric, Param
+
+    flat = {f"settings.{k}": v for k, v in report.settings.items() if k != "mlflow_tracking_uri"}
+    flat |= {f"recipe.{k}": v for k, v in report.recipe.items()}
+    params = [Param(key, "" if value is None else str(value)[:6000]) for key, value in sorted(flat.items())]
+    metrics = []
+    for variant in report.variants:
+        moment = report.started_at
+        for epoch in variant.epochs:
+            moment += timedelta(seconds=epoch.seconds)
+            for name in ("train_accuracy", "train_loss", "test_accuracy", "test_loss", "learning_rate", "seconds"):
+                metrics.append(Metric(f"{variant.variant}/{name}", getattr(epoch, name), millis(moment), epoch.epoch))
+        for name in ("final_test_accuracy", "final_test_loss", "training_seconds", "export_seconds", "parity_seconds"):
+            metrics.append(Metric(f"{variant.variant}/{name}", getattr(variant, name), millis(report.finished_at), 0))
+    metrics.append(Metric("elapsed_seconds", report.elapsed_seconds, millis(report.finished_at), 0))
+    for start in range(0, max(len(params), len(metrics)), 100):  # MLflow takes at most 100 params per batch
+        client.log_batch(run_id, metrics=metrics[start:start + 100], params=params[start:start + 100])
+
+
+def register(client, run_id: str, variant, run_dir: Path, report: Report, settings: Settings) -> str:
+    """The variant's ONNX file as an MLflow model (signature, input example) in the run, registered as a new
+    version tagged with the job's run id and parity figures; returns the version."""
+    import mlflow.onnx
+    import numpy as np
+    import onnx
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import infer_signature
+
+    name = registered_name(variant.variant)
+    model = onnx.load(run_dir / variant.artifacts["onnx"].path)
+    example = input_example(settings, model)
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mlflow.onnx.save_model(model, Path(folder) / "model", onnx_execution_providers=["CPUExecutionProvider"],
+                               signature=infer_signature(example, np.zeros((1, 10), dtype=np.float32)),
+                               input_example=example)
+        client.log_artifacts(run_id, str(Path(folder) / "model"), f"models/{variant.variant}")
+    try:
+        client.create_registered_model(name, description="LeNet-5 trained on MNIST by lenet-mnist; input "
+                                                         "[N,1,28,28] float32, output logits [N,10]")
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    version = client.create_model_version(name, f"runs:/{run_id}/models/{variant.variant}", run_id=run_id,
+                                          tags={"lenet.run_id": report.run_id},
+                                          await_creation_for=settings.tracking_timeout_seconds)
+    worst = max(variant.parity, key=lambda row: row.max_scaled_diff, default=None)
+    if worst is not None:
+        client.set_model_version_tag(name, version.version, "lenet.parity_all_passed",
+                                     str(all(row.passed for row in variant.parity)).lower())
+        client.set_model_version_tag(name, version.version, "lenet.parity_max_abs_logit_diff",
+                                     f"{max(row.max_abs_logit_diff for row in variant.parity):.3g}")
+    client.set_model_version_tag(name, version.version, "lenet.test_accuracy", f"{variant.final_test_accuracy:.4f}")
+    return str(version.version)
+
+
+def input_example(settings: Settings, model):
+    """The first MNIST test image, as the model takes it (its metadata's scale, mean and std)."""
+    import numpy as np
+
+    from job.data import read_split
+
+    meta = {p.key: p.value for p in model.metadata_props}
+    images, _ = read_split(settings.data_dir, train=False, limit=1)
+    pixels = images.numpy().astype(np.float32)[:1, None]
+    return (pixels * float(meta["preprocess.scale"]) - float(meta["preprocess.mean"])) / float(meta["preprocess.std"])
+
+
+def champion_version(client, variant: str) -> str | None:
+    """The version `champion` names now; None when the model or the alias does not exist yet."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(registered_name(variant), CHAMPION).version)
+    except MlflowException as error:
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def restore_champion(tracking: Tracking, settings: Settings) -> Tracking:
+    """Best effort, when the run was not published after all (latest.json could not move, a stop arrived): the
+    alias back where it was, and the MLflow run marked FAILED."""
+    try:
+        client = client_for(settings)
+        for variant, version in tracking.replaced_versions.items():
+            if version is None:
+                client.delete_registered_model_alias(registered_name(variant), CHAMPION)
+            else:
+                client.set_registered_model_alias(registered_name(variant), CHAMPION, version)
+        if tracking.mlflow_run_id:
+            client.set_terminated(tracking.mlflow_run_id, "FAILED")
+        return tracking.model_copy(update={"champion_moved": False})
+    except Exception:  # noqa: BLE001 - the run's outcome is already decided; the warning says what to check
+        from job.publish import warn
+
+        warn(f"could not move {CHAMPION} back in MLflow at {tracking.uri}: check the registry's aliases")
+        return tracking

@@ -1,0 +1,227 @@
+"""Run tracking and the model registry against a real MLflow server started here (sqlite, a temporary artifacts
+folder), with the job run as a scheduler runs it."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import PYTHON, TINY, job_env, published_files
+
+mlflow = pytest.importorskip("mlflow", reason="the test extra installs mlflow")
+from mlflow import MlflowClient  # noqa: E402
+
+BOTH = TINY | dict(variants="plain,bn_dropout", epochs=2)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Server:
+    """`mlflow server` on localhost, as a team runs it: a sqlite backend store and served artifacts."""
+
+    def __init__(self, folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [PYTHON, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+             "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(self.port),
+             "--workers", "1"], stdout=subprocess.DEVNULL, stderr=open(folder / "server.log", "wb"), cwd=folder)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.uri}/health", timeout=2)
+                break
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError((folder / "server.log").read_text()[-2000:]) from None
+                time.sleep(0.5)
+        self.client = MlflowClient(self.uri, self.uri)
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    started = Server(tmp_path_factory.mktemp("mlflow"))
+    yield started
+    started.stop()
+
+
+def report_of(outputs: Path, stdout: str) -> dict:
+    """The report the summary line names."""
+    line = next(line for line in stdout.splitlines() if line.endswith("report.json") or "report.json (" in line)
+    path = Path(line.split(": ", 1)[1].split(" (")[0])
+    return json.loads((path if path.is_absolute() else outputs.parent / path).read_text())
+
+
+def run_tracked(tmp_path: Path, data_dir: Path, uri: str, **settings):
+    env = job_env(tmp_path, data_dir, **(BOTH | settings)) | {"MLFLOW_TRACKING_URI": uri}
+    return subprocess.run([PYTHON, "-m", "job"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def first_published(server, real_data_dir, tmp_path_factory):
+    """One run published with tracking on: (its report, the completed process)."""
+    tmp_path = tmp_path_factory.mktemp("tracked")
+    done = run_tracked(tmp_path, real_data_dir, server.uri)
+    assert done.returncode == 0, done.stderr
+    return report_of(tmp_path / "outputs", done.stdout), done, tmp_path
+
+
+def test_a_published_run_is_logged_and_its_models_are_the_champions(server, first_published, tmp_path):
+    report, done, _ = first_published
+    tracking = report["tracking"]
+    assert tracking["logged"] and tracking["champion_moved"] and set(tracking["model_versions"]) == {"plain",
+                                                                                                   "bn_dropout"}
+    client = server.client
+    run = client.get_run(tracking["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.info.run_name == report["run_id"]
+    assert run.data.tags["lenet.run_id"] == report["run_id"] and run.data.tags["lenet.status"] == "succeeded"
+    assert run.data.tags["lenet.device"] == "cpu" and run.data.tags["lenet.data_version"] == "mnist"
+    assert run.data.params["settings.epochs"] == "2" and run.data.params["recipe.batch_size"] == "128"
+    for variant in report["variants"]:
+        name = variant["variant"]
+        history = client.get_metric_history(run.info.run_id, f"{name}/test_accuracy")
+        assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == \
+            [(e["epoch"], e["test_accuracy"]) for e in variant["epochs"]]
+        champion = client.get_model_version_by_alias(f"lenet-mnist-{name}", "champion")
+        assert champion.version == tracking["model_versions"][name] and champion.run_id == run.info.run_id
+        assert champion.tags["lenet.run_id"] == report["run_id"] and champion.tags["lenet.parity_all_passed"] == "true"
+        model = client.download_artifacts(run.info.run_id, f"models/{name}", str(tmp_path))
+        mlmodel = (Path(model) / "MLmodel").read_text()
+        assert "onnx" in mlmodel and "signature:" in mlmodel and (Path(model) / "input_example.json").is_file()
+    logged = {a.path for a in client.list_artifacts(run.info.run_id)} | \
+             {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert {"report.json", "manifest.json", "plots/curves_plain.png", "plots/comparison.png"} <= logged
+    assert f"MLflow: run {run.info.run_id}" in done.stdout and not done.stderr.strip()
+
+
+def test_a_run_that_misses_the_gate_is_logged_failed_and_the_champion_stays(server, first_published,
+                                                                            real_data_dir, tmp_path):
+    report, _, _ = first_published
+    before = {v: server.client.get_model_version_by_alias(f"lenet-mnist-{v}", "champion").version
+              for v in ("plain", "bn_dropout")}
+    done = run_tracked(tmp_path, real_data_dir, server.uri, min_test_accuracy=0.999)
+    assert done.returncode == 4, done.stderr
+    failed = report_of(tmp_path / "outputs", done.stdout)
+    run = server.client.get_run(failed["tracking"]["mlflow_run_id"])
+    assert run.info.status == "FAILED" and run.data.tags["lenet.status"] == "accuracy_gate_failed"
+    assert failed["tracking"]["model_versions"] == {} and not failed["tracking"]["champion_moved"]
+    after = {v: server.client.get_model_version_by_alias(f"lenet-mnist-{v}", "champion").version for v in before}
+    assert after == before == report["tracking"]["model_versions"]
+
+
+def test_an_unreachable_server_publishes_with_a_warning_or_with_required_tracking_publishes_nothing(
+        outputs, real_data_dir):
+    """Nothing listens on the port; a user name and password in the address never reach the report or the log."""
+    uri = f"http://someone:hunter2@127.0.0.1:{free_port()}"
+    tmp_path = outputs.parent
+    env = job_env(tmp_path, real_data_dir, **TINY) | {"MLFLOW_TRACKING_URI": uri}
+    warned = subprocess.run([PYTHON, "-m", "job"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert warned.returncode == 0, warned.stderr
+    assert warned.stderr.count("\n") == 1 and warned.stderr.startswith(
+        "lenet-mnist: warning: tracking failed, the run's own outputs are complete: MLflow at http://127.0.0.1:")
+    assert "Connection refused (3 tries)" in warned.stderr
+    report = report_of(outputs, warned.stdout)
+    assert report["published"] and not report["tracking"]["logged"] and report["tracking"]["mlflow_run_id"] is None
+    assert "hunter2" not in json.dumps(report) + warned.stdout + warned.stderr
+
+    before = published_files(outputs)
+    required = subprocess.run([PYTHON, "-m", "job"], env=env | {"LENET_TRACKING_REQUIRED": "true"}, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=600)
+    assert required.returncode == 12, required.stderr
+    assert required.stderr.strip().endswith("; nothing was published") and required.stderr.count("\n") == 1
+    assert published_files(outputs) == before
+    report = report_of(outputs, required.stdout)
+    assert report["status"] == "tracking_failed" and not report["published"]
+    run_dir = outputs / "runs" / report["run_id"]
+    assert all((run_dir / a["path"]).is_file() for v in report["variants"] for a in v["artifacts"].values())
+    assert (run_dir / "manifest.json").is_file()
+
+
+def test_a_server_that_never_answers_holds_the_job_only_as_long_as_its_timeouts(outputs, real_data_dir):
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        uri = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        tmp_path = outputs.parent
+        env = job_env(tmp_path, real_data_dir, **TINY) | {
+            "MLFLOW_TRACKING_URI": uri, "LENET_TRACKING_REQUIRED": "true", "LENET_TRACKING_TIMEOUT_SECONDS": "2",
+            "LENET_TRACKING_RETRIES": "1"}
+        before = published_files(outputs)
+        done = subprocess.run([PYTHON, "-m", "job"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                              timeout=600)
+    assert done.returncode == 12, done.stderr
+    assert "no answer within 2 s (2 tries)" in done.stderr
+    report = report_of(outputs, done.stdout)
+    # Two tries of 2 s and a 1 s backoff: the whole tracking stays within seconds of that, not MLflow's default
+    # of 7 retries of 120 s. The bound here is loose on purpose (a busy machine), the order of magnitude is the point.
+    assert report["elapsed_seconds"] < 120
+    assert published_files(outputs) == before
+
+
+@pytest.mark.slow
+def test_a_server_stopped_during_training_leaves_the_runs_outputs_complete(real_data_dir, tmp_path):
+    private = Server(tmp_path / "mlflow")
+    env = job_env(tmp_path, real_data_dir, **(TINY | dict(epochs=3, train_limit=6000))) | {
+        "MLFLOW_TRACKING_URI": private.uri, "LENET_TRACKING_RETRIES": "0", "LENET_TRACKING_TIMEOUT_SECONDS": "3"}
+    job = subprocess.Popen([PYTHON, "-m", "job"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in job.stdout:
+        lines.append(line)
+        if "Epoch:" in line:
+            private.stop()
+            break
+    stdout, stderr = job.communicate(timeout=600)
+    assert job.returncode == 0, stderr
+    assert "tracking failed, the run's own outputs are complete" in stderr and "Connection refused" in stderr
+    latest = json.loads((tmp_path / "outputs" / "latest.json").read_text())
+    assert latest["run_dir"] and (tmp_path / "outputs" / latest["report"]).is_file()
+
+
+@pytest.mark.slow
+def test_without_a_tracking_address_mlflow_is_never_imported(real_data_dir, tmp_path):
+    script = ("import sys; from job.cli import main; code = main(); "
+              "print('mlflow imported' if any(m.split('.')[0] == 'mlflow' for m in sys.modules) else 'no mlflow'); "
+              "sys.exit(code)")
+    done = subprocess.run([PYTHON, "-c", script], env=job_env(tmp_path, real_data_dir, **TINY), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("no mlflow")
+
+
+@pytest.mark.parametrize("uri, message", [
+    ("ftp://host/x", "MLFLOW_TRACKING_URI=ftp://host/x: is not an http:// or https:// address"),
+    ("sqlite:///mlflow.db", "is not an http:// or https:// address (the job logs to an MLflow server)"),
+    ("http://", "is not an http:// or https:// address"),
+])
+def test_a_tracking_address_that_is_not_a_server_is_a_bad_setting(uri, message, tmp_path):
+    done = subprocess.run([PYTHON, "-m", "job"], env=job_env(tmp_path, tmp_path / "no-data") | {"MLFLOW_TRACKING_URI": uri},
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_tracking_address_without_mlflow_installed_names_the_extra(monkeypatch):
+    from job.settings import SettingsError, load_settings
+
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # what find_spec sees when the package is not installed
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    with pytest.raises(SettingsError, match=r"MLflow is not installed: install the job with its tracking extra, "
+                                            r"pip install '\.\[tracking\]'"):
+        load_settings()
