@@ -225,3 +225,29 @@ def test_a_tracking_address_without_mlflow_installed_names_the_extra(monkeypatch
     with pytest.raises(SettingsError, match=r"MLflow is not installed: install the job with its tracking extra, "
                                             r"pip install '\.\[tracking\]'"):
         load_settings()
+
+
+def test_when_latest_json_cannot_move_after_tracking_the_champion_moves_back(server, first_published, outputs,
+                                                                             real_data_dir, monkeypatch):
+    import job.finish
+    from conftest import run_in_process
+
+    report, _, _ = first_published
+    before = server.client.get_model_version_by_alias("lenet-mnist-plain", "champion").version
+    assert before == report["tracking"]["model_versions"]["plain"]
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(job.finish, "point_latest_at", disk_full)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+    published_before = published_files(outputs)
+    assert run_in_process(monkeypatch, outputs, real_data_dir) == 6
+    assert published_files(outputs) == published_before
+    after = server.client.get_model_version_by_alias("lenet-mnist-plain", "champion").version
+    assert after == before
+    run = server.client.search_runs([server.client.get_experiment_by_name("lenet-mnist").experiment_id],
+                                    order_by=["attributes.start_time DESC"], max_results=1)[0]
+    assert run.info.status == "FAILED"
+    versions = server.client.search_model_versions("name='lenet-mnist-plain'")
+    assert max(int(v.version) for v in versions) > int(before)  # it was registered, and is not the champion
