@@ -175,6 +175,7 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as error:
         first = error.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "?"
+        field = next((name for name, info in Settings.model_fields.items() if info.validation_alias == field), field)
         allowed = Settings.model_fields[field].description if field in Settings.model_fields else ""
         got = first.get("input")
         problem = first["msg"].removeprefix("Value error, ")

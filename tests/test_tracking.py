@@ -206,7 +206,9 @@ def test_without_a_tracking_address_mlflow_is_never_imported(real_data_dir, tmp_
 
 
 @pytest.mark.parametrize("uri, message", [
-    ("ftp://host/x", "MLFLOW_TRACKING_URI=ftp://host/x: is not an http:// or https:// address"),
+    ("ftp://host/x", "lenet-mnist: bad setting: MLFLOW_TRACKING_URI=ftp://host/x: is not an http:// or https:// "
+                     "address (the job logs to an MLflow server) (allowed: the http:// or https:// address of an "
+                     "MLflow server, or empty for no tracking)"),
     ("sqlite:///mlflow.db", "is not an http:// or https:// address (the job logs to an MLflow server)"),
     ("http://", "is not an http:// or https:// address"),
 ])
@@ -251,3 +253,11 @@ def test_when_latest_json_cannot_move_after_tracking_the_champion_moves_back(ser
     assert run.info.status == "FAILED"
     versions = server.client.search_model_versions("name='lenet-mnist-plain'")
     assert max(int(v.version) for v in versions) > int(before)  # it was registered, and is not the champion
+
+
+def test_the_tracking_address_is_read_from_dotenv_too(tmp_path):
+    (tmp_path / ".env").write_text("MLFLOW_TRACKING_URI=ftp://from-dotenv\n")
+    done = subprocess.run([PYTHON, "-m", "job"], env=job_env(tmp_path, tmp_path / "no-data"), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith(
+        "lenet-mnist: bad setting: MLFLOW_TRACKING_URI=ftp://from-dotenv: is not an http"), done.stderr

@@ -138,7 +138,7 @@ class Page:
             self.page.mouse.move(*points[0])
             self.page.mouse.down()
             for point in points[1:]:
-                self.page.mouse.move(*point, steps=3)
+                self.page.mouse.move(*point)
             self.page.mouse.up()
         self.page.wait_for_function("document.querySelector('#digit').textContent !== '–'", timeout=10_000)
         return self.page.text_content("#digit")
