@@ -110,7 +110,8 @@ def same_ground(facts: RunFacts, settings: Settings) -> SameGround | None:
 
 
 def report_of(facts: RunFacts, settings: Settings, verdict: Verdict, run_dir: Path,
-              tracking: Tracking | None = None) -> Report:
+              tracking: Tracking | None = None, pending: bool = False) -> Report:
+    """`pending`: the run passed but is not about to be published yet (it is being logged to MLflow first)."""
     finished = datetime.now(UTC)
     recipe = settings.resolved_recipe()
     # The settings as used: a hyperparameter left to the recipe is shown with the recipe's value.
@@ -128,7 +129,7 @@ def report_of(facts: RunFacts, settings: Settings, verdict: Verdict, run_dir: Pa
         variants_in_parallel=facts.variants_in_parallel, data=facts.data, extra_data=facts.extra_data,
         min_test_accuracy=settings.min_test_accuracy,
         accuracy_gate_passed=bool(facts.variants) and all(r.met_accuracy_gate for r in facts.variants),
-        champion=verdict.champion, published=verdict.status == status.OK, variants=facts.variants,
+        champion=verdict.champion, published=verdict.status == status.OK and not pending, variants=facts.variants,
         plots={path.stem: Artifact.of(path, run_dir) for path in facts.plots}, tracking=tracking)
 
 
@@ -163,8 +164,10 @@ def finish(facts: RunFacts, settings: Settings, run_dir: Path, stop: StopRequest
             verdict = verdict_on_error(error, stop) if error else verdict_on_results(facts, settings)
         except (DamagedFileError, DataError) as damaged:  # the champion check could not read its ground
             verdict = verdict_on_error(damaged, stop)
-        report = write_judged_run(facts, settings, verdict, run_dir, stop)
-        if settings.mlflow_tracking_uri:
+        # While the run is logged to MLflow its report says `published: false`: true only once it is about to be.
+        tracking_on = settings.mlflow_tracking_uri is not None
+        report = write_judged_run(facts, settings, verdict, run_dir, stop, pending=tracking_on)
+        if tracking_on:
             report = tracked(report, facts, settings, verdict, run_dir, stop)
         if report.published and stop():  # the stop came while the report was written: honour it
             report = unpublished(report, facts, settings, verdict_on_error(Interrupted(), stop), run_dir, stop)
@@ -186,11 +189,15 @@ def tracked(report: Report, facts: RunFacts, settings: Settings, verdict: Verdic
     cannot be tracked is still published, with a warning, unless LENET_TRACKING_REQUIRED: then it is not (exit 12)."""
     from job.tracking import TrackingFailed, track
 
+    if report.exit_code != verdict.status.code:  # the report could not be written: that is the run's outcome now
+        verdict = Verdict(next(s for s in status.STATUSES if s.code == report.exit_code), report.message,
+                          verdict.champion)
+    publishing = verdict.status == status.OK
     try:
-        tracking = track(report, run_dir, settings)
+        tracking = track(report, run_dir, settings, publishing)
     except TrackingFailed as failed:
         tracking = failed.tracking.model_copy(update={"message": str(failed)})
-        if report.published and settings.tracking_required:
+        if publishing and settings.tracking_required:
             verdict = Verdict(status.TRACKING, f"tracking failed: {failed}; nothing was published")
         else:
             warn(f"tracking failed, the run's own outputs are complete: {failed}")
@@ -209,11 +216,11 @@ def unpublished(report: Report, facts: RunFacts, settings: Settings, verdict: Ve
 
 
 def write_judged_run(facts: RunFacts, settings: Settings, verdict: Verdict, run_dir: Path,
-                     stop: StopRequest, tracking: Tracking | None = None) -> Report:
+                     stop: StopRequest, tracking: Tracking | None = None, pending: bool = False) -> Report:
     """The run's report for `verdict`, written with its manifest. When it cannot be written, the report of that
     failure is returned unwritten, and a report already in the folder is removed rather than left contradicting
     the exit status."""
-    report = report_of(facts, settings, verdict, run_dir, tracking)
+    report = report_of(facts, settings, verdict, run_dir, tracking, pending)
     try:
         write_run(report, run_dir)
         return report

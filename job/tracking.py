@@ -48,6 +48,7 @@ def without_credentials(uri: str) -> str:
 
 
 def mlflow_status(report: Report) -> str:
+    """From the report's status: a run that is about to be published is still `succeeded`."""
     return {"succeeded": "FINISHED", "interrupted": "KILLED"}.get(report.status, "FAILED")
 
 
@@ -64,9 +65,9 @@ def client_for(settings: Settings):
     return MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
 
 
-def track(report: Report, run_dir: Path, settings: Settings) -> Tracking:
-    """Log the judged run; for a run about to be published, register its models and move `champion` to them.
-    Raises TrackingFailed with the Tracking so far."""
+def track(report: Report, run_dir: Path, settings: Settings, publishing: bool) -> Tracking:
+    """Log the judged run; for a run about to be published (`publishing`), register its models and move `champion`
+    to them. Raises TrackingFailed with the Tracking so far."""
     tracking = Tracking(uri=without_credentials(settings.mlflow_tracking_uri), experiment=settings.mlflow_experiment,
                         logged=False)
     step = "connecting"
@@ -77,18 +78,19 @@ def track(report: Report, run_dir: Path, settings: Settings) -> Tracking:
         experiment_id = (experiment.experiment_id if experiment
                          else client.create_experiment(settings.mlflow_experiment))
         step = "creating the run"
-        run = client.create_run(experiment_id, start_time=millis(report.started_at), tags=tags_of(report),
+        run = client.create_run(experiment_id, start_time=millis(report.started_at), tags=tags_of(report, publishing),
                                 run_name=report.run_id)
         tracking = tracking.model_copy(update={"mlflow_run_id": run.info.run_id})
         step = "logging params and metrics"
         log_figures(client, run.info.run_id, report)
         step = "logging artifacts"
-        for name in ("report.json", "manifest.json"):
-            client.log_artifact(run.info.run_id, str(run_dir / name))
+        for name in ("report.json", "manifest.json"):  # absent when the disk was full: the run's tags still say
+            if (run_dir / name).is_file():
+                client.log_artifact(run.info.run_id, str(run_dir / name))
         for plot in report.plots.values():
             client.log_artifact(run.info.run_id, str(run_dir / plot.path), "plots")
         versions = {}
-        if report.published:
+        if publishing:
             for variant in report.variants:
                 step = f"registering {registered_name(variant.variant)}"
                 versions[variant.variant] = register(client, run.info.run_id, variant, run_dir, report, settings)
@@ -122,10 +124,10 @@ def millis(moment) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def tags_of(report: Report) -> dict[str, str]:
+def tags_of(report: Report, publishing: bool) -> dict[str, str]:
     versions = report.versions
     return {"lenet.run_id": report.run_id, "lenet.status": report.status, "lenet.exit_code": str(report.exit_code),
-            "lenet.published": str(report.published).lower(),
+            "lenet.published": str(publishing).lower(),
             "lenet.data_version": report.extra_data.version if report.extra_data else "mnist",
             "lenet.source_commit": versions.get("source_commit", "unknown"),
             "lenet.device": report.device.spec if report.device else "unknown",

@@ -154,6 +154,7 @@ def test_an_unreachable_server_publishes_with_a_warning_or_with_required_trackin
 
 
 def test_a_server_that_never_answers_holds_the_job_only_as_long_as_its_timeouts(outputs, real_data_dir):
+    """Also: while the job waits on the server, its run folder's report does not claim a publication."""
     with socket.socket() as silent:  # accepts connections (the kernel's backlog) and never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen(16)
@@ -163,8 +164,20 @@ def test_a_server_that_never_answers_holds_the_job_only_as_long_as_its_timeouts(
             "MLFLOW_TRACKING_URI": uri, "LENET_TRACKING_REQUIRED": "true", "LENET_TRACKING_TIMEOUT_SECONDS": "2",
             "LENET_TRACKING_RETRIES": "1"}
         before = published_files(outputs)
-        done = subprocess.run([PYTHON, "-m", "job"], env=env, cwd=tmp_path, capture_output=True, text=True,
-                              timeout=600)
+        runs_before = set((outputs / "runs").iterdir())
+        job = subprocess.Popen([PYTHON, "-m", "job"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        seen_while_waiting = []
+        while job.poll() is None:
+            for run_dir in set((outputs / "runs").iterdir()) - runs_before:
+                try:
+                    seen_while_waiting.append(json.loads((run_dir / "report.json").read_text())["published"])
+                except (OSError, ValueError):
+                    pass  # not written yet, or being replaced
+            time.sleep(0.2)
+        stdout, stderr = job.communicate()
+        done = subprocess.CompletedProcess(job.args, job.returncode, stdout, stderr)
+    assert seen_while_waiting and not any(seen_while_waiting)
     assert done.returncode == 12, done.stderr
     assert "no answer within 2 s (2 tries)" in done.stderr
     report = report_of(outputs, done.stdout)
