@@ -23,7 +23,7 @@ from job.publish import (DamagedFileError, LockWaitTooLong, check_pointer_replac
 from job.report import (Artifact, ChampionCheck, DataInfo, DeviceInfo, ExtraDataInfo, Report, Tracking,
                         VariantResult, write_report)
 from job.settings import Settings
-from job.stop import Interrupted, StopRequest
+from job.stop import Interrupted, StopRequest, raising_on_stop
 from job.train import Diverged
 from job.workers import WorkerDied
 
@@ -187,20 +187,28 @@ def tracked(report: Report, facts: RunFacts, settings: Settings, verdict: Verdic
             stop: StopRequest) -> Report:
     """The judged run logged to MLflow (job.tracking), and its report rewritten with what was logged. A run that
     cannot be tracked is still published, with a warning, unless LENET_TRACKING_REQUIRED: then it is not (exit 12)."""
-    from job.tracking import TrackingFailed, track
+    from job.tracking import TrackingFailed, restore_champion, track
 
     if report.exit_code != verdict.status.code:  # the report could not be written: that is the run's outcome now
         verdict = Verdict(next(s for s in status.STATUSES if s.code == report.exit_code), report.message,
                           verdict.champion)
     publishing = verdict.status == status.OK
+    tracking = None
     try:
-        tracking = track(report, run_dir, settings, publishing)
+        with raising_on_stop(stop):  # a stop does not wait for a server's timeouts
+            tracking = track(report, run_dir, settings, publishing)
     except TrackingFailed as failed:
         tracking = failed.tracking.model_copy(update={"message": str(failed)})
-        if publishing and settings.tracking_required:
+        if tracking.champion_moved or (stop() and tracking.mlflow_run_id):  # what moved goes back; a stopped
+            tracking = restore_champion(tracking, settings, "KILLED" if stop() else "FAILED")  # run is KILLED
+        if stop():
+            pass  # the run ends as interrupted (finish), which says so
+        elif publishing and settings.tracking_required:
             verdict = Verdict(status.TRACKING, f"tracking failed: {failed}; nothing was published")
         else:
             warn(f"tracking failed, the run's own outputs are complete: {failed}")
+    except Interrupted:  # after track returned, before the usual handler was back: finish unpublishes the run
+        pass
     return write_judged_run(facts, settings, verdict, run_dir, stop, tracking)
 
 
@@ -211,7 +219,8 @@ def unpublished(report: Report, facts: RunFacts, settings: Settings, verdict: Ve
     if tracking is not None and tracking.champion_moved:
         from job.tracking import restore_champion
 
-        tracking = restore_champion(tracking, settings)
+        killed = verdict.status in (status.SIGINT, status.SIGTERM)
+        tracking = restore_champion(tracking, settings, "KILLED" if killed else "FAILED")
     return write_judged_run(facts, settings, verdict, run_dir, stop, tracking)
 
 

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from job.report import Report, Tracking
 from job.settings import Settings
+from job.stop import Interrupted
 
 CHAMPION = "champion"
 
@@ -52,10 +53,12 @@ def mlflow_status(report: Report) -> str:
     return {"succeeded": "FINISHED", "interrupted": "KILLED"}.get(report.status, "FAILED")
 
 
-def client_for(settings: Settings):
-    """An MlflowClient whose every request gives up after the configured timeout and retries."""
-    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(settings.tracking_timeout_seconds)
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(settings.tracking_retries)
+def client_for(settings: Settings, cleanup: bool = False):
+    """An MlflowClient whose every request gives up after the configured timeout and retries; for `cleanup` after a
+    failure or a stop, one try of at most 5 s per request, so that a scheduler's grace period is not spent here."""
+    timeout = min(5, settings.tracking_timeout_seconds) if cleanup else settings.tracking_timeout_seconds
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(timeout)
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0" if cleanup else str(settings.tracking_retries)
     os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
     os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_JITTER"] = "0"
     from mlflow import MlflowClient
@@ -99,11 +102,14 @@ def track(report: Report, run_dir: Path, settings: Settings, publishing: bool) -
         client.set_terminated(run.info.run_id, mlflow_status(report), end_time=millis(report.finished_at))
         step = f"reading {CHAMPION}"
         replaced = {variant: champion_version(client, variant) for variant in versions}
-        tracking = tracking.model_copy(update={"replaced_versions": replaced})
+        # From here `champion` may have moved: a failure on the way moves back what did.
+        tracking = tracking.model_copy(update={"replaced_versions": replaced, "champion_moved": bool(versions)})
         for variant, version in versions.items():
             step = f"moving {registered_name(variant)}@{CHAMPION}"
             client.set_registered_model_alias(registered_name(variant), CHAMPION, version)
-        return tracking.model_copy(update={"logged": True, "champion_moved": bool(versions)})
+        return tracking.model_copy(update={"logged": True})
+    except Interrupted:
+        raise TrackingFailed(f"MLflow at {tracking.uri}: {step} was cut short by a stop signal", tracking) from None
     except Exception as error:  # noqa: BLE001 - any failure of the server, the network or the client library
         raise TrackingFailed(f"MLflow at {tracking.uri}: {step} failed: {reason(error, settings)}", tracking) \
             from None
@@ -215,18 +221,18 @@ def champion_version(client, variant: str) -> str | None:
         raise
 
 
-def restore_champion(tracking: Tracking, settings: Settings) -> Tracking:
-    """Best effort, when the run was not published after all (latest.json could not move, a stop arrived): the
-    alias back where it was, and the MLflow run marked FAILED."""
+def restore_champion(tracking: Tracking, settings: Settings, run_status: str = "FAILED") -> Tracking:
+    """Best effort, when the run was not published after all (latest.json could not move, a stop arrived) or
+    tracking failed while moving the alias: the alias back where it was, and the MLflow run marked `run_status`."""
     try:
-        client = client_for(settings)
+        client = client_for(settings, cleanup=True)
         for variant, version in tracking.replaced_versions.items():
             if version is None:
                 client.delete_registered_model_alias(registered_name(variant), CHAMPION)
             else:
                 client.set_registered_model_alias(registered_name(variant), CHAMPION, version)
         if tracking.mlflow_run_id:
-            client.set_terminated(tracking.mlflow_run_id, "FAILED")
+            client.set_terminated(tracking.mlflow_run_id, run_status)
         return tracking.model_copy(update={"champion_moved": False})
     except Exception:  # noqa: BLE001 - the run's outcome is already decided; the warning says what to check
         from job.publish import warn

@@ -274,3 +274,35 @@ def test_the_tracking_address_is_read_from_dotenv_too(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.startswith(
         "lenet-mnist: bad setting: MLFLOW_TRACKING_URI=ftp://from-dotenv: is not an http"), done.stderr
+
+
+@pytest.mark.slow
+def test_a_stop_signal_during_tracking_does_not_wait_for_the_servers_timeouts(outputs, real_data_dir):
+    """A scheduler sends SIGTERM and SIGKILLs after a grace period (Kubernetes: 30 s): waiting out a request's
+    timeout (here 30 s) would be killed mid-way. The stop cuts the request short; the run ends as interrupted."""
+    import signal
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        tmp_path = outputs.parent
+        env = job_env(tmp_path, real_data_dir, **TINY) | {
+            "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{silent.getsockname()[1]}",
+            "LENET_TRACKING_TIMEOUT_SECONDS": "30", "LENET_TRACKING_RETRIES": "0"}
+        before = published_files(outputs)
+        runs_before = set((outputs / "runs").iterdir())
+        job = subprocess.Popen([PYTHON, "-m", "job"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 300
+        while not any((d / "report.json").is_file() for d in set((outputs / "runs").iterdir()) - runs_before):
+            assert job.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(1)  # well inside the first request's 30 s
+        stopped = time.monotonic()
+        job.send_signal(signal.SIGTERM)
+        stdout, stderr = job.communicate(timeout=120)
+        took = time.monotonic() - stopped
+    assert job.returncode == 143, stderr
+    assert took < 20, f"{took:.1f} s after SIGTERM"  # 30 s or more without the cut
+    assert stderr.strip().splitlines()[-1] == "lenet-mnist: interrupted by SIGTERM; nothing was published"
+    assert published_files(outputs) == before
