@@ -313,8 +313,8 @@ def test_digits_drawn_with_a_finger_on_a_touch_screen_are_read(browser, publishe
 
         pad = page.locator("#pad").bounding_box()
         for digit in (2, 5, 8):
-            # Clear is clicked: in this emulation the first tap after a drag is swallowed (a second one works),
-            # which a test cannot tell from a phone's behaviour; the strokes are what is under test here.
+            # Clear is clicked: in this emulation the first tap after a drag fires no click (a second one does), on
+            # a bare page with a canvas, a button and `width=device-width` too: Chromium's, not this page's.
             page.click("#clear")
             page.wait_for_function("document.querySelector('#digit').textContent === '–'", timeout=10_000)
             for stroke in STROKES[digit][0]:
