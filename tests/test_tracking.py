@@ -306,3 +306,22 @@ def test_a_stop_signal_during_tracking_does_not_wait_for_the_servers_timeouts(ou
     assert took < 20, f"{took:.1f} s after SIGTERM"  # 30 s or more without the cut
     assert stderr.strip().splitlines()[-1] == "lenet-mnist: interrupted by SIGTERM; nothing was published"
     assert published_files(outputs) == before
+
+
+def test_a_run_stopped_during_training_is_logged_killed(server, first_published, real_data_dir, tmp_path):
+    import signal
+
+    env = job_env(tmp_path, real_data_dir, **(TINY | dict(epochs=4, train_limit=6000))) | {
+        "MLFLOW_TRACKING_URI": server.uri}
+    job = subprocess.Popen([PYTHON, "-m", "job"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    for line in job.stdout:
+        if "Epoch:" in line:
+            job.send_signal(signal.SIGTERM)
+            break
+    stdout, stderr = job.communicate(timeout=300)
+    assert job.returncode == 143, stderr
+    report = report_of(tmp_path / "outputs", stdout)
+    run = server.client.get_run(report["tracking"]["mlflow_run_id"])
+    assert run.info.status == "KILLED" and run.data.tags["lenet.status"] == "interrupted"
+    assert report["tracking"]["model_versions"] == {}
