@@ -97,9 +97,7 @@ def same_ground(facts: RunFacts, settings: Settings) -> SameGround | None:
     if settings.extra_data is None or not holdouts:
         return None
     from job.data import read_split
-    from job.extra import load_extra
-
-    from job.extra import ExtraDataError
+    from job.extra import ExtraDataError, load_extra
 
     try:
         images, labels = read_split(settings.data_dir, train=False, limit=settings.test_limit)

@@ -94,9 +94,11 @@ def track(report: Report, run_dir: Path, settings: Settings, publishing: bool) -
             client.log_artifact(run.info.run_id, str(run_dir / plot.path), "plots")
         versions = {}
         if publishing:
+            example = first_test_image(settings)
             for variant in report.variants:
                 step = f"registering {registered_name(variant.variant)}"
-                versions[variant.variant] = register(client, run.info.run_id, variant, run_dir, report, settings)
+                versions[variant.variant] = register(client, run.info.run_id, variant, run_dir, report, settings,
+                                                     example)
             tracking = tracking.model_copy(update={"model_versions": versions})
         step = "ending the run"
         client.set_terminated(run.info.run_id, mlflow_status(report), end_time=millis(report.finished_at))
@@ -160,18 +162,22 @@ def log_figures(client, run_id: str, report: Report) -> None:
         client.log_batch(run_id, metrics=metrics[start:start + 100], params=params[start:start + 100])
 
 
-def register(client, run_id: str, variant, run_dir: Path, report: Report, settings: Settings) -> str:
-    """The variant's ONNX file as an MLflow model (signature, input example) in the run, registered as a new
-    version tagged with the job's run id and parity figures; returns the version."""
+def register(client, run_id: str, variant, run_dir: Path, report: Report, settings: Settings, pixels) -> str:
+    """The variant's ONNX file as an MLflow model (signature, input example: `pixels` scaled as the model's metadata
+    says) in the run, registered as a new version tagged with the job's run id and parity figures; returns the
+    version."""
     import mlflow.onnx
     import numpy as np
     import onnx
     from mlflow.exceptions import MlflowException
     from mlflow.models import infer_signature
 
+    from lenet_client.contract import preprocessing
+
     name = registered_name(variant.variant)
     model = onnx.load(run_dir / variant.artifacts["onnx"].path)
-    example = input_example(settings, model)
+    scale, mean, std = preprocessing({p.key: p.value for p in model.metadata_props})
+    example = (pixels * scale - mean) / std
     with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         mlflow.onnx.save_model(model, Path(folder) / "model", onnx_execution_providers=["CPUExecutionProvider"],
@@ -187,8 +193,7 @@ def register(client, run_id: str, variant, run_dir: Path, report: Report, settin
     version = client.create_model_version(name, f"runs:/{run_id}/models/{variant.variant}", run_id=run_id,
                                           tags={"lenet.run_id": report.run_id},
                                           await_creation_for=settings.tracking_timeout_seconds)
-    worst = max(variant.parity, key=lambda row: row.max_scaled_diff, default=None)
-    if worst is not None:
+    if variant.parity:
         client.set_model_version_tag(name, version.version, "lenet.parity_all_passed",
                                      str(all(row.passed for row in variant.parity)).lower())
         client.set_model_version_tag(name, version.version, "lenet.parity_max_abs_logit_diff",
@@ -197,16 +202,14 @@ def register(client, run_id: str, variant, run_dir: Path, report: Report, settin
     return str(version.version)
 
 
-def input_example(settings: Settings, model):
-    """The first MNIST test image, as the model takes it (its metadata's scale, mean and std)."""
+def first_test_image(settings: Settings):
+    """float32 [1, 1, 28, 28]: MNIST's first test image, 0-255, the input example before each model's scaling."""
     import numpy as np
 
     from job.data import read_split
 
-    meta = {p.key: p.value for p in model.metadata_props}
     images, _ = read_split(settings.data_dir, train=False, limit=1)
-    pixels = images.numpy().astype(np.float32)[:1, None]
-    return (pixels * float(meta["preprocess.scale"]) - float(meta["preprocess.mean"])) / float(meta["preprocess.std"])
+    return images.numpy().astype(np.float32)[:1, None]
 
 
 def champion_version(client, variant: str) -> str | None:
