@@ -35,7 +35,9 @@ BOXES = {
 }
 
 
-def draw(page, digit: int, box: tuple[float, float, float, float]) -> str:
+def draw(page, digit: int, box: tuple[float, float, float, float], steps: int = 3) -> str:
+    """Clears the pad, draws the digit's strokes into `box` with the mouse (`steps` moves between points); the digit
+    read."""
     page.click("#clear")
     pad = page.locator("#pad").bounding_box()
     left, top, right, bottom = box
@@ -44,7 +46,7 @@ def draw(page, digit: int, box: tuple[float, float, float, float]) -> str:
         page.mouse.move(*points[0])
         page.mouse.down()
         for point in points[1:]:
-            page.mouse.move(*point, steps=3)
+            page.mouse.move(*point, steps=steps)
         page.mouse.up()
     page.wait_for_function("document.querySelector('#digit').textContent !== '–'", timeout=10_000)
     return page.text_content("#digit")

@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw
 
 from bench.digits import STROKES, make_sample
 from bench.families import FAMILIES, HELD_OUT, TUNING, family_samples, mnist_test_set
+from bench.web_drawings import draw
 from conftest import ROOT, job_env, seven
 from lenet_client.ink import NoDigitError
 from lenet_client.preprocess import to_mnist
@@ -129,19 +130,8 @@ class Page:
         self.server.wait(timeout=10)
 
     def draw(self, digit: int, box: tuple[float, float, float, float]) -> str:
-        """Draws the digit's strokes (bench.digits.STROKES) into `box` of the pad with the mouse; the digit read."""
-        self.page.click("#clear")
-        pad = self.page.locator("#pad").bounding_box()
-        left, top, right, bottom = box
-        for stroke in STROKES[digit][0]:
-            points = [(pad["x"] + left + (right - left) * x, pad["y"] + top + (bottom - top) * y) for x, y in stroke]
-            self.page.mouse.move(*points[0])
-            self.page.mouse.down()
-            for point in points[1:]:
-                self.page.mouse.move(*point)
-            self.page.mouse.up()
-        self.page.wait_for_function("document.querySelector('#digit').textContent !== '–'", timeout=10_000)
-        return self.page.text_content("#digit")
+        """Draws the digit's strokes into `box` of the pad with the mouse (bench.web_drawings); the digit read."""
+        return draw(self.page, digit, box, steps=1)
 
     def seen(self) -> np.ndarray:
         """The 28x28 picture the page shows as the model's input."""

@@ -18,6 +18,8 @@ function say(text, problem = false) {
   $("status").classList.toggle("problem", problem);
 }
 
+const padPicture = () => ({ width: pad.width, height: pad.height, data: ink.getImageData(0, 0, pad.width, pad.height).data });
+
 function clearPad() {
   ink.fillStyle = "#fff";
   ink.fillRect(0, 0, pad.width, pad.height);
@@ -46,7 +48,7 @@ function setupPad() {
   const end = () => {
     if (!last) return;
     last = null;
-    readPicture({ width: pad.width, height: pad.height, data: ink.getImageData(0, 0, pad.width, pad.height).data });
+    readPicture(padPicture());
   };
   pad.addEventListener("pointerup", end);
   pad.addEventListener("pointercancel", end);
@@ -152,16 +154,15 @@ async function start() {
   setupPad();
   $("clear").addEventListener("click", clearPad);
   $("file").addEventListener("change", () => $("file").files[0] && readFile($("file").files[0]));
-  for (const target of [document.body]) {
-    target.addEventListener("dragover", (event) => { event.preventDefault(); pad.classList.add("dragging"); });
-    target.addEventListener("dragleave", () => pad.classList.remove("dragging"));
-    target.addEventListener("drop", (event) => {
-      event.preventDefault();
-      pad.classList.remove("dragging");
-      const file = event.dataTransfer.files[0];
-      if (file) readFile(file);
-    });
-  }
+  // A picture may be dropped anywhere on the page.
+  document.body.addEventListener("dragover", (event) => { event.preventDefault(); pad.classList.add("dragging"); });
+  document.body.addEventListener("dragleave", () => pad.classList.remove("dragging"));
+  document.body.addEventListener("drop", (event) => {
+    event.preventDefault();
+    pad.classList.remove("dragging");
+    const file = event.dataTransfer.files[0];
+    if (file) readFile(file);
+  });
   try {
     const response = await fetch("outputs/latest.json", { cache: "no-cache" });
     if (response.status === 404) {
@@ -177,7 +178,7 @@ async function start() {
     $("variant").addEventListener("change", async () => {
       try {
         await loadModel($("variant").value);
-        if (drawn) readPicture({ width: pad.width, height: pad.height, data: ink.getImageData(0, 0, pad.width, pad.height).data });
+        if (drawn) readPicture(padPicture());
       } catch (error) {
         say(`Could not load the model: ${error.message}`, true);
       }
