@@ -24,19 +24,29 @@ class MaxPool2x2(nn.Module):
     thread): a fifth of a training step. Taking the maximum of the four strided quarters of the input takes
     0.2 ms. The fast path also computes the same indices max_pool2d would (the first maximum of each window
     wins ties, as in max_pool2d) and hands them to max_pool2d's own backward kernel, so its outputs and
-    gradients are bit for bit those of max_pool2d (tests/test_model.py). Evaluation, TorchScript and the
-    exports take the plain max_pool2d path.
+    gradients are bit for bit those of max_pool2d (tests/test_model.py). Under torch.inference_mode (the job's
+    evaluation and the parity check's reference) the same maximum, without indices, cut the evaluation of 10,000
+    images by a third. TorchScript and the exporters, which trace outside inference mode, take max_pool2d, so
+    every exported file holds the standard pooling operator.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (self.training and x.requires_grad and x.device.type == "cpu" and not torch.jit.is_scripting()
-                and x.shape[-2] % 2 == 0 and x.shape[-1] % 2 == 0):
-            return self.train_forward(x)
+        if (x.device.type == "cpu" and not torch.jit.is_scripting() and x.shape[-2] % 2 == 0
+                and x.shape[-1] % 2 == 0):
+            if self.training and x.requires_grad:
+                return self.train_forward(x)
+            if torch.is_inference_mode_enabled():  # the job's evaluation; never while an exporter traces the model
+                return self.inference_forward(x)
         return F.max_pool2d(x, 2)
 
     @torch.jit.unused
     def train_forward(self, x: torch.Tensor) -> torch.Tensor:
         return MaxPool2x2Function.apply(x)
+
+    @torch.jit.unused
+    def inference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.maximum(torch.maximum(x[..., 0::2, 0::2], x[..., 0::2, 1::2]),
+                             torch.maximum(x[..., 1::2, 0::2], x[..., 1::2, 1::2]))
 
 
 class MaxPool2x2Function(torch.autograd.Function):
@@ -46,7 +56,8 @@ class MaxPool2x2Function(torch.autograd.Function):
         bottom_left, bottom_right = x[..., 1::2, 0::2], x[..., 1::2, 1::2]
         top, bottom = torch.maximum(top_left, top_right), torch.maximum(bottom_left, bottom_right)
         lower = top < bottom  # strict comparisons: on a tie the earlier position wins
-        right = torch.where(lower, bottom_left < bottom_right, top_left < top_right)
+        # torch.where on these masks took 0.5 ms per batch of 128 here, the two logical operations 0.02 ms.
+        right = (lower & (bottom_left < bottom_right)) | (~lower & (top_left < top_right))
         height, width = x.shape[-2:]
         window_start = torch.arange(0, height, 2).view(-1, 1) * width + torch.arange(0, width, 2)
         ctx.save_for_backward(x, window_start + lower * width + right)

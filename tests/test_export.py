@@ -98,6 +98,17 @@ def test_onnx_file_is_self_contained_checked_and_names_its_tensors(exported):
     assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [20]
 
 
+def test_every_format_holds_the_standard_pooling_operator(exported):
+    """The eager model pools by strided maxima in training and under inference mode (job.model.MaxPool2x2); the
+    files must hold the operator every runtime knows, twice (one per convolution)."""
+    _, paths = exported
+    assert [n.op_type for n in onnx.load(str(paths["onnx"])).graph.node].count("MaxPool") == 2
+    program = torch.export.load(paths["torch_export"])
+    assert [str(n.target) for n in program.graph.nodes].count("aten.max_pool2d.default") == 2
+    scripted = torch.jit.load(str(paths["torchscript"]))
+    assert str(scripted.inlined_graph).count("aten::max_pool2d(") == 2
+
+
 def test_onnx_metadata_reads_back(exported):
     _, paths = exported
     session = ort.InferenceSession(str(paths["onnx"]), providers=["CPUExecutionProvider"])

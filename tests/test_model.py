@@ -89,8 +89,42 @@ def test_training_gives_the_same_weights_as_the_tutorials_relu_then_max_pool2d(v
         assert torch.equal(a, b), name
 
 
+@pytest.mark.parametrize("make_input", [
+    lambda shape: torch.randn(shape),
+    lambda shape: torch.relu(torch.randn(shape)),
+    lambda shape: torch.full(shape, 0.5),
+    lambda shape: torch.where(torch.rand(shape) < 0.01, float("nan"), torch.randn(shape)),
+], ids=["random", "relu", "constant", "nan"])
+@pytest.mark.parametrize("shape", [(8, 6, 28, 28), (8, 16, 10, 10)])
+def test_pooling_under_inference_mode_matches_max_pool2d_bit_for_bit(make_input, shape):
+    torch.manual_seed(0)
+    x = make_input(shape)
+    with torch.inference_mode():
+        fast = MaxPool2x2().eval()(x)
+    reference = nn.functional.max_pool2d(x, 2)
+    assert torch.equal(fast.isnan(), reference.isnan())
+    assert torch.equal(fast.nan_to_num(), reference.nan_to_num())
+
+
 def test_pooling_outside_training_is_max_pool2d():
     x = torch.randn(2, 6, 28, 28, requires_grad=True)
     assert type(MaxPool2x2().eval()(x).grad_fn).__name__ == "MaxPool2DWithIndicesBackward0"
+    with torch.no_grad():  # not inference mode: what an exporter may trace under
+        assert torch.equal(MaxPool2x2().eval()(x), nn.functional.max_pool2d(x, 2))
     odd = torch.randn(2, 6, 27, 27, requires_grad=True)  # odd sizes: max_pool2d drops the last row and column
     assert MaxPool2x2().train()(odd).shape == (2, 6, 13, 13)
+
+
+def test_random_shift_moves_each_image_by_its_own_offset_and_fills_with_background():
+    from job.train import random_shift
+    torch.manual_seed(0)
+    images = torch.full((64, 1, 28, 28), -0.4242)
+    images[:, :, 4:24, 4:24] += 3 * torch.rand(64, 1, 20, 20)  # ink is brighter than the background
+    shifted = random_shift(images, 2, torch.Generator().manual_seed(5))
+    offsets = torch.randint(0, 5, (2, 64, 1), generator=torch.Generator().manual_seed(5))  # the same draw
+    padded = nn.functional.pad(images, (2, 2, 2, 2), value=-0.4242)
+    assert shifted.shape == images.shape and shifted.is_contiguous()
+    for i in range(64):
+        row, col = int(offsets[0, i]), int(offsets[1, i])
+        assert torch.equal(shifted[i], padded[i, :, row:row + 28, col:col + 28]), i
+    assert len({(int(r), int(c)) for r, c in zip(offsets[0], offsets[1])}) > 10  # the offsets do vary
