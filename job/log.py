@@ -19,6 +19,11 @@ def log(message: str) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
+def warn(message: str) -> None:
+    """Something the run went on despite: on stderr, where a scheduler keeps what needs a look."""
+    print(f"lenet-mnist: warning: {message}", file=sys.stderr, flush=True)
+
+
 def epoch_line(variant: str, m: EpochMetrics) -> str:
     """The tutorial's log line, with the variant and the epoch's seconds added."""
     return (f"[{variant}] Epoch:{m.epoch:2d}, Train_acc:{100 * m.train_accuracy:.1f}%, "

@@ -16,9 +16,8 @@ from job.data import MnistData
 from job.extra import load_run_data
 from job.device import device_name
 from job.finish import RunFacts, finish
-from job.log import log
+from job.log import log, warn
 from job.plots import plot_comparison, plot_confusion, plot_curves, plot_extra_confusion, plot_samples
-from job.publish import warn
 from job.report import DataInfo, DeviceInfo, ExtraDataInfo, Report, SkippedFile, VariantResult
 from job.settings import Settings
 from lenet_client.text import printable

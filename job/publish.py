@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -21,7 +20,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from lenet_client.atomic import write_text_atomically
-from job.log import log
+from job.log import log, warn
 from job.report import Artifact, Report, read_report
 from lenet_client.text import printable
 
@@ -180,7 +179,3 @@ def prune_runs(output_dir: Path, keep: int, this_run: str) -> list[str]:
     if removed:
         log(f"removed {len(removed)} old run folder(s), keeping the newest {keep}")
     return removed
-
-
-def warn(message: str) -> None:
-    print(f"lenet-mnist: warning: {message}", file=sys.stderr, flush=True)

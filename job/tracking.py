@@ -238,7 +238,7 @@ def restore_champion(tracking: Tracking, settings: Settings, run_status: str = "
             client.set_terminated(tracking.mlflow_run_id, run_status)
         return tracking.model_copy(update={"champion_moved": False})
     except Exception:  # noqa: BLE001 - the run's outcome is already decided; the warning says what to check
-        from job.publish import warn
+        from job.log import warn
 
         warn(f"could not move {CHAMPION} back in MLflow at {tracking.uri}: check the registry's aliases")
         return tracking
