@@ -8,7 +8,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 work=${SMOKE_WORK:-/var/tmp/lenet-smoke}
-mkdir -p "$work"
 step() { printf '\n== %s\n' "$*"; step_started=$SECONDS; }
 took() { printf '   %s: %ss\n' "$1" "$((SECONDS - step_started))"; timings+=("$1: $((SECONDS - step_started))s"); }
 timings=()
@@ -20,43 +19,16 @@ cleanup() {
 trap cleanup EXIT
 
 step "tools and disk"
-if ! command -v podman >/dev/null || ! command -v debootstrap >/dev/null; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman buildah runc debootstrap >/dev/null
-fi
 df -h /var/lib | tail -1
 free_gb=$(df --output=avail -BG /var/lib | tail -1 | tr -dc 0-9)
 [ "$free_gb" -ge 25 ] || { echo "smoke test: needs 25 GB free under /var/lib, has ${free_gb} GB" >&2; exit 1; }
-# crun fails here ("cgroups in hybrid mode not supported") and containers may not raise RLIMIT_NOFILE.
-cat > "$work/containers.conf" <<'CONF'
-[containers]
-default_ulimits = []
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-CONF
-cat > "$work/storage.conf" <<'CONF'
-[storage]
-driver = "vfs"
-runroot = "/run/containers/storage"
-graphroot = "/var/lib/containers/storage"
-CONF
-export CONTAINERS_CONF=$work/containers.conf CONTAINERS_STORAGE_CONF=$work/storage.conf
-podman=(podman --storage-driver vfs --runtime runc)
+source docker/podman.sh "$work"
 if [ ! -x "$work/venv/bin/podman-compose" ]; then
     python3 -m venv "$work/venv" && "$work/venv/bin/pip" install -q 'podman-compose==1.6.*'
 fi
 
 step "base image python:3.11-slim (registries are unreachable: built locally with debootstrap)"
-if ! "${podman[@]}" image exists python:3.11-slim; then
-    rm -rf "$work/rootfs"
-    debootstrap --variant=minbase --include=python3,python3-venv,python-is-python3,ca-certificates \
-        bookworm "$work/rootfs" http://deb.debian.org/debian >/dev/null
-    chroot "$work/rootfs" apt-get clean
-    rm -rf "$work/rootfs"/var/lib/apt/lists/*
-    tar -C "$work/rootfs" -c . | "${podman[@]}" import - python:3.11-slim >/dev/null 2>&1
-    rm -rf "$work/rootfs"
-fi
+debian_image python:3.11-slim python3,python3-venv,python-is-python3,ca-certificates
 took "base image"
 
 step "build (PyPI torch; the proxy's CA is mounted into the build, not copied into the image)"

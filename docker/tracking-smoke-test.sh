@@ -7,31 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${SMOKE_WORK:-/var/tmp/lenet-tracking-smoke}
-mkdir -p "$work"
-podman=(podman --storage-driver vfs --runtime runc)
-if ! command -v podman >/dev/null || ! command -v debootstrap >/dev/null; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman runc debootstrap >/dev/null
-fi
-cat > "$work/containers.conf" <<'CONF'
-[containers]
-default_ulimits = []
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-CONF
-export CONTAINERS_CONF=$work/containers.conf
+source docker/podman.sh "$work"
 
 echo "== base image python:3.11-slim (registries are unreachable: built locally with debootstrap)"
-if ! "${podman[@]}" image exists python:3.11-slim; then
-    rm -rf "$work/rootfs"
-    debootstrap --variant=minbase --include=python3,python3-venv,python-is-python3,ca-certificates \
-        bookworm "$work/rootfs" http://deb.debian.org/debian >/dev/null
-    chroot "$work/rootfs" apt-get clean
-    rm -rf "$work/rootfs"/var/lib/apt/lists/*
-    tar -C "$work/rootfs" -c . | "${podman[@]}" import - python:3.11-slim >/dev/null
-    rm -rf "$work/rootfs"
-fi
+debian_image python:3.11-slim python3,python3-venv,python-is-python3,ca-certificates
 
 echo "== build docker/mlflow.Dockerfile"
 "${podman[@]}" build --pull=never -f docker/mlflow.Dockerfile -t lenet-mnist-mlflow:latest \

@@ -8,35 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${SMOKE_WORK:-/var/tmp/lenet-web-smoke}
 base=localhost/debian-nodejs:bookworm  # stands in for node:20-bookworm-slim (no container registry here)
-mkdir -p "$work"
-podman=(podman --storage-driver vfs --runtime runc)
 [ -f outputs/latest.json ] || { echo "web smoke test: no outputs/latest.json (run \`make run\` first)" >&2; exit 1; }
-if ! command -v podman >/dev/null || ! command -v debootstrap >/dev/null; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman runc debootstrap >/dev/null
-fi
-cat > "$work/containers.conf" <<'CONF'
-[containers]
-default_ulimits = []
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-CONF
-export CONTAINERS_CONF=$work/containers.conf
+source docker/podman.sh "$work"
 
 echo "== base image $base (debootstrap: Debian's nodejs and npm)"
-if ! "${podman[@]}" image exists "$base"; then
-    rm -rf "$work/rootfs"
-    # npm's hundreds of small packages are more than debootstrap's --include resolves: apt installs them inside.
-    debootstrap --variant=minbase --include=ca-certificates bookworm "$work/rootfs" http://deb.debian.org/debian >/dev/null
-    cp /etc/resolv.conf "$work/rootfs/etc/resolv.conf"
-    chroot "$work/rootfs" apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive chroot "$work/rootfs" apt-get install -y -q --no-install-recommends nodejs npm >/dev/null
-    chroot "$work/rootfs" apt-get clean
-    rm -rf "$work/rootfs"/var/lib/apt/lists/*
-    tar -C "$work/rootfs" -c . | "${podman[@]}" import - "$base" >/dev/null
-    rm -rf "$work/rootfs"
-fi
+debian_image "$base" ca-certificates "nodejs npm"
 
 echo "== build"
 "${podman[@]}" build --pull=never -f docker/web.Dockerfile --build-arg NODE_IMAGE="$base" -t lenet-mnist-web:latest \
