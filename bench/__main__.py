@@ -132,6 +132,12 @@ def measure(kind: str, variant: str, epochs: int, train_limit: int | None, data_
     return worker_result(kind, variant, done.returncode, done.stdout, done.stderr)
 
 
+def rounds(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of rounds (allowed: an integer >= 1)")
+    return int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 epoch on 10,000 training images")
@@ -146,7 +152,7 @@ def main() -> None:
                         help="only time the job of another checkout (e.g. `git worktree add /tmp/before COMMIT`) "
                              "against this one's, alternating: the fixed-cost run 3 times and the full default job "
                              "twice each; print each run and the ratios of the medians")
-    parser.add_argument("--targets", type=int, metavar="ROUNDS",
+    parser.add_argument("--targets", type=rounds, metavar="ROUNDS",
                         help="only issue 21's three ratios, ROUNDS times: in each round the tutorial's code for 8 "
                              "epochs, the full default job, the tutorial's code for 2 epochs, the job for 2 epochs "
                              "and the fixed-cost run, one after the other; print each round's ratios and their "

@@ -102,3 +102,12 @@ def test_the_gpu_script_skips_its_cuda_steps_cleanly_without_cuda(tmp_path):
     assert "cuda available: False" in (tmp_path / "machine.txt").read_text()
     assert " passed" in (tmp_path / "tests.log").read_text().splitlines()[-1]
     assert not (tmp_path / "job.log").exists()
+
+
+@pytest.mark.parametrize("rounds", ["0", "-1", "2.5", "x"])
+def test_targets_refuses_a_number_of_rounds_that_is_not_a_positive_integer(rounds):
+    done = subprocess.run([PYTHON, "-m", "bench", f"--targets={rounds}"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines()[-1] == (f"python -m bench: error: argument --targets: {rounds!r} is not a number "
+                                            f"of rounds (allowed: an integer >= 1)")
