@@ -59,8 +59,12 @@ class MaxPool2x2Function(torch.autograd.Function):
         # torch.where on these masks took 0.5 ms per batch of 128 here, the two logical operations 0.02 ms.
         right = (lower & (bottom_left < bottom_right)) | (~lower & (top_left < top_right))
         height, width = x.shape[-2:]
-        window_start = torch.arange(0, height, 2).view(-1, 1) * width + torch.arange(0, width, 2)
-        ctx.save_for_backward(x, window_start + lower * width + right)
+        window_start = torch.arange(0, height, 2, dtype=torch.int32).view(-1, 1) * width + \
+            torch.arange(0, width, 2, dtype=torch.int32)
+        # The arithmetic in int32 and one conversion to the int64 that max_pool2d's backward takes: in int64 the
+        # same three operations took 0.17-0.97 ms on 128x6x14x14 here, in int32 0.06 ms.
+        index = lower.to(torch.int32).mul_(width).add_(right).add_(window_start).long()
+        ctx.save_for_backward(x, index)
         return torch.maximum(top, bottom)
 
     @staticmethod
