@@ -1,6 +1,6 @@
 # Sourced by the smoke tests (docker/*smoke-test.sh): podman on a machine without a Docker engine or a container
 # registry (this project's). Needs root, Debian's podman/runc/debootstrap and a Debian mirror.
-#   source docker/podman.sh "$work"    # then: "${podman[@]}" ..., debian_image NAME INCLUDE [APT_PACKAGES]
+#   source docker/podman.sh "$work"    # then: "${podman[@]}" ..., debian_image ..., build_image ...
 
 podman_work=$1
 mkdir -p "$podman_work"
@@ -49,4 +49,17 @@ debian_image() {
     tar -C "$rootfs" -c . | "${podman[@]}" import - "$name" >/dev/null 2>&1
     rm -rf "$rootfs"
     echo "   $name: built with debootstrap"
+}
+
+# build_image TAG DOCKERFILE [BUILD OPTIONS...]: podman build of the repository, its log in $podman_work/build.log
+# (the log's tail on failure, and exit 1), then the image's size, printed and left in $image_mb. The host's CA
+# bundle is mounted into the build for pip's and npm's proxy, not copied into the image.
+build_image() {
+    local tag=$1 dockerfile=$2
+    shift 2
+    "${podman[@]}" build --pull=never -f "$dockerfile" -t "$tag" "$@" \
+        -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro . >"$podman_work/build.log" 2>&1 \
+        || { tail -30 "$podman_work/build.log"; exit 1; }
+    image_mb=$(($("${podman[@]}" image inspect "$tag" --format '{{.Size}}') / 1000000))
+    echo "   image size: $image_mb MB"
 }

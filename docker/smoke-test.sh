@@ -32,14 +32,10 @@ debian_image python:3.11-slim python3,python3-venv,python-is-python3,ca-certific
 took "base image"
 
 step "build (PyPI torch; the proxy's CA is mounted into the build, not copied into the image)"
-"${podman[@]}" build --pull=never --layers=false -f docker/Dockerfile -t lenet-mnist:latest \
-    --build-arg SOURCE_COMMIT="$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
-    -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro . >"$work/build.log" 2>&1 \
-    || { tail -30 "$work/build.log"; exit 1; }
+build_image lenet-mnist:latest docker/Dockerfile --layers=false \
+    --build-arg SOURCE_COMMIT="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
 took "build"
-size=$("${podman[@]}" image inspect lenet-mnist:latest --format '{{.Size}}')
-echo "   image size: $((size / 1000000)) MB"
-timings+=("image size: $((size / 1000000)) MB")
+timings+=("image size: $image_mb MB")
 
 step "compose run train (a subset, one epoch) as a non-root host user, read-only root filesystem (compose.yaml)"
 # Root on this machine: run as another UID to prove the outputs are owned by whoever HOST_UID names.

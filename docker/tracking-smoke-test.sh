@@ -13,11 +13,7 @@ echo "== base image python:3.11-slim (registries are unreachable: built locally 
 debian_image python:3.11-slim python3,python3-venv,python-is-python3,ca-certificates
 
 echo "== build docker/mlflow.Dockerfile"
-"${podman[@]}" build --pull=never -f docker/mlflow.Dockerfile -t lenet-mnist-mlflow:latest \
-    -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro . >"$work/build.log" 2>&1 \
-    || { tail -30 "$work/build.log"; exit 1; }
-size=$("${podman[@]}" image inspect lenet-mnist-mlflow:latest --format '{{.Size}}')
-echo "   image size: $((size / 1000000)) MB"
+build_image lenet-mnist-mlflow:latest docker/mlflow.Dockerfile
 
 echo "== run it as compose.yaml's mlflow service, on 127.0.0.1:15000"
 "${podman[@]}" rm -f lenet-mlflow-smoke >/dev/null 2>&1 || true

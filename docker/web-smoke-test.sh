@@ -15,11 +15,7 @@ echo "== base image $base (debootstrap: Debian's nodejs and npm)"
 debian_image "$base" ca-certificates "nodejs npm"
 
 echo "== build"
-"${podman[@]}" build --pull=never -f docker/web.Dockerfile --build-arg NODE_IMAGE="$base" -t lenet-mnist-web:latest \
-    -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro . >"$work/build.log" 2>&1 \
-    || { tail -30 "$work/build.log"; exit 1; }
-size=$("${podman[@]}" image inspect lenet-mnist-web:latest --format '{{.Size}}')
-echo "   image size: $((size / 1000000)) MB"
+build_image lenet-mnist-web:latest docker/web.Dockerfile --build-arg NODE_IMAGE="$base"
 
 echo "== run as compose.yaml's web service, on 127.0.0.1:18080"
 "${podman[@]}" rm -f lenet-web-smoke >/dev/null 2>&1 || true
