@@ -19,6 +19,7 @@ import multiprocessing.forkserver
 import os
 import pickle
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
@@ -150,8 +151,10 @@ def remove_partial_files(run_dir: Path) -> None:
 
 
 def train_in_parallel(settings: Settings, device: torch.device, stop: StopRequest, run_id: str, run_dir: Path,
-                      threads: int) -> list[VariantResult]:
-    """Every variant in its own process, each on `device` (on a GPU, both share it)."""
+                      threads: int, on_result: Callable[[VariantResult], None] = lambda result: None
+                      ) -> list[VariantResult]:
+    """Every variant in its own process, each on `device` (on a GPU, both share it). `on_result` is called with each
+    variant's result as it arrives, while the others go on."""
     context = worker_context()  # not fork: forking a process that has run torch's threads can hang
     # A pipe per worker, not a Queue: waiting on the pipes and the processes' sentinels at once sees a worker's
     # death the moment it happens, and pipes hold no named semaphores that a killed worker would leak.
@@ -180,6 +183,8 @@ def train_in_parallel(settings: Settings, device: torch.device, stop: StopReques
                 if pipe.poll():
                     try:
                         received[variant] = pipe.recv()
+                        if received[variant][0] is not None:
+                            on_result(received[variant][0])
                         continue
                     except EOFError:  # it died without sending
                         pass

@@ -243,6 +243,37 @@ def test_a_worker_killed_alone_is_exit_11_and_the_other_stops(outputs, real_data
     assert published_files(outputs) == before
 
 
+
+FAIL_ON_PLAIN_CURVES = """
+import errno, os, sys
+import job.pipeline as pipeline
+original = pipeline.plot_curves
+def full(result, path):
+    if result.variant == "plain":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return original(result, path)
+pipeline.plot_curves = full
+from job.cli import main
+sys.exit(main())
+"""
+
+
+def test_a_figure_that_cannot_be_drawn_fails_the_run_once_every_variant_is_in(outputs, real_data_dir):
+    """Side by side, a variant's figures are drawn as its result arrives, while the other still trains: a failure
+    there must wait for the other variant, so that the report holds both."""
+    before, old_id = published_files(outputs), published_id(outputs)
+    code, stdout, stderr = run_case(outputs, real_data_dir, PARALLEL | {"epochs": 1}, FAIL_ON_PLAIN_CURVES)
+    assert code == status.OUTPUT.code, (stdout[-1500:], stderr)
+    assert stderr.count("\n") == 1 and "No space left on device" in stderr and "curves_plain" in stderr
+    (run_dir,) = [p for p in (outputs / "runs").iterdir() if p.name != old_id]
+    report = read_report(run_dir / "report.json")
+    assert (report.status, report.exit_code, report.published) == ("failed", status.OUTPUT.code, False)
+    assert [v.variant for v in report.variants] == ["plain", "bn_dropout"]
+    assert all(len(v.epochs) == 1 and len(v.parity) == 8 for v in report.variants)
+    assert set(report.plots) == {"samples"}
+    assert published_files(outputs) == before
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("number, to_group", [(signal.SIGINT, True), (signal.SIGTERM, False)],
                          ids=["Ctrl-C to the process group", "SIGTERM to the job"])
