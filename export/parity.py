@@ -1,7 +1,7 @@
 """Stage 6: prove that every exported file predicts what the trained model predicts.
 
 Each format runs the whole test set at a large batch, and at batch size 1, and is compared with the eager model's
-logits at the large batch (computed once: what the job's own evaluation computes): argmax agreements, the largest
+logits at the large batch (on a CPU, the job's own final evaluation's): argmax agreements, the largest
 |logit difference|, and its own accuracy. At batch 1 the two torch formats run on a fixed stratified sample, the
 first 100 test images of each digit (1,000 of 10,000): they cost a Python call per image, more than half of the
 whole check on all 10,000, and they are not what downstream apps load. onnxruntime, which is, runs every image at
@@ -69,13 +69,16 @@ def logits_of(run: Runner, images: torch.Tensor, batch_size: int) -> torch.Tenso
 
 def check_parity(model: nn.Module, paths: dict[str, Path], images: torch.Tensor, labels: torch.Tensor, *,
                  batch_sizes: tuple[int, ...], max_abs_diff: float, max_rel_diff: float, min_agreement: float,
+                 reference: torch.Tensor | None = None,
                  should_stop: Callable[[], None] = lambda: None) -> list[FormatParity]:
-    """`should_stop` is called between formats; it raises to abandon the check (e.g. on SIGTERM)."""
-    eager = copy.deepcopy(model).cpu().eval()
+    """`reference`: the eager model's logits for `images` at the largest batch size on the CPU, if already computed
+    (the job's own final evaluation on a CPU is exactly that); otherwise they are computed here. `should_stop` is
+    called between formats; it raises to abandon the check (e.g. on SIGTERM)."""
     images, labels = images.cpu().contiguous(), labels.cpu()
     results = []
     runners = format_runners(paths)
-    all_logits = logits_of(eager, images, max(batch_sizes))
+    all_logits = reference if reference is not None else \
+        logits_of(copy.deepcopy(model).cpu().eval(), images, max(batch_sizes))
     sample = stratified_sample(labels)
     for batch_size in batch_sizes:
         for name, run in runners.items():

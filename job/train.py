@@ -44,6 +44,7 @@ class Evaluation:
     accuracy: float
     loss: float
     predictions: torch.Tensor  # int64 [N], on the CPU
+    logits: torch.Tensor  # float32 [N, 10], on the CPU
 
 
 class Diverged(RuntimeError):
@@ -68,15 +69,16 @@ def stop_if_diverged(loss: float, epoch: int, what: str = "training loss", limit
 def evaluate(model: nn.Module, split: Split, batch_size: int) -> Evaluation:
     model.eval()
     loss_sum = torch.zeros((), device=split.images.device)
-    predictions = []
+    outputs = []
     with torch.inference_mode():
         for images, labels in batches(split, batch_size):
             logits = model(images)
             loss_sum += F.cross_entropy(logits, labels, reduction="sum")
-            predictions.append(logits.argmax(1))
-    predicted = torch.cat(predictions)
+            outputs.append(logits)
+    logits = torch.cat(outputs)
+    predicted = logits.argmax(1)
     accuracy = (predicted == split.labels).sum().item() / len(split)
-    return Evaluation(accuracy, loss_sum.item() / len(split), predicted.cpu())
+    return Evaluation(accuracy, loss_sum.item() / len(split), predicted.cpu(), logits.cpu())
 
 
 def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:

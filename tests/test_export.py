@@ -50,6 +50,24 @@ def test_every_format_predicts_what_the_model_predicts(exported, random_test_spl
     assert max(r.max_abs_logit_diff for r in results) < 1e-4
 
 
+
+def test_the_final_evaluation_is_the_parity_reference_bit_for_bit(exported, random_test_split):
+    """On a CPU the job hands its final evaluation's logits to the parity check instead of running the model again:
+    they must be what the check computes itself, so that every figure of the check is the same."""
+    import copy
+
+    from export.parity import logits_of
+    from job.train import evaluate
+
+    model, paths = exported
+    images, labels = random_test_split.images, random_test_split.labels
+    evaluation = evaluate(copy.deepcopy(model), random_test_split, 128)  # 3 batches, the last one short
+    assert torch.equal(evaluation.logits, logits_of(copy.deepcopy(model).eval(), images, 128))
+    assert torch.equal(evaluation.predictions, evaluation.logits.argmax(1))
+    options = dict(batch_sizes=(1, 128), max_abs_diff=1e-4, max_rel_diff=1e-5, min_agreement=1.0)
+    assert check_parity(model, paths, images, labels, reference=evaluation.logits, **options) == \
+        check_parity(model, paths, images, labels, **options)
+
 def test_the_batch_1_sample_is_the_first_100_images_of_each_digit_in_order():
     labels = torch.randint(0, 10, (5000,), generator=torch.Generator().manual_seed(1))
     labels[labels == 3] = 4  # no 3 at all
