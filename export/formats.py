@@ -24,9 +24,9 @@ from lenet_client.atomic import write_bytes_atomically, write_text_atomically
 
 # The default (torch.export-based) ONNX exporter, not the legacy TorchScript one (dynamo=False): the legacy one
 # is deprecated and warns so, while the default one folds BatchNorm into Conv/Gemm, gives a graph of plain
-# Conv/Relu/MaxPool/Gemm nodes and writes byte-identical files for the same weights. It costs ~0.5 s per model
-# here (from the torch.export program: export_onnx) against 0.04 s. Opset 20 is what both exporters produce in
-# torch 2.14.
+# Conv/Relu/MaxPool/Gemm nodes and writes byte-identical files for the same weights (installed at the same path: the
+# nodes' stack traces name the source files). It costs ~0.5 s per model here (from the torch.export program:
+# export_onnx) against 0.04 s. Opset 20 is what both exporters produce in torch 2.14.
 ONNX_OPSET = 20
 EXAMPLE_BATCH = 2  # not 1: torch.export specializes a dimension whose example size is 1
 FILES = {"state_dict": "model.pt", "metadata": "model.json", "torchscript": "model.torchscript.pt",

@@ -183,11 +183,12 @@ def train_in_parallel(settings: Settings, device: torch.device, stop: StopReques
                 if pipe.poll():
                     try:
                         received[variant] = pipe.recv()
+                    except EOFError:  # it died without sending
+                        pass
+                    else:
                         if received[variant][0] is not None:
                             on_result(received[variant][0])
                         continue
-                    except EOFError:  # it died without sending
-                        pass
                 if pipe.closed or not workers[variant].is_alive():
                     workers[variant].join()
                     raise WorkerDied(f"the {variant} worker process {ended(workers[variant].exitcode)}; the "
