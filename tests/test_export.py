@@ -9,7 +9,7 @@ import torch
 from conftest import ROOT
 from lenet_client.contract import METADATA_KEYS
 from export.formats import ExportError, export_model, reject_training_graph
-from export.parity import check_parity, format_runners, onnx_runner, stratified_sample
+from export.parity import check_parity, format_runners, logits_of, onnx_runner, stratified_sample
 from job.data import Split
 from job.model import build_model
 
@@ -56,7 +56,6 @@ def test_the_final_evaluation_is_the_parity_reference_bit_for_bit(exported, rand
     they must be what the check computes itself, so that every figure of the check is the same."""
     import copy
 
-    from export.parity import logits_of
     from job.train import evaluate
 
     model, paths = exported
@@ -67,6 +66,43 @@ def test_the_final_evaluation_is_the_parity_reference_bit_for_bit(exported, rand
     options = dict(batch_sizes=(1, 128), max_abs_diff=1e-4, max_rel_diff=1e-5, min_agreement=1.0)
     assert check_parity(model, paths, images, labels, reference=evaluation.logits, **options) == \
         check_parity(model, paths, images, labels, **options)
+
+
+def test_formats_checked_two_at_a_time_give_the_rows_of_one_after_the_other(exported, random_test_split,
+                                                                              monkeypatch):
+    import export.parity as parity
+
+    model, paths = exported
+    options = dict(batch_sizes=(1, 128), max_abs_diff=1e-4, max_rel_diff=1e-5, min_agreement=1.0)
+    monkeypatch.setattr(parity, "formats_at_once", lambda: 1)
+    one = check_parity(model, paths, random_test_split.images, random_test_split.labels, **options)
+    monkeypatch.setattr(parity, "formats_at_once", lambda: 2)
+    two = check_parity(model, paths, random_test_split.images, random_test_split.labels, **options)
+    assert two == one
+    assert [(row.batch_size, row.format) for row in two] == [
+        (batch, name) for batch in (1, 128)
+        for name in ("torchscript", "torch_export", "onnxruntime", "onnxruntime_no_optimizations")]
+
+
+def test_a_stop_during_a_check_of_two_formats_at_a_time_ends_it(exported, random_test_split, monkeypatch):
+    import export.parity as parity
+    from job.stop import Interrupted
+
+    model, paths = exported
+    monkeypatch.setattr(parity, "formats_at_once", lambda: 2)
+    checks, passes = [], []
+    monkeypatch.setattr(parity, "logits_of", lambda *args: passes.append(1) or real_logits_of(*args))
+    real_logits_of = logits_of
+
+    def stop_from_the_third_check_on():  # as the job's stop flag: once set, every check raises
+        checks.append(1)
+        if len(checks) >= 3:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        check_parity(model, paths, random_test_split.images, random_test_split.labels, batch_sizes=(1, 128),
+                     max_abs_diff=1e-4, max_rel_diff=1e-5, min_agreement=1.0, should_stop=stop_from_the_third_check_on)
+    assert len(passes) == 3  # of 9: the eager reference and two formats' first passes; after the stop none began
 
 def test_the_batch_1_sample_is_the_first_100_images_of_each_digit_in_order():
     labels = torch.randint(0, 10, (5000,), generator=torch.Generator().manual_seed(1))
