@@ -13,7 +13,6 @@ optimizations delete Dropout nodes, which would make a model exported in trainin
 from __future__ import annotations
 
 import copy
-import os
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -71,12 +70,14 @@ def logits_of(run: Runner, images: torch.Tensor, batch_size: int) -> torch.Tenso
 
 def check_parity(model: nn.Module, paths: dict[str, Path], images: torch.Tensor, labels: torch.Tensor, *,
                  batch_sizes: tuple[int, ...], max_abs_diff: float, max_rel_diff: float, min_agreement: float,
-                 reference: torch.Tensor | None = None,
+                 reference: torch.Tensor | None = None, formats_at_once: int = 1,
                  should_stop: Callable[[], None] = lambda: None) -> list[FormatParity]:
     """One row per batch size and format, in that order. `reference`: the eager model's logits for `images` at the
     largest batch size on the CPU, if already computed (the job's own final evaluation on a CPU is exactly that);
-    otherwise they are computed here. `should_stop` is called before each pass; it raises to abandon the check (e.g.
-    on SIGTERM)."""
+    otherwise they are computed here. `formats_at_once`: how many formats to check at a time, each in its own thread
+    (the runners release the GIL in their kernels): 2 halves the check's time where each runner takes one thread and
+    a core is free (1.2 s instead of 1.9 s here, docs/performance.md); the rows are the same either way. `should_stop`
+    is called before each pass; it raises to abandon the check (e.g. on SIGTERM)."""
     images, labels = images.cpu().contiguous(), labels.cpu()
     runners = format_runners(paths)
     all_logits = reference if reference is not None else \
@@ -105,16 +106,6 @@ def check_parity(model: nn.Module, paths: dict[str, Path], images: torch.Tensor,
                 passed=bool(agreements >= min_agreement * len(truth) and scaled <= 1)))
         return rows
 
-    # Each format's passes in one thread, formats_at_once() formats at a time: the runners release the GIL in their
-    # kernels, so a core left free (the other variant done) takes half the work: 1.2 s instead of 1.9 s here, and
-    # the same on a busy one (docs/performance.md). Each runner keeps its own thread count, so the figures are
-    # those of one format after the other.
-    with ThreadPoolExecutor(max_workers=formats_at_once()) as pool:
+    with ThreadPoolExecutor(max_workers=formats_at_once) as pool:
         by_format = dict(zip(runners, pool.map(check_format, runners)))
     return [by_format[name][row] for row in range(len(batch_sizes)) for name in runners]
-
-
-def formats_at_once() -> int:
-    """Two formats at a time where a check's runners take one thread each (variants side by side on a CPU: one per
-    core) and the machine has a core per runner; one where they already take every core."""
-    return 2 if (os.cpu_count() or 1) >= 2 * torch.get_num_threads() else 1

@@ -7,6 +7,7 @@ The pipeline calls this once per variant, either in its own process (job.workers
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,9 +27,10 @@ from lenet_client.atomic import write_text_atomically
 
 
 def train_variant(variant: str, data: MnistData, recipe: Recipe, settings: Settings, device: torch.device,
-                  stop: StopRequest, run_id: str, run_dir: Path, progress_bar: bool = True) -> VariantResult:
+                  stop: StopRequest, run_id: str, run_dir: Path, progress_bar: bool = True,
+                  parity_formats_at_once: Callable[[], int] = lambda: 1) -> VariantResult:
     """Train one variant on `device` (where `data` already is), then export it and check that every exported file
-    predicts what it predicts."""
+    predicts what it predicts. `parity_formats_at_once` is asked when the check starts (export.parity)."""
     from export.checks import describe  # torch.export / onnx are loaded only when a model is ready
     from export.formats import export_model
     from export.parity import check_parity
@@ -68,7 +70,8 @@ def train_variant(variant: str, data: MnistData, recipe: Recipe, settings: Setti
                           # On a CPU the final evaluation ran the eager model on the same images at the same batch
                           # size: its logits are the reference, bit for bit (tests/test_export.py). An accelerator's
                           # are not what the files, run on the CPU, are compared with.
-                          reference=final.logits if device.type == "cpu" else None)
+                          reference=final.logits if device.type == "cpu" else None,
+                          formats_at_once=parity_formats_at_once())
     parity_seconds = time.perf_counter() - started
     log(f"[{variant}] exported in {export_seconds:.1f}s, parity checked in {parity_seconds:.1f}s")
     for check in parity:

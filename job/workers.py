@@ -92,8 +92,29 @@ def die_with_parent() -> None:
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
+class Finished:
+    """Which variants' workers have finished their work, in shared memory (as StopRequest's flag): the last one at
+    work may use the cores the others have left, for its parity check (export.parity)."""
+
+    def __init__(self, variants: tuple[str, ...]) -> None:
+        self.variants = list(variants)
+        self._done = multiprocessing.get_context("spawn").RawArray("b", len(self.variants))
+
+    def mark(self, variant: str) -> None:
+        self._done[self.variants.index(variant)] = 1
+
+    def all_but(self, variant: str) -> bool:
+        return all(self._done[i] for i, other in enumerate(self.variants) if other != variant)
+
+
+def parity_formats_at_once(variant: str, finished: Finished, threads: int) -> int:
+    """Two formats at a time once every other variant is done and a core is free for the second; else one: checked
+    two at a time beside another worker, they took its CPU (the fixed cost 1.05x, docs/performance.md)."""
+    return 2 if finished.all_but(variant) and (os.cpu_count() or 1) >= 2 * threads else 1
+
+
 def variant_worker(variant: str, settings: Settings, device: str, stop: StopRequest, run_id: str, run_dir: Path,
-                   threads: int, results: Connection, job_pid: int) -> None:
+                   threads: int, results: Connection, job_pid: int, finished: Finished) -> None:
     """One variant in its own process: load MNIST onto `device`, then train, export and verify it there; send back
     the result."""
     die_with_parent()  # the forkserver, which dies with the job (job.forkserver_ready), or the job itself
@@ -101,7 +122,10 @@ def variant_worker(variant: str, settings: Settings, device: str, stop: StopRequ
         os._exit(1)
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, signal.SIG_IGN)  # the parent handles signals and raises the shared stop flag
-    train_one(variant, settings, device, stop, run_id, run_dir, threads, results)
+    try:
+        train_one(variant, settings, device, stop, run_id, run_dir, threads, results, finished)
+    finally:
+        finished.mark(variant)
 
 
 def alive(pid: int) -> bool:
@@ -115,7 +139,7 @@ def alive(pid: int) -> bool:
 
 
 def train_one(variant: str, settings: Settings, device: str, stop: StopRequest, run_id: str, run_dir: Path,
-              threads: int, results: Connection) -> None:
+              threads: int, results: Connection, finished: Finished) -> None:
     import torch
 
     from job.extra import load_run_data
@@ -127,7 +151,9 @@ def train_one(variant: str, settings: Settings, device: str, stop: StopRequest, 
         data, _, _ = load_run_data(settings, recipe.normalize)  # the parent has warned about the extra pictures
         # No progress bar: two processes drawing on one terminal line would garble it.
         result = train_variant(variant, data.to(torch.device(device)), recipe, settings, torch.device(device), stop,
-                               run_id, run_dir, progress_bar=False)
+                               run_id, run_dir, progress_bar=False,
+                               parity_formats_at_once=lambda: parity_formats_at_once(variant, finished, threads))
+        finished.mark(variant)  # before the result crosses the pipe: the others may start their checks now
         results.send((result, None))
     except Exception as error:
         try:
@@ -159,9 +185,10 @@ def train_in_parallel(settings: Settings, device: torch.device, stop: StopReques
     # A pipe per worker, not a Queue: waiting on the pipes and the processes' sentinels at once sees a worker's
     # death the moment it happens, and pipes hold no named semaphores that a killed worker would leak.
     pipes = {variant: context.Pipe(duplex=False) for variant in settings.variants}
+    finished = Finished(settings.variants)
     workers = {variant: context.Process(target=variant_worker, name=f"lenet-{variant}",
                                         args=(variant, settings, str(device), stop, run_id, run_dir, threads,
-                                              pipes[variant][1], os.getpid()))
+                                              pipes[variant][1], os.getpid(), finished))
                for variant in settings.variants}
     start = ("forked from the preloaded worker server" if context.get_start_method() == "forkserver"
              else "each in a fresh interpreter")

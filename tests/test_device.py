@@ -63,7 +63,7 @@ def test_a_worker_moves_mnist_to_the_device_it_is_given_and_trains_there(monkeyp
     import job.variant
     from job.settings import load_settings
     from job.stop import StopRequest
-    from job.workers import train_one
+    from job.workers import Finished, train_one
 
     seen = {}
 
@@ -76,6 +76,23 @@ def test_a_worker_moves_mnist_to_the_device_it_is_given_and_trains_there(monkeyp
         monkeypatch.delenv(name)
     settings = load_settings(data_dir=real_data_dir, train_limit=64, test_limit=64)
     receiver, sender = multiprocessing.Pipe(duplex=False)
-    train_one("plain", settings, "meta", StopRequest(), "run", tmp_path, 1, sender)
+    finished = Finished(("plain", "bn_dropout"))
+    train_one("plain", settings, "meta", StopRequest(), "run", tmp_path, 1, sender, finished)
     assert receiver.poll() and receiver.recv() == ("plain trained", None)
+    assert finished.all_but("bn_dropout")  # marked done before its result was sent
     assert seen == {"device": torch.device("meta"), "train": torch.device("meta"), "test": torch.device("meta")}
+
+
+def test_the_last_worker_at_work_checks_two_formats_at_a_time(monkeypatch):
+    """Beside another worker a second thread took that worker's CPU (docs/performance.md); alone it has a core."""
+    from job.workers import Finished, parity_formats_at_once
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    finished = Finished(("plain", "bn_dropout"))
+    assert parity_formats_at_once("bn_dropout", finished, threads=1) == 1
+    finished.mark("plain")
+    assert parity_formats_at_once("bn_dropout", finished, threads=1) == 2
+    assert parity_formats_at_once("plain", finished, threads=1) == 1
+    assert parity_formats_at_once("bn_dropout", finished, threads=2) == 1  # no core left for a second thread
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert parity_formats_at_once("bn_dropout", finished, threads=2) == 2

@@ -68,16 +68,11 @@ def test_the_final_evaluation_is_the_parity_reference_bit_for_bit(exported, rand
         check_parity(model, paths, images, labels, **options)
 
 
-def test_formats_checked_two_at_a_time_give_the_rows_of_one_after_the_other(exported, random_test_split,
-                                                                              monkeypatch):
-    import export.parity as parity
-
+def test_formats_checked_two_at_a_time_give_the_rows_of_one_after_the_other(exported, random_test_split):
     model, paths = exported
     options = dict(batch_sizes=(1, 128), max_abs_diff=1e-4, max_rel_diff=1e-5, min_agreement=1.0)
-    monkeypatch.setattr(parity, "formats_at_once", lambda: 1)
     one = check_parity(model, paths, random_test_split.images, random_test_split.labels, **options)
-    monkeypatch.setattr(parity, "formats_at_once", lambda: 2)
-    two = check_parity(model, paths, random_test_split.images, random_test_split.labels, **options)
+    two = check_parity(model, paths, random_test_split.images, random_test_split.labels, formats_at_once=2, **options)
     assert two == one
     assert [(row.batch_size, row.format) for row in two] == [
         (batch, name) for batch in (1, 128)
@@ -89,7 +84,6 @@ def test_a_stop_during_a_check_of_two_formats_at_a_time_ends_it(exported, random
     from job.stop import Interrupted
 
     model, paths = exported
-    monkeypatch.setattr(parity, "formats_at_once", lambda: 2)
     checks, passes = [], []
     monkeypatch.setattr(parity, "logits_of", lambda *args: passes.append(1) or real_logits_of(*args))
     real_logits_of = logits_of
@@ -101,7 +95,8 @@ def test_a_stop_during_a_check_of_two_formats_at_a_time_ends_it(exported, random
 
     with pytest.raises(Interrupted):
         check_parity(model, paths, random_test_split.images, random_test_split.labels, batch_sizes=(1, 128),
-                     max_abs_diff=1e-4, max_rel_diff=1e-5, min_agreement=1.0, should_stop=stop_from_the_third_check_on)
+                     max_abs_diff=1e-4, max_rel_diff=1e-5, min_agreement=1.0, formats_at_once=2,
+                     should_stop=stop_from_the_third_check_on)
     assert len(passes) == 3  # of 9: the eager reference and two formats' first passes; after the stop none began
 
 def test_the_batch_1_sample_is_the_first_100_images_of_each_digit_in_order():
