@@ -269,9 +269,8 @@ def measure_targets(rounds: int, data_dir: str) -> None:
         tutorial_2 = sum(measure("tutorial", v, 2, None, data_dir, env)["seconds"] for v in ("plain", "bn_dropout"))
         two = measure_job(env, data_dir, LENET_EPOCHS="2")
         fixed = measure_job(env, data_dir, **FIXED_COST_RUN)
-        measured = {"full default job / tutorial 8 epochs": (full["seconds"], tutorial_8),
-                    "LENET_EPOCHS=2 job / tutorial 2 epochs": (two["seconds"], tutorial_2),
-                    "fixed cost / tutorial 2 epochs": (fixed["seconds"], tutorial_2)}
+        measured = dict(zip(TARGETS, [(full["seconds"], tutorial_8), (two["seconds"], tutorial_2),  # in its order
+                                      (fixed["seconds"], tutorial_2)]))
         for name, (job, tutorial) in measured.items():
             ratios[name].append(job / tutorial)
         print(f"round {round_}: " + "; ".join(f"{name} {job:.1f}s / {tutorial:.1f}s = {job / tutorial:.3f}"

@@ -37,11 +37,11 @@ class ExportError(RuntimeError):
     """The model cannot be exported faithfully; the message says why."""
 
 
+BATCH_AXIS = "batch"
+
+
 def batch_dim() -> dict[str, dict[int, torch.export.Dim]]:
     return {"x": {0: torch.export.Dim(BATCH_AXIS, min=1, max=65536)}}
-
-
-BATCH_AXIS = "batch"
 
 
 def export_model(model: nn.Module, out_dir: Path, metadata: dict[str, str]) -> dict[str, Path]:

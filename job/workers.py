@@ -122,10 +122,7 @@ def variant_worker(variant: str, settings: Settings, device: str, stop: StopRequ
         os._exit(1)
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, signal.SIG_IGN)  # the parent handles signals and raises the shared stop flag
-    try:
-        train_one(variant, settings, device, stop, run_id, run_dir, threads, results, finished)
-    finally:
-        finished.mark(variant)
+    train_one(variant, settings, device, stop, run_id, run_dir, threads, results, finished)
 
 
 def alive(pid: int) -> bool:
@@ -153,14 +150,15 @@ def train_one(variant: str, settings: Settings, device: str, stop: StopRequest, 
         result = train_variant(variant, data.to(torch.device(device)), recipe, settings, torch.device(device), stop,
                                run_id, run_dir, progress_bar=False,
                                parity_formats_at_once=lambda: parity_formats_at_once(variant, finished, threads))
-        finished.mark(variant)  # before the result crosses the pipe: the others may start their checks now
-        results.send((result, None))
+        reply = (result, None)
     except Exception as error:
         try:
             pickle.dumps(error)
         except Exception:  # an error that cannot cross the process boundary still must say what it was
             error = RuntimeError(f"{type(error).__name__}: {error}")
-        results.send((None, error))
+        reply = (None, error)
+    finished.mark(variant)  # before the reply crosses the pipe: the others may start their checks now
+    results.send(reply)
 
 
 def ended(exitcode: int) -> str:

@@ -50,7 +50,6 @@ def test_every_format_predicts_what_the_model_predicts(exported, random_test_spl
     assert max(r.max_abs_logit_diff for r in results) < 1e-4
 
 
-
 def test_the_final_evaluation_is_the_parity_reference_bit_for_bit(exported, random_test_split):
     """On a CPU the job hands its final evaluation's logits to the parity check instead of running the model again:
     they must be what the check computes itself, so that every figure of the check is the same."""
@@ -85,8 +84,7 @@ def test_a_stop_during_a_check_of_two_formats_at_a_time_ends_it(exported, random
 
     model, paths = exported
     checks, passes = [], []
-    monkeypatch.setattr(parity, "logits_of", lambda *args: passes.append(1) or real_logits_of(*args))
-    real_logits_of = logits_of
+    monkeypatch.setattr(parity, "logits_of", lambda *args: passes.append(1) or logits_of(*args))
 
     def stop_from_the_third_check_on():  # as the job's stop flag: once set, every check raises
         checks.append(1)
@@ -98,6 +96,7 @@ def test_a_stop_during_a_check_of_two_formats_at_a_time_ends_it(exported, random
                      max_abs_diff=1e-4, max_rel_diff=1e-5, min_agreement=1.0, formats_at_once=2,
                      should_stop=stop_from_the_third_check_on)
     assert len(passes) == 3  # of 9: the eager reference and two formats' first passes; after the stop none began
+
 
 def test_the_batch_1_sample_is_the_first_100_images_of_each_digit_in_order():
     labels = torch.randint(0, 10, (5000,), generator=torch.Generator().manual_seed(1))

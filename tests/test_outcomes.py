@@ -243,7 +243,6 @@ def test_a_worker_killed_alone_is_exit_11_and_the_other_stops(outputs, real_data
     assert published_files(outputs) == before
 
 
-
 FAIL_ON_PLAIN_CURVES = """
 import errno, os, sys
 import job.pipeline as pipeline
