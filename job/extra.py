@@ -5,6 +5,8 @@ nested folders if wanted (`lenet-predict --sort-into DIR` makes it). Every pictu
 preprocessing, the predictor's own code (lenet_client.preprocess.to_mnist), to a 28x28 MNIST-style image.
 
 - Cached by content: CACHE/<preprocessing method>/<sha256>.npy, so a nightly run preprocesses only new pictures.
+  The cache only saves time: an entry that cannot be read is made again, and a cache that cannot be written (a
+  read-only data folder, a full disk) is named in `ExtraData.cache_problem` while every picture is still used.
 - Split by content: a picture is in the holdout when its hash says so (about 1 in 5), so no picture ever moves
   from the holdout into training as the folder grows.
 - The same picture twice counts once; the same picture under two labels is a conflict, left out and listed.
@@ -54,6 +56,7 @@ class ExtraData:
     version: str  # sha256 over the sorted (content hash, label) pairs of the pictures used
     skipped: list[Skipped] = field(default_factory=list)
     conflicts: list[dict] = field(default_factory=list)  # {"sha256", "labels", "paths"}
+    cache_problem: str | None = None  # why the preprocessed pictures could not be cached, if they could not
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Pictures per digit in training and in the holdout."""
@@ -80,26 +83,52 @@ def class_folders(folder: Path) -> list[Path]:
     return [p for p in entries if p.is_dir()]
 
 
-def mnist_picture(path: Path, content_hash: str, cache: Path) -> np.ndarray:
-    """The picture's 28x28 image, from the cache or made now by the predictor's own code (and cached)."""
-    from lenet_client.predict import open_picture
-    from lenet_client.preprocess import to_mnist
+class PictureCache:
+    """The pictures' 28x28 images by content hash. Reading it falls back to preprocessing; after the first write that
+    fails, it stops writing and keeps the reason in `problem`."""
 
-    cached = cache / f"{content_hash}.npy"
-    if cached.is_file():
-        return np.load(cached)
-    pixels = to_mnist(open_picture(path))
-    cache.mkdir(parents=True, exist_ok=True)
-    with atomic_path(cached) as partial, partial.open("wb") as stream:
-        np.save(stream, pixels)
-    return pixels
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.problem: str | None = None
+
+    def picture(self, path: Path, content_hash: str) -> np.ndarray:
+        """The picture's 28x28 image, from the cache or made now by the predictor's own code (and cached)."""
+        from lenet_client.predict import open_picture
+        from lenet_client.preprocess import to_mnist
+
+        cached = self.folder / f"{content_hash}.npy"
+        pixels = self.read(cached)
+        if pixels is not None:
+            return pixels
+        pixels = to_mnist(open_picture(path))
+        if self.problem is None:
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                with atomic_path(cached) as partial, partial.open("wb") as stream:
+                    np.save(stream, pixels)
+            except OSError as error:
+                self.problem = f"{printable(self.folder)} cannot be written ({error.strerror or error})"
+        return pixels
+
+    @staticmethod
+    def read(cached: Path) -> np.ndarray | None:
+        """A cached image, or None where there is none or it is not a 28x28 uint8 array (damaged, or not ours)."""
+        if not cached.is_file():  # reading a pipe would wait for a writer forever
+            return None
+        try:  # mapped, so that a damaged header's huge shape is refused before anything is read
+            pixels = np.load(cached, mmap_mode="r", allow_pickle=False)
+            if not (isinstance(pixels, np.ndarray) and pixels.shape == (28, 28) and pixels.dtype == np.uint8):
+                return None
+            return np.array(pixels)
+        except (OSError, ValueError, EOFError):  # unreadable, truncated, or not a .npy file
+            return None
 
 
 def load_extra(folder: Path, cache_dir: Path, max_bad_share: float = 0.2) -> ExtraData:
     from lenet_client.predict import PICTURE_SUFFIXES, PredictError
     from lenet_client.preprocess import METHOD, NoDigitError
 
-    cache = cache_dir / METHOD.replace(" ", "-")
+    cache = PictureCache(cache_dir / METHOD.replace(" ", "-"))
     by_hash: dict[str, dict] = {}
     skipped, files = [], 0
     for class_folder in class_folders(folder):
@@ -113,21 +142,21 @@ def load_extra(folder: Path, cache_dir: Path, max_bad_share: float = 0.2) -> Ext
                 skipped.append(Skipped(str(path), f"not a picture file (allowed: {' '.join(PICTURE_SUFFIXES)})"))
                 continue
             try:
-                data = path.read_bytes()
-                content_hash = hashlib.sha256(data).hexdigest()
-                entry = by_hash.setdefault(content_hash, {"labels": set(), "paths": [], "pixels": None})
-                entry["labels"].add(label)
-                entry["paths"].append(str(path))
-                if entry["pixels"] is None:
-                    entry["pixels"] = mnist_picture(path, content_hash, cache)
+                content_hash = hashlib.sha256(path.read_bytes()).hexdigest()
+                if content_hash not in by_hash:
+                    by_hash[content_hash] = {"labels": set(), "paths": [],
+                                             "pixels": cache.picture(path, content_hash)}
             except PredictError as error:
                 skipped.append(Skipped(str(path), str(error).split(": ", 1)[-1]))
-                by_hash.pop(content_hash, None)
+                continue
             except NoDigitError as error:
                 skipped.append(Skipped(str(path), str(error)))
-                by_hash.pop(content_hash, None)
+                continue
             except OSError as error:
                 skipped.append(Skipped(str(path), f"cannot be read ({error.strerror or error})"))
+                continue
+            by_hash[content_hash]["labels"].add(label)
+            by_hash[content_hash]["paths"].append(str(path))
     if files == 0:
         raise ExtraDataError(f"LENET_EXTRA_DATA={printable(folder)}: holds no pictures (allowed: pictures in "
                              f"subfolders 0-9)")
@@ -146,7 +175,8 @@ def load_extra(folder: Path, cache_dir: Path, max_bad_share: float = 0.2) -> Ext
 
     train_images, train_labels = stack([row for row in used if not in_holdout(row[0])])
     holdout_images, holdout_labels = stack([row for row in used if in_holdout(row[0])])
-    return ExtraData(train_images, train_labels, holdout_images, holdout_labels, version, skipped, conflicts)
+    return ExtraData(train_images, train_labels, holdout_images, holdout_labels, version, skipped, conflicts,
+                     cache.problem)
 
 
 def repeats_for(share: float, mnist_images: int, extra_images: int) -> int:

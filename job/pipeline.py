@@ -72,6 +72,9 @@ def load_data(settings: Settings, normalize: bool) -> tuple[MnistData, ExtraData
         return data, None
     for skipped in extra.skipped:
         warn(f"LENET_EXTRA_DATA: {printable(skipped.path)}: {skipped.reason}; left out")
+    if extra.cache_problem:
+        warn(f"LENET_EXTRA_DATA: the preprocessed pictures are not cached: {extra.cache_problem}; every run "
+             f"preprocesses them again")
     for conflict in extra.conflicts:
         warn(f"LENET_EXTRA_DATA: the same picture under labels {conflict['labels']}: "
              f"{', '.join(map(printable, conflict['paths']))}; left out")

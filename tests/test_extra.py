@@ -85,6 +85,70 @@ def test_files_that_cannot_be_used_are_skipped_with_their_reason(tmp_path):
     assert len(data.train_labels) + len(data.holdout_labels) == 30
 
 
+def test_a_cache_that_cannot_be_written_costs_time_not_pictures(tmp_path):
+    """A read-only data folder or a full disk is no reason to leave out a picture, nor to blame one."""
+    extra = tmp_path / "extra"
+    for i in range(12):
+        picture(extra / str(i % 3), f"{i}.png", i)
+    reference = load_extra(extra, tmp_path / "good-cache")
+    (tmp_path / "not-a-folder").write_text("")  # the cache's parent is a file: every write fails, even as root
+    data = load_extra(extra, tmp_path / "not-a-folder")
+    assert not data.skipped and data.version == reference.version
+    assert np.array_equal(data.train_images, reference.train_images)
+    assert "not-a-folder" in data.cache_problem and "cannot be written" in data.cache_problem
+    assert reference.cache_problem is None
+
+
+def test_a_disk_that_fills_half_way_through_the_cache_loses_no_picture(monkeypatch, tmp_path):
+    import job.extra
+
+    extra = tmp_path / "extra"
+    for i in range(12):
+        picture(extra / str(i % 3), f"{i}.png", i)
+    reference = load_extra(extra, tmp_path / "reference-cache")
+    writes = []
+    real_save = np.save
+
+    def save_until_full(stream, array):
+        writes.append(1)
+        if len(writes) > 5:
+            raise OSError(28, "No space left on device")
+        real_save(stream, array)
+
+    monkeypatch.setattr(job.extra.np, "save", save_until_full)
+    data = load_extra(extra, tmp_path / "cache")
+    assert not data.skipped and data.version == reference.version
+    assert "No space left on device" in data.cache_problem
+    assert len(writes) == 6  # after the first failure it stops trying
+    assert not [p for p in (tmp_path / "cache").rglob("*") if "partial" in p.name]  # no half-written entry
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not an array file", "another shape", "another type", "a folder",
+                                    "a pipe", "a huge shape"])
+def test_a_damaged_cache_entry_is_made_again(tmp_path, damage):
+    extra = tmp_path / "extra"
+    picture(extra / "7", "a.png", 1)
+    first = load_extra(extra, tmp_path / "cache")
+    (entry,) = (tmp_path / "cache").rglob("*.npy")
+    if damage == "truncated":
+        entry.write_bytes(entry.read_bytes()[:60])
+    elif damage == "not an array file":
+        entry.write_bytes(b"\x00" * 900)
+    elif damage == "another shape":
+        np.save(entry, np.zeros((32, 32), np.uint8))
+    elif damage == "another type":
+        np.save(entry, np.zeros((28, 28), np.float64))
+    elif damage == "a huge shape":  # a header that promises 10^12 bytes
+        header = entry.read_bytes().replace(b"(28, 28)", b"(1000000, 1000000)")
+        entry.write_bytes(header)
+    else:
+        entry.unlink()
+        entry.mkdir() if damage == "a folder" else os.mkfifo(entry)
+    again = load_extra(extra, tmp_path / "cache")
+    assert not again.skipped and again.version == first.version
+    assert np.array_equal([*again.train_images, *again.holdout_images], [*first.train_images, *first.holdout_images])
+
+
 @pytest.mark.parametrize("layout, message", [
     ("missing", "no such folder"),
     ("empty", "holds no pictures"),

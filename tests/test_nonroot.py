@@ -6,6 +6,7 @@ These tests need root to set the files up and `setpriv` to drop to `nobody`; els
 """
 
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -84,6 +85,28 @@ def test_an_mnist_file_nobody_cannot_read_is_a_data_problem_not_an_output_one(pl
     done = job_as_nobody(place)
     assert done.returncode == 3 and done.stderr.count("\n") == 1, done.stderr
     assert "data problem: cannot read " in done.stderr and "t10k-images-idx3-ubyte: Permission denied" in done.stderr
+
+
+def test_extra_pictures_in_a_data_folder_nobody_may_not_write_are_all_used_and_the_cache_is_a_warning(place):
+    """They were all left out as `cannot be read (Permission denied)` (exit 3): the cache, not the pictures, was
+    what could not be written."""
+    from job.data import ensure_mnist
+
+    owned_by_nobody(place / "outputs")
+    ensure_mnist(place / "shared", download=False)  # root's: nobody may read it, not write in it
+    for path in [place / "shared", *(place / "shared").rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    extra = place / "extra"
+    for digit in range(10):
+        (extra / str(digit)).mkdir(parents=True)
+        seven(box=(40 + 3 * digit, 30, 150, 170)).save(extra / str(digit) / "a.png")
+    extra.chmod(0o755)
+    done = job_as_nobody(place, data_dir=place / "shared", extra_data=extra)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("\n") == 1 and "not cached" in done.stderr and "Permission denied" in done.stderr
+    used = re.search(r"extra pictures from .*: (\d+) for training .*, (\d+) held out", done.stdout)
+    assert used and int(used[1]) + int(used[2]) == 10, done.stdout
+    assert not (place / "shared" / "extra-cache").exists()
 
 
 def test_an_old_run_folder_nobody_cannot_remove_is_a_warning_and_the_run_is_published(place):
