@@ -7,7 +7,6 @@ features remain and the tutorial's own forward pass fails.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -127,11 +126,12 @@ def load_trained(checkpoint: Path) -> tuple[LeNet, dict[str, str]]:
     """A model this job exported, rebuilt from its state_dict (model.pt) and the model.json beside it, in eval mode;
     with that metadata. Anything else is a CheckpointError whose message names the file and what is wrong."""
     from lenet_client.contract import preprocessing
+    from lenet_client.jsonfile import read_json
     from lenet_client.text import printable
 
     described = checkpoint.parent / "model.json"
     try:
-        metadata = json.loads(described.read_text())
+        metadata = read_json(described)
         variant, dropout = metadata["model.variant"], float(metadata["model.dropout"])
         preprocessing(metadata)
         model = build_model(variant, dropout)
@@ -142,6 +142,8 @@ def load_trained(checkpoint: Path) -> tuple[LeNet, dict[str, str]]:
         reason = error.strerror if isinstance(error, OSError) else f"{type(error).__name__}: {error}"
         raise CheckpointError(f"{printable(described)}: not the metadata of a model this job exported "
                               f"({reason})") from None
+    if checkpoint.exists() and not checkpoint.is_file():  # reading a pipe would wait for a writer forever
+        raise CheckpointError(f"{printable(checkpoint)}: not a regular file (allowed: the model.pt this job wrote)")
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except FileNotFoundError:

@@ -20,6 +20,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from lenet_client.atomic import write_text_atomically
+from lenet_client.jsonfile import read_json
 from job.log import log, warn
 from job.report import Artifact, Report, read_report
 from lenet_client.text import printable
@@ -79,7 +80,7 @@ def published_run(output_dir: Path) -> tuple[str, Report] | None:
     if not pointer.is_file():
         return None
     try:
-        published = json.loads(pointer.read_text())
+        published = read_json(pointer)
         run_id, report_path = published["run_id"], output_dir / published["report"]
     except (ValueError, KeyError, TypeError) as error:
         raise DamagedFileError(f"{pointer} is damaged ({type(error).__name__}: {error}): the champion check "
@@ -105,9 +106,12 @@ def write_manifest(run_dir: Path, run_id: str) -> Path:
 def check_pointer_replaceable(output_dir: Path) -> None:
     """latest.json must be a file or absent: `docker run -v` of a file that does not exist yet creates a folder."""
     pointer = output_dir / POINTER
-    if pointer.exists() and not pointer.is_file():
+    if pointer.is_dir():
         raise IsADirectoryError(f"{printable(pointer)} is a folder, not a file (what `docker run -v` of a missing file "
                                 f"creates): remove it, and mount the output folder instead")
+    if pointer.exists() and not pointer.is_file():
+        raise FileExistsError(f"{printable(pointer)} is not a regular file (a pipe, a socket or a device): remove it, "
+                              f"so that the job can publish its pointer there")
 
 
 def point_latest_at(output_dir: Path, run_dir: Path, report: Report) -> None:

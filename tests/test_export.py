@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -255,6 +256,12 @@ def damaged_checkpoint(kind, good, folder):
     if kind == "model.json not JSON":
         (folder / "model.json").write_text("{bad")
         return folder / "model.pt"
+    if kind == "model.json nested too deeply":
+        (folder / "model.json").write_text("[" * 100_000 + "]" * 100_000)
+        return folder / "model.pt"
+    if kind == "model.json a pipe":
+        os.mkfifo(folder / "model.json")
+        return folder / "model.pt"
     if kind == "model.json with std 0":
         metadata["preprocess.std"] = "0"
     if kind == "model.json of the other variant":
@@ -264,6 +271,9 @@ def damaged_checkpoint(kind, good, folder):
         (folder / "model.pt").write_bytes(b"garbage")
     if kind == "model.pt truncated":
         (folder / "model.pt").write_bytes((good / "model.pt").read_bytes()[:1000])
+    if kind == "model.pt a pipe":
+        (folder / "model.pt").unlink()
+        os.mkfifo(folder / "model.pt")
     return folder / "model.pt"
 
 
@@ -274,6 +284,10 @@ def damaged_checkpoint(kind, good, folder):
     ("model.json of the other variant", "model.pt: does not fit the bn_dropout model that model.json describes"),
     ("model.pt not a checkpoint", "model.pt: not a state_dict this job saved"),
     ("model.pt truncated", "model.pt: not a state_dict this job saved (PytorchStreamReader failed"),
+    # These two were a RecursionError traceback and a wait for a writer that never came.
+    ("model.json nested too deeply", "model.json: not the metadata of a model this job exported (ValueError: nested"),
+    ("model.json a pipe", "model.json: not the metadata of a model this job exported (ValueError: not a regular file"),
+    ("model.pt a pipe", "model.pt: not a regular file"),
 ])
 def test_lenet_export_reexport_refuses_a_damaged_or_mismatched_checkpoint_in_one_line(checkpoint, tmp_path, kind,
                                                                                       message):

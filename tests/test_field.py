@@ -35,7 +35,8 @@ def test_a_batch_of_one_with_batchnorm_is_refused_before_any_work(outputs, real_
     assert sorted((outputs / "runs").iterdir()) == runs_before
 
 
-@pytest.mark.parametrize("damage", ["latest.json is not JSON", "latest.json names no run", "the report is damaged"])
+@pytest.mark.parametrize("damage", ["latest.json is not JSON", "latest.json names no run", "the report is damaged",
+                                    "latest.json is nested too deeply"])
 def test_a_damaged_published_run_is_a_named_error_with_exit_8(outputs, real_data_dir, damage):
     latest = outputs / "latest.json"
     if damage == "latest.json is not JSON":
@@ -43,6 +44,9 @@ def test_a_damaged_published_run_is_a_named_error_with_exit_8(outputs, real_data
         named = latest
     elif damage == "latest.json names no run":
         latest.write_text("[]")
+        named = latest
+    elif damage == "latest.json is nested too deeply":  # was a RecursionError traceback, exit 1
+        latest.write_text("[" * 100_000 + "]" * 100_000)
         named = latest
     else:
         named = outputs / json.loads(latest.read_text())["report"]

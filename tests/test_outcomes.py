@@ -151,6 +151,15 @@ def test_a_pointer_that_is_a_folder_is_named_before_anything_is_published(output
     assert f"{outputs / 'latest.json'} is a folder, not a file" in stderr and "remove it" in stderr
 
 
+def test_a_pointer_that_is_a_pipe_is_named_as_one(outputs, real_data_dir):
+    """It was named "a folder"."""
+    (outputs / "latest.json").unlink()
+    os.mkfifo(outputs / "latest.json")
+    code, _, stderr = run_case(outputs, real_data_dir, {}, None)
+    assert code == status.OUTPUT.code and stderr.count("\n") == 1
+    assert f"{outputs / 'latest.json'} is not a regular file (a pipe" in stderr and "remove it" in stderr
+
+
 PARALLEL = {"variants": "plain,bn_dropout", "parallel_variants": "true", "epochs": 3, "train_limit": 6000}
 
 

@@ -219,10 +219,20 @@ def test_the_published_run_is_a_model_argument(published_layout, model, variant,
 @pytest.mark.parametrize("model, variant, status, message", [
     ("outputs", ["--variant", "lenet9"], 2, "--variant lenet9: not in"),
     ("outputs/runs/r1/models/plain/model.onnx", ["--variant", "plain"], 2, "--variant needs a published run"),
-    ("outputs/broken.json", [], 3, "not a published run's pointer")])
+    ("outputs/broken.json", [], 3, "not a published run's pointer"),
+    ("outputs/deep.json", [], 3, "nested too deeply"),  # was a RecursionError traceback, exit 1
+    ("outputs/pipe.json", [], 3, "not a regular file"),
+    ("outputs/folder.json", [], 3, "not a regular file"),
+    ("pipe-outputs", [], 3, "latest.json: not a published run's pointer (not a regular file"),  # was: "is a folder"
+    ])
 def test_a_wrong_variant_or_pointer_is_one_line(published_layout, model, variant, status, message):
     outputs, picture = published_layout
     (outputs / "broken.json").write_text('{"models": 3}')
+    (outputs / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    os.mkfifo(outputs / "pipe.json")
+    (outputs / "folder.json").mkdir()
+    (outputs.parent / "pipe-outputs").mkdir()
+    os.mkfifo(outputs.parent / "pipe-outputs" / "latest.json")
     done = predict_cli(outputs.parent / model, picture, *variant)
     assert done.returncode == status and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
 

@@ -31,6 +31,7 @@ import onnxruntime as ort
 from PIL import Image, UnidentifiedImageError
 
 from lenet_client import __version__
+from lenet_client.jsonfile import read_json
 from lenet_client.contract import CLASS_LABELS, INPUT_NAME, OUTPUT_NAME, preprocessing
 from lenet_client.preprocess import MAX_PIXELS, MAX_SIDE, NoDigitError, to_input
 from lenet_client.sort import sort_into
@@ -54,17 +55,19 @@ POINTER = "latest.json"  # what the job publishes: {"run_dir": ..., "models": {v
 def model_file(path: Path, variant: str | None) -> Path:
     """The ONNX file that MODEL names: the file itself, or a variant's model.onnx in a run folder, in the run that
     latest.json names, or in the run that an outputs folder's latest.json names."""
-    if path.is_dir() and (path / POINTER).is_file():
+    if path.is_dir() and (path / POINTER).exists():
         path = path / POINTER
     if path.is_dir() and (path / "models").is_dir():
         variants = sorted(p.name for p in (path / "models").iterdir() if (p / "model.onnx").is_file())
         return chosen(path, variants, variant, lambda name: path / "models" / name / "model.onnx")
-    if path.suffix == ".json" and path.is_file():
+    if path.suffix == ".json" and path.exists():
         try:
-            models = json.loads(path.read_text())["models"]
+            models = read_json(path)["models"]
             variants = [name for name, files in models.items() if "onnx" in files]
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-            raise PredictError(EXIT_MODEL, f"{printable(path)}: not a published run's pointer ({type(error).__name__}; "
+            reason = error.strerror if isinstance(error, OSError) else \
+                str(error) if type(error) is ValueError else type(error).__name__
+            raise PredictError(EXIT_MODEL, f"{printable(path)}: not a published run's pointer ({reason}; "
                                            f"allowed: the latest.json the job writes)") from None
         return chosen(path, variants, variant, lambda name: path.parent / models[name]["onnx"])
     if variant is not None:
