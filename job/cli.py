@@ -15,7 +15,7 @@ import torch
 
 from job import status
 from job.device import select_device
-from job.log import log
+from job.log import complain, log
 from job.metadata import project_version
 from job.pipeline import run
 from job.publish import POINTER, create_run_dir, hold_run, new_run_id
@@ -60,7 +60,7 @@ def main(argv: list[str] | tuple[str, ...] = ()) -> int:
             torch.set_num_threads(settings.num_threads)
         device = select_device(settings.device)
     except SettingsError as error:
-        print(f"lenet-mnist: bad setting: {error}", file=sys.stderr)
+        complain(f"bad setting: {error}")
         return status.BAD_SETTING.code
     started = datetime.now(UTC)
     run_id = new_run_id(started)
@@ -68,8 +68,8 @@ def main(argv: list[str] | tuple[str, ...] = ()) -> int:
         run_dir = create_run_dir(settings.output_dir, run_id)
         run_lock = hold_run(run_dir)
     except OSError as error:
-        print(f"lenet-mnist: LENET_OUTPUT_DIR={printable(settings.output_dir)} cannot hold a run folder: "
-              f"{error.strerror or error} (allowed: a writable folder, created if missing)", file=sys.stderr)
+        complain(f"LENET_OUTPUT_DIR={printable(settings.output_dir)} cannot hold a run folder: "
+                 f"{error.strerror or error} (allowed: a writable folder, created if missing)")
         return status.OUTPUT.code
     try:
         report = run(settings, device, run_dir, run_id, started, stop)
@@ -77,7 +77,7 @@ def main(argv: list[str] | tuple[str, ...] = ()) -> int:
         run_lock.release()
     summarize(report, settings.output_dir, run_dir)
     if report.message:
-        print(f"lenet-mnist: {report.message}", file=sys.stderr)
+        complain(report.message)
     return report.exit_code
 
 

@@ -51,7 +51,7 @@ class Verdict:
 def verdict_on_error(error: BaseException, stop: StopRequest) -> Verdict:
     """The exit status of a run that raised `error`, and its one-line message."""
     if isinstance(error, Interrupted):
-        code = status.SIGINT if stop.signal == signal.SIGINT else status.SIGTERM
+        code = {signal.SIGINT: status.SIGINT, signal.SIGHUP: status.SIGHUP}.get(stop.signal, status.SIGTERM)
         return Verdict(code, f"interrupted by {signal.Signals(stop.signal).name}; nothing was published")
     if isinstance(error, DataError):
         return Verdict(status.DATA, f"data problem: {error}")
@@ -217,7 +217,7 @@ def unpublished(report: Report, facts: RunFacts, settings: Settings, verdict: Ve
     if tracking is not None and tracking.champion_moved:
         from job.tracking import restore_champion
 
-        killed = verdict.status in (status.SIGINT, status.SIGTERM)
+        killed = verdict.status.report_status == "interrupted"
         tracking = restore_champion(tracking, settings, "KILLED" if killed else "FAILED")
     return write_judged_run(facts, settings, verdict, run_dir, stop, tracking)
 

@@ -4,24 +4,34 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:  # not at run time: the log is imported before torch, which job.train needs
     from job.train import EpochMetrics
 
 
-def log(message: str) -> None:
-    """A reader that closed stdout early (`python -m job | head`) takes nothing from the run's outcome: the rest
-    of the log goes nowhere and the run goes on."""
+def write_line(stream: TextIO, message: str) -> None:
+    """A reader that went away takes nothing from the run's outcome: stdout closed early (`python -m job | head`,
+    EPIPE) or the terminal hung up (an SSH session that dropped, EIO). The rest goes nowhere and the run goes on;
+    its report still says how it ended."""
     try:
-        print(message, flush=True)
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print(message, file=stream, flush=True)
+    except OSError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+
+
+def log(message: str) -> None:
+    write_line(sys.stdout, message)
 
 
 def warn(message: str) -> None:
     """Something the run went on despite: on stderr, where a scheduler keeps what needs a look."""
-    print(f"lenet-mnist: warning: {message}", file=sys.stderr, flush=True)
+    write_line(sys.stderr, f"lenet-mnist: warning: {message}")
+
+
+def complain(message: str) -> None:
+    """Why the run ended as it did, on stderr: the one line a failed run prints."""
+    write_line(sys.stderr, f"lenet-mnist: {message}")
 
 
 def epoch_line(variant: str, m: EpochMetrics) -> str:

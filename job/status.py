@@ -42,12 +42,14 @@ WORKER_KILLED = ExitStatus(11, "failed", "a variant's worker process was killed 
 TRACKING = ExitStatus(12, "tracking_failed", "the run could not be logged to the MLflow server (`MLFLOW_TRACKING_URI`) "
                                            "and `LENET_TRACKING_REQUIRED=true`: the message names what failed",
                       "yes", "no")
+SIGHUP = ExitStatus(129, "interrupted", "stopped by SIGHUP (the terminal or SSH session that started it closed), at "
+                                      "the next batch or stage", "yes", "no")
 SIGINT = ExitStatus(130, "interrupted", "stopped by SIGINT (Ctrl-C), at the next batch or stage", "yes", "no")
 SIGTERM = ExitStatus(143, "interrupted", "stopped by SIGTERM (docker stop, Kubernetes), at the next batch or stage",
                      "yes", "no")
 
 STATUSES = (OK, UNEXPECTED, BAD_SETTING, DATA, ACCURACY_GATE, PARITY, OUTPUT, CHAMPION, DAMAGED, DIVERGED, LOCK_WAIT,
-            WORKER_KILLED, TRACKING, SIGINT, SIGTERM)
+            WORKER_KILLED, TRACKING, SIGHUP, SIGINT, SIGTERM)
 
 
 def markdown_table() -> str:

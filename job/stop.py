@@ -1,4 +1,4 @@
-"""Stopping a run on SIGTERM / SIGINT: a flag that training checks before every batch and the pipeline between
+"""Stopping a run on SIGTERM / SIGINT / SIGHUP: a flag that training checks before every batch and the pipeline between
 stages, so that a stop takes effect within one batch or one stage and the run still writes its report."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# SIGHUP: the terminal or the SSH session that started the run closed; its default killed the job without a report.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _early: list[int] = []  # signals that came before the run's StopRequest was installed
 
 
@@ -17,7 +18,7 @@ class Interrupted(Exception):
 
 
 class StopRequest:
-    """Set by SIGTERM / SIGINT. The flag lives in shared memory, so variant worker processes see it too."""
+    """Set by SIGTERM / SIGINT / SIGHUP. The flag lives in shared memory, so variant worker processes see it too."""
 
     def __init__(self) -> None:
         self._signal = multiprocessing.get_context("spawn").RawValue("i", 0)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from job.log import log
 from job.report import VariantResult
 from job.settings import Settings
-from job.stop import Interrupted, StopRequest, helpers_ignore_stop_signals
+from job.stop import STOP_SIGNALS, Interrupted, StopRequest, helpers_ignore_stop_signals
 
 if TYPE_CHECKING:  # not at run time: `python -m job` imports this module before torch, to start the server early
     import torch
@@ -120,7 +120,7 @@ def variant_worker(variant: str, settings: Settings, device: str, stop: StopRequ
     die_with_parent()  # the forkserver, which dies with the job (job.forkserver_ready), or the job itself
     if not alive(job_pid):  # the job died while this process was being forked
         os._exit(1)
-    for number in (signal.SIGTERM, signal.SIGINT):
+    for number in STOP_SIGNALS:
         signal.signal(number, signal.SIG_IGN)  # the parent handles signals and raises the shared stop flag
     train_one(variant, settings, device, stop, run_id, run_dir, threads, results, finished)
 

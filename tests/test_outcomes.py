@@ -303,3 +303,32 @@ def test_a_stop_signal_at_any_moment_of_the_start_gives_its_status_and_one_line(
     assert stderr == f"lenet-mnist: interrupted by {signal.Signals(number).name}; nothing was published\n"
     (report,) = (tmp_path / "outputs" / "runs").glob("*/report.json")
     assert read_report(report).status == "interrupted" and not (tmp_path / "outputs" / "latest.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("parallel", ["true", "false"], ids=["side by side", "one after the other"])
+def test_a_terminal_that_hangs_up_mid_training_gives_129_and_a_report_that_says_so(real_data_dir, tmp_path,
+                                                                                  parallel):
+    """An SSH session that drops: the kernel hangs the terminal up and sends SIGHUP. It killed the job at once
+    (exit 129, no report, a run folder left half-made); handled, its last line to the dead terminal failed with EIO
+    and the job exited 1 while its report said 129. (tqdm's bar stops itself on EIO.)"""
+    import fcntl
+    import pty
+    import select
+    import termios
+
+    env = job_env(tmp_path, real_data_dir, **(TINY | PARALLEL | {"parallel_variants": parallel, "train_limit": 20000}))
+    terminal, job_side = pty.openpty()
+    process = subprocess.Popen([PYTHON, "-m", "job"], env=env, cwd=tmp_path, stdin=job_side, stdout=job_side,
+                               stderr=job_side, start_new_session=True,  # the job leads a session on this terminal
+                               preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+    os.close(job_side)
+    seen, deadline = b"", time.monotonic() + 120
+    while b"Epoch: 1" not in seen and time.monotonic() < deadline:  # well inside training
+        if select.select([terminal], [], [], 0.1)[0]:
+            seen += os.read(terminal, 65536)
+    os.close(terminal)  # the hang-up
+    assert process.wait(timeout=120) == status.SIGHUP.code, seen[-2000:]
+    (report,) = (tmp_path / "outputs" / "runs").glob("*/report.json")
+    assert read_report(report).status == "interrupted" and read_report(report).exit_code == status.SIGHUP.code
+    assert not (tmp_path / "outputs" / "latest.json").exists()

@@ -390,7 +390,7 @@ def test_sort_into_a_folder_that_cannot_be_written_is_one_line_and_exit_6(small_
     assert (tmp_path / "a-file").read_text() == ""
 
 
-@pytest.mark.parametrize("number, status", [(2, 130), (15, 143)], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("number, status", [(2, 130), (15, 143), (1, 129)], ids=["SIGINT", "SIGTERM", "SIGHUP"])
 def test_a_stop_signal_ends_the_predictor_with_one_line_and_no_half_copy(small_trained_onnx, tmp_path, number,
                                                                          status):
     """It used to print a KeyboardInterrupt traceback (SIGINT), or die silently leaving a copy half written."""

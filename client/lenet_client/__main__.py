@@ -1,5 +1,6 @@
 """`python -m lenet_client` and the `lenet-predict` command."""
 
+import os
 import signal
 import sys
 
@@ -8,27 +9,37 @@ from lenet_client.text import tolerant_output
 
 
 class Terminated(BaseException):
-    """SIGTERM, raised like KeyboardInterrupt, so that a copy being written (--sort-into) is removed, not left half."""
+    """SIGTERM or SIGHUP (the terminal closed), raised like KeyboardInterrupt, so that a copy being written
+    (--sort-into) is removed, not left half."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
 
 
 def terminate(number: int, frame: object) -> None:
-    raise Terminated
+    raise Terminated(number)
 
 
 def main_exit() -> None:
     writable_cache_folder()  # before onnxruntime is imported
     tolerant_output()
     signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGHUP, terminate)
     try:
         from lenet_client.predict import main
 
         sys.exit(main())
     except (KeyboardInterrupt, Terminated) as stopped:
-        for number in (signal.SIGINT, signal.SIGTERM):  # a second signal (sent to the whole group, say) changes nothing
-            signal.signal(number, signal.SIG_IGN)
-        name = "SIGINT" if isinstance(stopped, KeyboardInterrupt) else "SIGTERM"
-        print(f"lenet-predict: interrupted by {name}", file=sys.stderr)
-        sys.exit(130 if name == "SIGINT" else 143)
+        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second signal (to the whole group, say)
+            signal.signal(number, signal.SIG_IGN)                        # changes nothing
+        number = signal.SIGINT if isinstance(stopped, KeyboardInterrupt) else stopped.number
+        try:
+            print(f"lenet-predict: interrupted by {signal.Signals(number).name}", file=sys.stderr, flush=True)
+            sys.stdout.flush()
+        except OSError:  # the terminal hung up: nothing can be shown, and Python's own flush at exit must not fail
+            for descriptor in (1, 2):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), descriptor)
+        sys.exit(128 + number)
 
 
 if __name__ == "__main__":

@@ -31,8 +31,8 @@ import onnxruntime as ort
 from PIL import Image, UnidentifiedImageError
 
 from lenet_client import __version__
-from lenet_client.jsonfile import read_json
 from lenet_client.contract import CLASS_LABELS, INPUT_NAME, OUTPUT_NAME, preprocessing
+from lenet_client.jsonfile import read_json
 from lenet_client.preprocess import MAX_PIXELS, MAX_SIDE, NoDigitError, to_input
 from lenet_client.sort import sort_into
 from lenet_client.text import printable
@@ -65,8 +65,7 @@ def model_file(path: Path, variant: str | None) -> Path:
             models = read_json(path)["models"]
             variants = [name for name, files in models.items() if "onnx" in files]
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-            reason = error.strerror if isinstance(error, OSError) else \
-                str(error) if type(error) is ValueError else type(error).__name__
+            reason = str(error) if type(error) is ValueError else type(error).__name__  # read_json's say why
             raise PredictError(EXIT_MODEL, f"{printable(path)}: not a published run's pointer ({reason}; "
                                            f"allowed: the latest.json the job writes)") from None
         return chosen(path, variants, variant, lambda name: path.parent / models[name]["onnx"])
@@ -148,8 +147,7 @@ def picture_paths(paths: list[Path]) -> list[Path]:
 def open_picture(path: Path) -> Image.Image:
     if path.is_dir():
         if not os.access(path, os.R_OK | os.X_OK):
-            raise PredictError(EXIT_PICTURE, f"{printable(path)}: a folder this user may not list (Permission "
-                                             f"denied)")
+            raise PredictError(EXIT_PICTURE, f"{printable(path)}: a folder this user may not list (Permission denied)")
         raise PredictError(EXIT_PICTURE, f"{printable(path)}: a folder with no pictures "
                                          f"({', '.join(PICTURE_SUFFIXES)})")
     if path.exists() and not path.is_file():  # reading a pipe would wait for a writer forever
@@ -177,8 +175,7 @@ def open_picture(path: Path) -> Image.Image:
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
+    return (shifted := np.exp(logits - logits.max(axis=1, keepdims=True))) / shifted.sum(axis=1, keepdims=True)
 
 
 def classify(session: ort.InferenceSession, metadata: dict[str, str], paths: list[Path]) -> list[dict]:
@@ -248,6 +245,6 @@ def main(argv: list[str] | None = None) -> int:
                     copy = f"\t{printable(result['sorted_into'])}" if "sorted_into" in result else ""
                     print(f"{printable(result['path'])}\t{result['digit']}\t{result['probability']:.4f}{copy}",
                           flush=True)
-    except BrokenPipeError:  # a reader that stopped early (`| head`) changes nothing about the pictures' outcome
+    except OSError:  # a reader that stopped early (`| head`), a terminal that hung up: the pictures' outcome stands
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return failures[0]["status"] if failures else EXIT_OK
