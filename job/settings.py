@@ -201,7 +201,13 @@ def reject_unknown_names() -> None:
 def dotenv_names(path: Path) -> list[str]:
     """The names a .env file sets; a file that is not UTF-8 text, or a line that cannot be parsed, is an error
     (python-dotenv would skip the line with a warning, and its setting would silently keep its default)."""
-    if not path.is_file():
+    if path.is_dir():  # pydantic-settings would ignore it, and every setting in the file meant would keep its default
+        raise SettingsError(f".env is a folder, not a file (what `docker run -v` of a missing file creates; allowed: "
+                            f"a file of NAME=value lines, or no .env)")
+    if path.exists() and not path.is_file():  # pydantic-settings would wait for a writer forever
+        raise SettingsError(".env is not a regular file (a pipe, a socket or a device; allowed: a file of NAME=value "
+                            "lines, or no .env)")
+    if not path.exists():
         return []
     try:
         text = path.read_bytes().decode("utf-8")

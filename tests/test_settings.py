@@ -44,6 +44,23 @@ def test_dotenv_is_read(tmp_path):
     assert settings.epochs == 5 and settings.device == "cpu"
 
 
+@pytest.mark.parametrize("kind, message", [
+    ("folder", ".env is a folder, not a file"),  # was ignored: every setting meant for it kept its default
+    ("pipe", ".env is not a regular file"),  # was a wait for a writer that never came
+])
+def test_a_dotenv_that_is_not_a_file_is_a_bad_setting(tmp_path, kind, message):
+    import os
+
+    (tmp_path / ".env").mkdir() if kind == "folder" else os.mkfifo(tmp_path / ".env")
+    with pytest.raises(SettingsError, match=message):
+        load_settings()
+
+
+def test_a_dotenv_link_to_nothing_is_no_dotenv(tmp_path):
+    (tmp_path / ".env").symlink_to(tmp_path / "missing")
+    assert load_settings().epochs is None
+
+
 @pytest.mark.parametrize("name, value, fragment", [
     ("EPOCHS", "abc", "LENET_EPOCHS=abc"),
     ("EPOCHS", "0", "LENET_EPOCHS=0"),
