@@ -8,7 +8,6 @@ ground.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 
 from job.publish import POINTER, DamagedFileError, published_run
 from job.report import ChampionCheck
+from lenet_client.jsonfile import read_json
 from lenet_client.predict import PredictError
 
 
@@ -77,7 +77,7 @@ def check_champion(accuracy: dict[str, float], output_dir: Path, tolerance: floa
 
 def published_onnx(output_dir: Path) -> dict[str, Path]:
     """variant -> the published ONNX file, as latest.json names it."""
-    pointer = json.loads((output_dir / POINTER).read_text())
+    pointer = read_json(output_dir / POINTER)
     return {variant: output_dir / files["onnx"] for variant, files in pointer["models"].items() if "onnx" in files}
 
 

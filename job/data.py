@@ -78,6 +78,9 @@ def verify(raw_dir: Path) -> dict[str, dict[str, str]]:
     digests = {}
     for name, expected in CHECKSUMS.items():
         path = raw_dir / name
+        if path.exists() and not path.is_file():  # reading a pipe would wait for a writer forever
+            raise DataError(f"MNIST file {path} is not a regular file (a folder, a pipe, a socket or a device): "
+                            f"remove it to use the vendored copy, or replace it")
         if not path.is_file():
             raise DataError(f"MNIST file missing: {path}")
         actual = file_digests(path)

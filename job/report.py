@@ -172,4 +172,8 @@ def write_report(report: Report, run_dir: Path) -> Path:
 
 
 def read_report(path: Path) -> Report:
-    return Report.model_validate_json(Path(path).read_text())
+    """A report this job wrote; ValueError when the file is not one (OSError when it cannot be read)."""
+    path = Path(path)
+    if path.exists() and not path.is_file():  # reading a pipe would wait for a writer forever
+        raise ValueError("not a regular file (a folder, a pipe, a socket or a device)")
+    return Report.model_validate_json(path.read_text())

@@ -55,6 +55,19 @@ def test_a_truncated_file_is_caught_by_its_checksum(small_data_dir):
         load_mnist(data_dir, download=False, normalize=False)
 
 
+@pytest.mark.parametrize("kind", ["pipe", "folder"])
+def test_an_mnist_file_that_is_not_a_regular_file_is_named_as_such(small_data_dir, kind):
+    """A pipe was called "missing", which sent the reader looking for a file that is there."""
+    import os
+
+    data_dir, _ = small_data_dir
+    path = data_dir / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    path.unlink()
+    os.mkfifo(path) if kind == "pipe" else path.mkdir()
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte is not a regular file"):
+        load_mnist(data_dir, download=False, normalize=False)
+
+
 def test_no_data_and_no_download_says_where_to_put_the_files(tmp_path, monkeypatch):
     monkeypatch.setattr(data_module, "VENDORED_DIR", tmp_path / "nothing-vendored")
     with pytest.raises(DataError, match=r"MNIST not found: put .* in .*MNIST/raw, or set LENET_DOWNLOAD=true"):

@@ -36,7 +36,7 @@ def test_a_batch_of_one_with_batchnorm_is_refused_before_any_work(outputs, real_
 
 
 @pytest.mark.parametrize("damage", ["latest.json is not JSON", "latest.json names no run", "the report is damaged",
-                                    "latest.json is nested too deeply"])
+                                    "latest.json is nested too deeply", "the report is a pipe"])
 def test_a_damaged_published_run_is_a_named_error_with_exit_8(outputs, real_data_dir, damage):
     latest = outputs / "latest.json"
     if damage == "latest.json is not JSON":
@@ -48,6 +48,10 @@ def test_a_damaged_published_run_is_a_named_error_with_exit_8(outputs, real_data
     elif damage == "latest.json is nested too deeply":  # was a RecursionError traceback, exit 1
         latest.write_text("[" * 100_000 + "]" * 100_000)
         named = latest
+    elif damage == "the report is a pipe":  # the champion check waited for a writer forever, deaf to SIGTERM
+        named = outputs / json.loads(latest.read_text())["report"]
+        named.unlink()
+        os.mkfifo(named)
     else:
         named = outputs / json.loads(latest.read_text())["report"]
         named.write_text(named.read_text()[:100])
