@@ -380,6 +380,58 @@ def test_sort_into_copies_each_picture_once_into_its_digit_folder_and_never_undo
     assert len([p for p in sorted_dir.rglob("*") if p.is_file()]) == 3
 
 
+def test_two_sorts_at_once_never_replace_each_others_pictures(tmp_path, monkeypatch):
+    """Two runs sorting different pictures of one name (IMG_0001.jpg from two phones) into the same digit's
+    folder: the other run's copy lands just after this one found the name free. The rename then replaced it:
+    a labelled picture lost."""
+    import lenet_client.atomic
+    from lenet_client.sort import sort_into
+
+    mine, theirs = tmp_path / "mine" / "IMG_0001.png", tmp_path / "theirs" / "IMG_0001.png"
+    for path, box in ((mine, (60, 40, 140, 160)), (theirs, (40, 30, 150, 170))):
+        path.parent.mkdir()
+        seven(box=box).save(path)
+    sorted_dir = tmp_path / "sorted"
+    real_fsync = lenet_client.atomic.fsync_path
+
+    def other_run_lands_meanwhile(path):  # called once this run's copy is written, before it takes its name
+        real_fsync(path)
+        if path.name.endswith(".partial.png") and not (sorted_dir / "7" / "IMG_0001.png").exists():
+            (sorted_dir / "7" / "IMG_0001.png").write_bytes(theirs.read_bytes())
+
+    monkeypatch.setattr(lenet_client.atomic, "fsync_path", other_run_lands_meanwhile)
+    results = [{"path": str(mine), "digit": 7}]
+    sort_into(results, sorted_dir)
+    assert (sorted_dir / "7" / "IMG_0001.png").read_bytes() == theirs.read_bytes()  # theirs, untouched
+    assert Path(results[0]["sorted_into"]).read_bytes() == mine.read_bytes()  # mine, under its hashed name
+    assert Path(results[0]["sorted_into"]).name.startswith("IMG_0001-") and not results[0]["already_sorted"]
+    assert not [p for p in sorted_dir.rglob("*") if "partial" in p.name]
+
+
+def test_the_same_picture_sorted_by_two_runs_at_once_is_one_copy(tmp_path, monkeypatch):
+    import lenet_client.atomic
+    from lenet_client.sort import content_hash, sort_into
+
+    picture = tmp_path / "IMG_0001.png"
+    seven().save(picture)
+    sorted_dir = tmp_path / "sorted"
+    (sorted_dir / "7").mkdir(parents=True)
+    (sorted_dir / "7" / "IMG_0001.png").write_bytes(b"another picture of that name, there before")
+    hashed = sorted_dir / "7" / f"IMG_0001-{content_hash(picture.read_bytes())[:12]}.png"
+    real_fsync = lenet_client.atomic.fsync_path
+
+    def other_run_lands_meanwhile(path):
+        real_fsync(path)
+        if path.name.endswith(".partial.png") and "-" in path.name and not hashed.exists():
+            hashed.write_bytes(picture.read_bytes())
+
+    monkeypatch.setattr(lenet_client.atomic, "fsync_path", other_run_lands_meanwhile)
+    results = [{"path": str(picture), "digit": 7}]
+    sort_into(results, sorted_dir)
+    assert results[0]["sorted_into"] == str(hashed) and results[0]["already_sorted"]
+    assert {p.name for p in (sorted_dir / "7").iterdir()} == {"IMG_0001.png", hashed.name}
+
+
 def test_sort_into_a_folder_that_cannot_be_written_is_one_line_and_exit_6(small_trained_onnx, tmp_path):
     model, _ = small_trained_onnx
     seven().save(tmp_path / "a.png")

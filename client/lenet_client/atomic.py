@@ -10,6 +10,7 @@ write through it.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,16 +27,36 @@ def fsync_path(path: Path) -> None:
 
 
 @contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path to write; on success it is flushed and replaces `path`, on failure it is removed."""
+def atomic_path(path: Path, replace: bool = True) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it is flushed and replaces `path`, on failure it is removed.
+    With replace=False it only takes a free name: FileExistsError when `path` exists, even when another process
+    made it a moment before."""
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial{path.suffix}")
     try:
         yield partial
         fsync_path(partial)
-        partial.replace(path)
+        if replace:
+            partial.replace(path)
+        else:
+            take_free_name(partial, path)
         fsync_path(path.parent)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def take_free_name(partial: Path, path: Path) -> None:
+    """Give the finished file `path` as its name only if no file has it. A check, then a rename, would let a second
+    writer's rename replace the first writer's file between the two; a hard link fails when the name is taken."""
+    try:
+        os.link(partial, path)
+    except FileExistsError:
+        raise
+    except OSError as error:  # a filesystem without hard links (some network and FUSE mounts): check, then rename
+        if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        if path.exists():
+            raise FileExistsError(errno.EEXIST, "File exists", str(path)) from None
+        partial.replace(path)
 
 
 def write_text_atomically(path: Path, text: str) -> None:
@@ -43,6 +64,6 @@ def write_text_atomically(path: Path, text: str) -> None:
         partial.write_text(text)
 
 
-def write_bytes_atomically(path: Path, data: bytes) -> None:
-    with atomic_path(path) as partial:
+def write_bytes_atomically(path: Path, data: bytes, replace: bool = True) -> None:
+    with atomic_path(path, replace) as partial:
         partial.write_bytes(data)

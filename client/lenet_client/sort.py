@@ -5,7 +5,8 @@ moving the misread pictures to the right folder.
 A picture is copied once: one whose bytes are already anywhere under DIR (sorted before, perhaps moved by a
 person since) is not copied again, so running the sort again never undoes a correction. Copies keep the
 picture's name; a different picture of the same name in that folder gets its content hash added to the name.
-Copies are whole or absent (lenet_client.atomic); nothing under DIR is ever overwritten or removed.
+Copies are whole or absent (lenet_client.atomic); nothing under DIR is ever overwritten or removed, not even by
+two sorts into DIR at once (a copy takes its name only if it is free).
 """
 
 from __future__ import annotations
@@ -46,9 +47,16 @@ def sort_into(results: list[dict], folder: Path) -> None:
             result.update(sorted_into=str(known[digest]), already_sorted=True)
             continue
         target = folder / str(result["digit"]) / source.name
-        if target.exists():
-            target = target.with_name(f"{source.stem}-{digest[:12]}{source.suffix}")
         target.parent.mkdir(exist_ok=True)
-        write_bytes_atomically(target, data)
+        try:
+            write_bytes_atomically(target, data, replace=False)
+            already = False
+        except FileExistsError:  # a different picture of that name, there before or put there by a sort running now
+            target = target.with_name(f"{source.stem}-{digest[:12]}{source.suffix}")
+            try:
+                write_bytes_atomically(target, data, replace=False)
+                already = False
+            except FileExistsError:  # the same name and content hash: this picture, sorted by another run just now
+                already = True
         known[digest] = target
-        result.update(sorted_into=str(target), already_sorted=False)
+        result.update(sorted_into=str(target), already_sorted=already)
