@@ -93,7 +93,7 @@ class PictureCache:
 
     def picture(self, path: Path, content_hash: str) -> np.ndarray:
         """The picture's 28x28 image, from the cache or made now by the predictor's own code (and cached)."""
-        from lenet_client.predict import open_picture
+        from lenet_client.pictures import open_picture
         from lenet_client.preprocess import to_mnist
 
         cached = self.folder / f"{content_hash}.npy"
@@ -125,7 +125,7 @@ class PictureCache:
 
 
 def load_extra(folder: Path, cache_dir: Path, max_bad_share: float = 0.2) -> ExtraData:
-    from lenet_client.predict import PICTURE_SUFFIXES, PredictError
+    from lenet_client.pictures import PICTURE_SUFFIXES, UNREADABLE_SUFFIXES, PictureError
     from lenet_client.preprocess import METHOD, NoDigitError
 
     cache = PictureCache(cache_dir / METHOD.replace(" ", "-"))
@@ -138,7 +138,7 @@ def load_extra(folder: Path, cache_dir: Path, max_bad_share: float = 0.2) -> Ext
             if not path.is_file():  # reading a pipe would wait for a writer forever
                 skipped.append(Skipped(str(path), "not a regular file (a pipe, a socket, a device or a broken link)"))
                 continue
-            if path.suffix.lower() not in PICTURE_SUFFIXES:
+            if path.suffix.lower() not in PICTURE_SUFFIXES + UNREADABLE_SUFFIXES:  # HEIC: named as unreadable
                 skipped.append(Skipped(str(path), f"not a picture file (allowed: {' '.join(PICTURE_SUFFIXES)})"))
                 continue
             try:
@@ -146,7 +146,7 @@ def load_extra(folder: Path, cache_dir: Path, max_bad_share: float = 0.2) -> Ext
                 if content_hash not in by_hash:
                     by_hash[content_hash] = {"labels": set(), "paths": [],
                                              "pixels": cache.picture(path, content_hash)}
-            except PredictError as error:
+            except PictureError as error:
                 skipped.append(Skipped(str(path), str(error).split(": ", 1)[-1]))
                 continue
             except NoDigitError as error:

@@ -208,7 +208,7 @@ def test_unoptimized_onnxruntime_exposes_a_training_mode_export(training_mode_on
 
 def test_the_client_imports_neither_torch_nor_the_job():
     code = ("import sys, lenet_client, lenet_client.contract, lenet_client.predict, lenet_client.preprocess, "
-            "lenet_client.atomic; loaded = [m for m in sys.modules if m.split('.')[0] in ('torch', 'job', 'export')]; "
+            "lenet_client.atomic, lenet_client.pictures, lenet_client.jsonfile; loaded = [m for m in sys.modules if m.split('.')[0] in ('torch', 'job', 'export')]; "
             "print(loaded); sys.exit(1 if loaded else 0)")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import seven
 from job.extra import ExtraDataError, in_holdout, load_extra
-from lenet_client.predict import open_picture
+from lenet_client.pictures import PICTURE_SUFFIXES, open_picture
 from lenet_client.preprocess import to_mnist
 
 
@@ -83,6 +83,19 @@ def test_files_that_cannot_be_used_are_skipped_with_their_reason(tmp_path):
     assert "not a regular file" in reasons["pipe.png"]
     assert "not a picture file" in reasons["notes.txt"] and "no ink" in reasons["blank.png"]
     assert len(data.train_labels) + len(data.holdout_labels) == 30
+
+
+def test_pictures_saved_by_browsers_and_scanners_are_used_and_heic_is_named(tmp_path):
+    extra = tmp_path / "extra"
+    for i in range(10):
+        picture(extra / "7", f"{i}.png", i)
+    seven(mode="RGB").save(extra / "7" / "saved.jfif", "JPEG")
+    seven(box=(50, 40, 140, 160)).save(extra / "7" / "scan.pgm", "PPM")
+    (extra / "7" / "IMG_0001.heic").write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(200))
+    data = load_extra(extra, tmp_path / "cache")
+    assert len(data.train_labels) + len(data.holdout_labels) == 12
+    ((path, reason),) = [(s.path, s.reason) for s in data.skipped]
+    assert path.endswith("IMG_0001.heic") and "HEIC, an iPhone camera's format" in reason
 
 
 def test_a_cache_that_cannot_be_written_costs_time_not_pictures(tmp_path):
@@ -221,7 +234,7 @@ def test_a_run_with_extra_data_reports_what_it_learned_from_and_how_it_reads_the
         "extra_data": extra_folder})), cwd=outputs.parent, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stderr.splitlines() == [f"lenet-mnist: warning: LENET_EXTRA_DATA: {extra_folder / '7' / 'notes.txt'}: "
-                                        f"not a picture file (allowed: .png .jpg .jpeg .bmp .gif .tif .tiff .webp); "
+                                        f"not a picture file (allowed: {' '.join(PICTURE_SUFFIXES)}); "
                                         f"left out"]
     (run_dir,) = [p for p in (outputs / "runs").iterdir() if p.name not in old_runs]
     report = read_report(run_dir / "report.json")

@@ -380,6 +380,24 @@ def test_sort_into_copies_each_picture_once_into_its_digit_folder_and_never_undo
     assert len([p for p in sorted_dir.rglob("*") if p.is_file()]) == 3
 
 
+def test_a_folder_of_the_pictures_phones_browsers_and_scanners_save_is_read(small_trained_onnx, tmp_path):
+    """A folder of .jfif (a JPEG as Windows browsers save it), .avif, scanner .pgm / .ppm pictures was "a folder with
+    no pictures", and LENET_EXTRA_DATA left each out as "not a picture file", though Pillow reads them all. An
+    iPhone's HEIC, which it cannot read without a plugin, was passed over in silence: now it is named."""
+    model, _ = small_trained_onnx
+    formats = {".jfif": "JPEG", ".jpe": "JPEG", ".avif": "AVIF", ".pgm": "PPM", ".ppm": "PPM", ".jp2": "JPEG2000",
+               ".webp": "WEBP"}
+    for suffix, kind in formats.items():
+        seven(mode="L" if suffix == ".pgm" else "RGB").save(tmp_path / f"seven{suffix}", kind)
+    (tmp_path / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(200))  # its header, no plugin
+    done = predict_cli(model, tmp_path, "--json")
+    results = {Path(r["path"]).name: r for r in json.loads(done.stdout)["results"]}
+    assert set(results) == {f"seven{suffix}" for suffix in formats} | {"IMG_0001.HEIC"}
+    assert all(results[f"seven{suffix}"]["digit"] == 7 for suffix in formats)
+    assert done.returncode == 4 and done.stderr.count("\n") == 1
+    assert "IMG_0001.HEIC: not a picture that Pillow can read (HEIC, an iPhone camera's format" in done.stderr
+
+
 def test_two_sorts_at_once_never_replace_each_others_pictures(tmp_path, monkeypatch):
     """Two runs sorting different pictures of one name (IMG_0001.jpg from two phones) into the same digit's
     folder: the other run's copy lands just after this one found the name free. The rename then replaced it:

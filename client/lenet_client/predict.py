@@ -23,22 +23,20 @@ import argparse
 import json
 import os
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from PIL import Image, UnidentifiedImageError
 
 from lenet_client import __version__
 from lenet_client.contract import CLASS_LABELS, INPUT_NAME, OUTPUT_NAME, preprocessing
 from lenet_client.jsonfile import read_json
-from lenet_client.preprocess import MAX_PIXELS, MAX_SIDE, NoDigitError, to_input
+from lenet_client.pictures import PictureError, open_picture, picture_paths
+from lenet_client.preprocess import NoDigitError, to_input
 from lenet_client.sort import sort_into
 from lenet_client.text import printable
 
 EXIT_OK, EXIT_USAGE, EXIT_MODEL, EXIT_PICTURE, EXIT_NO_DIGIT, EXIT_SORT = 0, 2, 3, 4, 5, 6
-PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 class PredictError(Exception):
@@ -129,53 +127,9 @@ def interface_problem(session: ort.InferenceSession) -> str | None:
     return None
 
 
-def picture_paths(paths: list[Path]) -> list[Path]:
-    """Each path as given; a folder becomes the pictures directly in it, sorted by name."""
-    expanded = []
-    for path in paths:
-        if path.is_dir():
-            try:
-                found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in PICTURE_SUFFIXES)
-            except OSError:  # a folder this user may not list: it stays, and open_picture names the problem
-                found = []
-            expanded += found or [path]  # an empty folder stays, to be reported as such
-        else:
-            expanded.append(path)
-    return expanded
-
-
-def open_picture(path: Path) -> Image.Image:
-    if path.is_dir():
-        if not os.access(path, os.R_OK | os.X_OK):
-            raise PredictError(EXIT_PICTURE, f"{printable(path)}: a folder this user may not list (Permission denied)")
-        raise PredictError(EXIT_PICTURE, f"{printable(path)}: a folder with no pictures "
-                                         f"({', '.join(PICTURE_SUFFIXES)})")
-    if path.exists() and not path.is_file():  # reading a pipe would wait for a writer forever
-        raise PredictError(EXIT_PICTURE, f"{printable(path)}: not a regular file (a pipe, a socket or a device; "
-                                         f"allowed: picture files)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(path)
-            width, height = image.size  # read from the header: nothing is decoded yet
-            if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
-                raise PredictError(EXIT_PICTURE, f"{printable(path)}: too large, {width}x{height} = "
-                                                 f"{width * height:,} pixels (allowed: up to {MAX_PIXELS:,}, each side up to {MAX_SIDE:,})")
-            image.load()
-    except FileNotFoundError:
-        raise PredictError(EXIT_PICTURE, f"{printable(path)}: no such file") from None
-    except UnidentifiedImageError:
-        raise PredictError(EXIT_PICTURE, f"{printable(path)}: not a picture that Pillow can read") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise PredictError(EXIT_PICTURE, f"{printable(path)}: too large to decode safely (allowed: up to "
-                                         f"{MAX_PIXELS:,} pixels)") from None
-    except (OSError, SyntaxError, ValueError) as error:  # truncated or damaged files, unreadable ones
-        raise PredictError(EXIT_PICTURE, f"{printable(path)}: cannot be read: {error}") from None
-    return image
-
-
 def softmax(logits: np.ndarray) -> np.ndarray:
-    return (shifted := np.exp(logits - logits.max(axis=1, keepdims=True))) / shifted.sum(axis=1, keepdims=True)
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def classify(session: ort.InferenceSession, metadata: dict[str, str], paths: list[Path]) -> list[dict]:
@@ -186,8 +140,8 @@ def classify(session: ort.InferenceSession, metadata: dict[str, str], paths: lis
         try:
             inputs.append(to_input(open_picture(path), scale, mean, std))
             results.append({"path": str(path)})
-        except PredictError as error:
-            results.append({"path": str(path), "error": str(error), "status": error.status})
+        except PictureError as error:
+            results.append({"path": str(path), "error": str(error), "status": EXIT_PICTURE})
         except NoDigitError as error:
             results.append({"path": str(path), "error": f"{printable(path)}: {error}", "status": EXIT_NO_DIGIT})
     if inputs:

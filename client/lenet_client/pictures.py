@@ -1,0 +1,70 @@
+"""Which files are pictures, and opening one: safely (size limits before decoding, no waiting on pipes), with one
+line that names the file when it cannot be. lenet-predict and the job's LENET_EXTRA_DATA read pictures only here."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from lenet_client.preprocess import MAX_PIXELS, MAX_SIDE
+from lenet_client.text import printable
+
+# What cameras, phones, browsers and scanners save, and Pillow reads: .jfif is a JPEG as Windows browsers save it,
+# .avif what sites serve, .pgm/.ppm/.pbm/.pnm what scanners (SANE) write. HEIC, an iPhone's default, needs a plugin.
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".avif",
+                    ".jp2", ".pgm", ".ppm", ".pbm", ".pnm")
+UNREADABLE_SUFFIXES = (".heic", ".heif")  # listed from folders all the same, so that they are named, not passed over
+
+
+class PictureError(Exception):
+    """A picture that cannot be read; the message is one line that names the file."""
+
+
+def picture_paths(paths: list[Path]) -> list[Path]:
+    """Each path as given; a folder becomes the pictures directly in it, sorted by name."""
+    expanded = []
+    for path in paths:
+        if path.is_dir():
+            try:
+                found = sorted(p for p in path.iterdir()
+                               if p.is_file() and p.suffix.lower() in PICTURE_SUFFIXES + UNREADABLE_SUFFIXES)
+            except OSError:  # a folder this user may not list: it stays, and open_picture names the problem
+                found = []
+            expanded += found or [path]  # an empty folder stays, to be reported as such
+        else:
+            expanded.append(path)
+    return expanded
+
+
+def open_picture(path: Path) -> Image.Image:
+    if path.is_dir():
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise PictureError(f"{printable(path)}: a folder this user may not list (Permission denied)")
+        raise PictureError(f"{printable(path)}: a folder with no pictures ({', '.join(PICTURE_SUFFIXES)})")
+    if path.exists() and not path.is_file():  # reading a pipe would wait for a writer forever
+        raise PictureError(f"{printable(path)}: not a regular file (a pipe, a socket or a device; allowed: picture "
+                           f"files)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+            width, height = image.size  # read from the header: nothing is decoded yet
+            if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
+                raise PictureError(f"{printable(path)}: too large, {width}x{height} = {width * height:,} pixels "
+                                   f"(allowed: up to {MAX_PIXELS:,}, each side up to {MAX_SIDE:,})")
+            image.load()
+    except FileNotFoundError:
+        raise PictureError(f"{printable(path)}: no such file") from None
+    except UnidentifiedImageError:
+        hint = " (HEIC, an iPhone camera's format, is not: save it as JPEG)" if \
+            path.suffix.lower() in UNREADABLE_SUFFIXES else ""
+        raise PictureError(f"{printable(path)}: not a picture that Pillow can read{hint}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise PictureError(f"{printable(path)}: too large to decode safely (allowed: up to {MAX_PIXELS:,} pixels)") \
+            from None
+    except (OSError, SyntaxError, ValueError) as error:  # truncated or damaged files, unreadable ones
+        raise PictureError(f"{printable(path)}: cannot be read: {error}") from None
+    return image
