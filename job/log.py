@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import TYPE_CHECKING, TextIO
+
+from lenet_client.text import discard
 
 if TYPE_CHECKING:  # not at run time: the log is imported before torch, which job.train needs
     from job.train import EpochMetrics
@@ -17,7 +18,7 @@ def write_line(stream: TextIO, message: str) -> None:
     try:
         print(message, file=stream, flush=True)
     except OSError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+        discard(stream)
 
 
 def log(message: str) -> None:

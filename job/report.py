@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from lenet_client.atomic import write_text_atomically
+from lenet_client.jsonfile import read_regular_text
 from export.checks import FormatParity
 
 SCHEMA_VERSION = "1.5"  # 1.1: status "diverged"; parity max_scaled_diff. 1.2: device.processes, variants[].device.
@@ -173,7 +174,4 @@ def write_report(report: Report, run_dir: Path) -> Path:
 
 def read_report(path: Path) -> Report:
     """A report this job wrote; ValueError when the file is not one (OSError when it cannot be read)."""
-    path = Path(path)
-    if path.exists() and not path.is_file():  # reading a pipe would wait for a writer forever
-        raise ValueError("not a regular file (a folder, a pipe, a socket or a device)")
-    return Report.model_validate_json(path.read_text())
+    return Report.model_validate_json(read_regular_text(Path(path)))

@@ -1,11 +1,10 @@
 """`python -m lenet_client` and the `lenet-predict` command."""
 
-import os
 import signal
 import sys
 
 from lenet_client.environment import writable_cache_folder
-from lenet_client.text import tolerant_output
+from lenet_client.text import discard, tolerant_output
 
 
 class Terminated(BaseException):
@@ -37,8 +36,8 @@ def main_exit() -> None:
             print(f"lenet-predict: interrupted by {signal.Signals(number).name}", file=sys.stderr, flush=True)
             sys.stdout.flush()
         except OSError:  # the terminal hung up: nothing can be shown, and Python's own flush at exit must not fail
-            for descriptor in (1, 2):
-                os.dup2(os.open(os.devnull, os.O_WRONLY), descriptor)
+            discard(sys.stdout)
+            discard(sys.stderr)
         sys.exit(128 + number)
 
 

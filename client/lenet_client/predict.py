@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from lenet_client.jsonfile import read_json
 from lenet_client.pictures import PictureError, open_picture, picture_paths
 from lenet_client.preprocess import NoDigitError, to_input
 from lenet_client.sort import sort_into
-from lenet_client.text import printable
+from lenet_client.text import discard, printable
 
 EXIT_OK, EXIT_USAGE, EXIT_MODEL, EXIT_PICTURE, EXIT_NO_DIGIT, EXIT_SORT = 0, 2, 3, 4, 5, 6
 
@@ -200,5 +199,5 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{printable(result['path'])}\t{result['digit']}\t{result['probability']:.4f}{copy}",
                           flush=True)
     except OSError:  # a reader that stopped early (`| head`), a terminal that hung up: the pictures' outcome stands
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        discard(sys.stdout)
     return failures[0]["status"] if failures else EXIT_OK

@@ -7,7 +7,9 @@ a terminal whose encoding cannot show it. Shown through `printable`, it is quote
 
 from __future__ import annotations
 
+import os
 import sys
+from typing import TextIO
 
 
 def printable(value: object) -> str:
@@ -15,6 +17,14 @@ def printable(value: object) -> str:
     message stays one line and `os.fsencode(ast.literal_eval(shown))` gives the name's bytes back."""
     text = str(value)
     return text if text.isprintable() else repr(text)
+
+
+def discard(stream: TextIO) -> None:
+    """From now on what is written to `stream` goes nowhere: its reader went away (a closed pipe, a terminal that
+    hung up), and every further write, Python's own flush at exit included, would fail."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, stream.fileno())
+    os.close(devnull)
 
 
 def tolerant_output() -> None:
