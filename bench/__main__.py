@@ -47,10 +47,10 @@ def worker(kind: str, variant: str, epochs: int, train_limit: int | None, data_d
     elif kind == "job_seed_recipe":
         from dataclasses import replace
 
-        from job.data import load_mnist
-        from job.model import build_model
+        from job.training.data import load_mnist
+        from job.training.model import build_model
         from job.settings import RECIPES
-        from job.train import train_model
+        from job.training.train import train_model
 
         recipe = replace(RECIPES["seed"], epochs=epochs)
         data = load_mnist(Path(data_dir), download=False, normalize=recipe.normalize, train_limit=train_limit)
@@ -72,7 +72,7 @@ def job_run(env: dict, root: Path) -> dict:
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"the job exited {done.returncode}:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-    from job.publish import published_run
+    from job.outcome.publish import published_run
 
     _, report = published_run(Path(env["LENET_OUTPUT_DIR"]))
     return {"seconds": wall, "inside_seconds": report.elapsed_seconds, "peak_rss_mb": peak_rss_mb(),
@@ -85,9 +85,9 @@ def training_steps(variant: str, steps: int) -> dict:
     """Seconds per training step of the default recipe on one thread, data already in memory: the job's own
     train_step (forward, loss, backward, SGD step) and nothing else (no batching, augmentation, metrics or
     evaluation). Times the job's steps cannot beat without changing the arithmetic or the kernels that run it."""
-    from job.model import build_model
+    from job.training.model import build_model
     from job.settings import RECIPES
-    from job.train import sgd, train_step
+    from job.training.train import sgd, train_step
 
     recipe = RECIPES["default"]
     torch.set_num_threads(1)  # as each variant gets when they train side by side
@@ -168,7 +168,7 @@ def main() -> None:
         print(json.dumps(worker(args.worker, args.variant, args.epochs, args.train_limit, args.data_dir)))
         return
 
-    from job.data import ensure_mnist
+    from job.training.data import ensure_mnist
 
     ensure_mnist(Path(args.data_dir), download=False)
     if args.baseline:

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 from bench.families import family_samples
-from job.data import MnistData, Split, load_mnist, to_split
-from job.extra import load_extra, with_extra
-from job.model import build_model
+from job.training.data import MnistData, Split, load_mnist, to_split
+from job.training.extra import load_extra, with_extra
+from job.training.model import build_model
 from job.settings import RECIPES
-from job.train import evaluate, train_model
+from job.training.train import evaluate, train_model
 from lenet_client.preprocess import to_mnist
 
 FAMILIES = ("bold marker", "low resolution, nearest")

@@ -200,7 +200,7 @@ def add_family_arguments(parser: argparse.ArgumentParser) -> None:
 
 def mnist_test_set(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """The MNIST test set's images and labels (uint8 [N, 28, 28], [N]), for the MNIST families."""
-    from job.data import ensure_mnist, read_split
+    from job.training.data import ensure_mnist, read_split
 
     ensure_mnist(data_dir, download=False)
     images, labels = read_split(data_dir, train=False, limit=None)

@@ -61,10 +61,10 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from job.data import load_mnist
-from job.model import build_model
+from job.training.data import load_mnist
+from job.training.model import build_model
 from job.settings import RECIPES
-from job.train import train_model
+from job.training.train import train_model
 
 device, recipe = torch.device("cuda"), replace(RECIPES["default"], epochs=1)
 data = load_mnist(Path(sys.argv[1]) / "data", download=False, normalize=True).to(device)

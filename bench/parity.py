@@ -17,8 +17,8 @@ import torch
 
 from export.formats import FILES
 from export.parity import format_runners, logits_of
-from job.data import ensure_mnist, read_split, to_split
-from job.model import load_trained
+from job.training.data import ensure_mnist, read_split, to_split
+from job.training.model import load_trained
 
 
 def main() -> None:

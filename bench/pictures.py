@@ -174,8 +174,8 @@ def fainter_mnist(run_dir: Path, data_dir: Path) -> None:
 
     import torch
 
-    from job.data import ensure_mnist, read_split
-    from job.model import load_trained
+    from job.training.data import ensure_mnist, read_split
+    from job.training.model import load_trained
 
     ensure_mnist(data_dir, download=False)
     images, labels = read_split(data_dir, train=False, limit=None)

@@ -30,7 +30,7 @@ predict with
 "$python" - "$work" <<'PY'
 import json, sys
 from pathlib import Path
-from job.report import read_report
+from job.outcome.report import read_report
 work = Path(sys.argv[1])
 without, with_extra = sorted((read_report(p) for p in (work / "out").glob("runs/*/report.json")),
                              key=lambda r: r.started_at)

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from job.report import read_report
+from job.outcome.report import read_report
 
 
 def reports(output_dirs: list[Path]):

@@ -2,7 +2,7 @@
 
 torchvision's MNIST with a per-sample PIL -> ToTensor transform, DataLoader at batch 32 (shuffled for
 training), plain SGD at lr 0.01, cross-entropy, and a `.item()` per batch for the running metrics, as the
-tutorial's train() and test() do. The model is job.model's LeNet, whose padded conv1 makes the tutorial's forward
+tutorial's train() and test() do. The model is job.training.model's LeNet, whose padded conv1 makes the tutorial's forward
 pass work at all, with its convolution blocks put back in the tutorial's form (ReLU, then `nn.MaxPool2d`), so that
 the job's faster pooling does not also speed up the baseline.
 """
@@ -13,7 +13,7 @@ import torch
 import torchvision
 from torch import nn
 
-from job.model import MaxPool2x2, build_model
+from job.training.model import MaxPool2x2, build_model
 
 
 def train(dataloader, model, loss_fn, optimizer, device):
@@ -47,7 +47,7 @@ def test(dataloader, model, loss_fn, device):
 
 
 def tutorial_model(variant: str, dropout: float) -> nn.Module:
-    """job.model's LeNet with each `MaxPool2x2, ReLU` pair replaced by the tutorial's `ReLU, MaxPool2d(2)`."""
+    """job.training.model's LeNet with each `MaxPool2x2, ReLU` pair replaced by the tutorial's `ReLU, MaxPool2d(2)`."""
     model = build_model(variant, dropout)
     layers = list(model.features)
     for i, layer in enumerate(layers):

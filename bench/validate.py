@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from job.data import Split, load_mnist
-from job.model import build_model
+from job.training.data import Split, load_mnist
+from job.training.model import build_model
 from job.settings import RECIPES
-from job.train import train_model
+from job.training.train import train_model
 
 VALIDATION = 5000
 

@@ -1,7 +1,7 @@
 import gc
 import sys
 
-from job.stop import catch_early_signals
+from job.running.stop import catch_early_signals
 
 catch_early_signals()
 
@@ -26,11 +26,11 @@ def main_exit() -> None:
 
 def start_worker_server_if_needed() -> None:
     """Start the server the variants' worker processes are forked from before the job imports torch, so that
-    the two import side by side (job.workers). A bad setting is left to job.cli to report."""
+    the two import side by side (job.running.workers). A bad setting is left to job.cli to report."""
     if sys.argv[1:]:  # --help, --version or a bad argument: no run
         return
     from job.settings import SettingsError, load_settings
-    from job.workers import might_share_the_cpu, start_worker_server
+    from job.running.workers import might_share_the_cpu, start_worker_server
 
     try:
         if might_share_the_cpu(load_settings()):

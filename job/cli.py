@@ -1,5 +1,5 @@
 """The command line: `python -m job` (installed as `lenet-mnist`). Read the settings, set the run's folder up, hand
-the run to job.pipeline, say what it did, and exit with the status of job.status."""
+the run to job.running.pipeline, say what it did, and exit with the status of job.outcome.status."""
 
 from __future__ import annotations
 
@@ -13,16 +13,16 @@ from pathlib import Path
 
 import torch
 
-from job import status
+from job.outcome import status
 from job.device import select_device
 from job.log import complain, log
-from job.metadata import project_version
-from job.pipeline import run
-from job.publish import POINTER, create_run_dir, hold_run, new_run_id
-from job.report import Report
+from job.outcome.metadata import project_version
+from job.running.pipeline import run
+from job.outcome.publish import POINTER, create_run_dir, hold_run, new_run_id
+from job.outcome.report import Report
 from job.settings import Settings, SettingsError, env_name, load_settings
 from lenet_client.text import printable
-from job.stop import StopRequest
+from job.running.stop import StopRequest
 
 SAMPLE_PICTURE = Path("docs/images/digit-7.png")  # in a checkout of this repository
 

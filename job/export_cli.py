@@ -6,8 +6,8 @@
 Exit status: 0 ok, 2 bad arguments or a damaged or foreign model file, 3 data problem, 5 parity or accuracy
 mismatch, 6 the output folder cannot be written.
 
-This command line lives in the job, not in export/, because it rebuilds the job's model (job.model) and reads
-MNIST (job.data): the export package knows nothing of training.
+This command line lives in the job, not in export/, because it rebuilds the job's model (job.training.model) and reads
+MNIST (job.training.data): the export package knows nothing of training.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ def reexport(checkpoint: Path, out_dir: Path, data_dir: Path, batch_size: int) -
     from export.formats import export_model
     from export.checks import describe, describe_failures
     from export.parity import check_parity
-    from job.data import load_mnist
-    from job.model import load_trained
+    from job.training.data import load_mnist
+    from job.training.model import load_trained
 
     model, metadata = load_trained(checkpoint)
     paths = export_model(model, out_dir, metadata)
@@ -66,7 +66,7 @@ def verify(onnx_path: Path, data_dir: Path, tolerance: float) -> int:
     from lenet_client.contract import preprocessing
     from export.parity import logits_of, onnx_runner
     from lenet_client.predict import load_model
-    from job.data import ensure_mnist, read_split
+    from job.training.data import ensure_mnist, read_split
 
     _, metadata = load_model(onnx_path)
     scale, mean, std = preprocessing(metadata)
@@ -90,7 +90,7 @@ def verify(onnx_path: Path, data_dir: Path, tolerance: float) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from job.metadata import project_version
+    from job.outcome.metadata import project_version
 
     parser = OneLineParser(prog="lenet-export", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n")[2])
@@ -108,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="largest accuracy difference from the recorded one (default 0.0005: 5 images)")
     args = parser.parse_args(argv)
     from lenet_client.predict import PredictError
-    from job.data import DataError
-    from job.model import CheckpointError
+    from job.training.data import DataError
+    from job.training.model import CheckpointError
 
     try:
         if args.command == "reexport":

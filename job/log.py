@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, TextIO
 
 from lenet_client.text import discard
 
-if TYPE_CHECKING:  # not at run time: the log is imported before torch, which job.train needs
-    from job.train import EpochMetrics
+if TYPE_CHECKING:  # not at run time: the log is imported before torch, which job.training.train needs
+    from job.training.train import EpochMetrics
 
 
 def write_line(stream: TextIO, message: str) -> None:

@@ -9,7 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from job.status import OUTPUT
+from job.outcome.status import OUTPUT
 from lenet_client.environment import writable_or_temporary
 
 

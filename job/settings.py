@@ -36,7 +36,7 @@ class Recipe:
     momentum: float
     weight_decay: float
     lr_schedule: Literal["constant", "onecycle"]
-    normalize: bool  # standardize pixels with MNIST's mean and std (job.data) after scaling to [0, 1]
+    normalize: bool  # standardize pixels with MNIST's mean and std (job.training.data) after scaling to [0, 1]
     max_shift: int  # random translation of training images, in pixels (0 = no augmentation)
     dropout: float  # dropout probability of the bn_dropout variant
 

@@ -41,7 +41,7 @@ def small_mnist(raw_dir: Path, n_train: int = 64, n_test: int = 32, seed: int = 
 @pytest.fixture(scope="session")
 def real_data_dir(tmp_path_factory) -> Path:
     """The real MNIST, unpacked from the vendored copy and verified, shared by the tests that need it."""
-    from job.data import ensure_mnist
+    from job.training.data import ensure_mnist
 
     data_dir = tmp_path_factory.mktemp("mnist")
     ensure_mnist(data_dir, download=False)

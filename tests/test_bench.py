@@ -63,7 +63,7 @@ def test_stages_sums_py_spy_samples_per_stage_of_the_job():
     lines = ["main (job/__main__.py:9);check_parity (export/parity.py:60);GraphModule.recompile.<locals>.call_wrapped "
              "(torch/fx/graph_module.py:1007) 150\n",
              "main;check_parity (export/parity.py:60);onnx_runner.<locals>.<lambda> (export/parity.py:35) 50\n",
-             "main;train_model (job/train.py:120);backward 300\n",
+             "main;train_model (job/training/train.py:120);backward 300\n",
              "_Py_Finalize 20\n", "not a sample line\n"]
     assert seconds_by_stage(lines, rate=100) == {"training + per-epoch evaluation": 3.0,
                                                  "parity: torch.export program": 1.5,
@@ -73,7 +73,7 @@ def test_stages_sums_py_spy_samples_per_stage_of_the_job():
 def test_every_picture_family_draws_its_digits_and_score_counts_a_predictors_json(real_data_dir, tmp_path):
     from bench.families import HELD_OUT, TUNING, family_samples, slug
     from bench.score import scores
-    from job.data import read_split
+    from job.training.data import read_split
 
     images, labels = read_split(real_data_dir, train=False, limit=None)
     results = []

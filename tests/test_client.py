@@ -11,8 +11,8 @@ import torch
 
 from conftest import ROOT
 from export.formats import export_model
-from job.metadata import model_metadata
-from job.model import build_model
+from job.outcome.metadata import model_metadata
+from job.training.model import build_model
 from job.settings import RECIPES
 
 PICTURE = ROOT / "docs" / "images" / "digit-7.png"

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from conftest import small_mnist
-from job import data as data_module
-from job.data import CHECKSUMS, DataError, batches, ensure_mnist, file_digests, load_mnist
+from job.training import data as data_module
+from job.training.data import CHECKSUMS, DataError, batches, ensure_mnist, file_digests, load_mnist
 
 
 @pytest.fixture
@@ -82,7 +82,7 @@ def test_a_failed_download_says_where_to_put_the_files(tmp_path, monkeypatch):
     def unreachable(*args, **kwargs):
         raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
 
-    monkeypatch.setattr(torchvision.datasets, "MNIST", unreachable)  # job.data imports it only to download
+    monkeypatch.setattr(torchvision.datasets, "MNIST", unreachable)  # job.training.data imports it only to download
     with pytest.raises(DataError, match=r"could not obtain MNIST .*put the four uncompressed IDX files there"):
         ensure_mnist(tmp_path / "data", download=True)
 
@@ -116,7 +116,7 @@ def test_shuffled_batches_cover_every_sample_once(small_data_dir):
 
 def test_idx_files_are_read_as_written_and_malformed_ones_are_named(tmp_path):
     from conftest import write_idx
-    from job.data import read_idx
+    from job.training.data import read_idx
 
     array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
     write_idx(tmp_path / "good", array)

@@ -49,7 +49,7 @@ def test_a_missing_device_is_an_error_not_a_fallback():
 ])
 def test_the_worker_server_starts_early_only_where_variants_may_share_the_cpu(monkeypatch, values, cores, early):
     from job.settings import Settings
-    from job.workers import might_share_the_cpu
+    from job.running.workers import might_share_the_cpu
 
     monkeypatch.setattr("os.cpu_count", lambda: cores)
     assert might_share_the_cpu(Settings.model_construct(**values)) is early  # defaults, no .env read
@@ -60,10 +60,10 @@ def test_a_worker_moves_mnist_to_the_device_it_is_given_and_trains_there(monkeyp
     the device as an argument, not from where the data happens to be. The meta device stands in for the GPU."""
     import multiprocessing
 
-    import job.variant
+    import job.training.variant
     from job.settings import load_settings
-    from job.stop import StopRequest
-    from job.workers import Finished, train_one
+    from job.running.stop import StopRequest
+    from job.running.workers import Finished, train_one
 
     seen = {}
 
@@ -71,7 +71,7 @@ def test_a_worker_moves_mnist_to_the_device_it_is_given_and_trains_there(monkeyp
         seen.update(device=device, train=data.train.images.device, test=data.test.labels.device)
         return f"{variant} trained"
 
-    monkeypatch.setattr(job.variant, "train_variant", train_variant)
+    monkeypatch.setattr(job.training.variant, "train_variant", train_variant)
     for name in [n for n in os.environ if n.startswith("LENET_")]:
         monkeypatch.delenv(name)
     settings = load_settings(data_dir=real_data_dir, train_limit=64, test_limit=64)
@@ -85,7 +85,7 @@ def test_a_worker_moves_mnist_to_the_device_it_is_given_and_trains_there(monkeyp
 
 def test_the_last_worker_at_work_checks_two_formats_at_a_time(monkeypatch):
     """Beside another worker a second thread took that worker's CPU (docs/performance.md); alone it has a core."""
-    from job.workers import Finished, parity_formats_at_once
+    from job.running.workers import Finished, parity_formats_at_once
 
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     finished = Finished(("plain", "bn_dropout"))

@@ -6,8 +6,8 @@ import ast
 import typing
 from pathlib import Path
 
-from job import status
-from job.report import Status
+from job.outcome import status
+from job.outcome.report import Status
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -16,7 +16,7 @@ def test_the_readme_and_the_failure_modes_hold_the_exit_status_table_of_the_code
     table = status.markdown_table()
     for document in ("README.md", "docs/failure-modes.md"):
         assert table in (ROOT / document).read_text(), \
-            f"{document}: paste the output of `python -m job.status` as its exit-status table"
+            f"{document}: paste the output of `python -m job.outcome.status` as its exit-status table"
 
 
 def test_every_exit_status_is_distinct_and_names_a_report_status():

@@ -11,8 +11,8 @@ from conftest import ROOT
 from lenet_client.contract import METADATA_KEYS
 from export.formats import ExportError, export_model, reject_training_graph
 from export.parity import check_parity, format_runners, logits_of, onnx_runner, stratified_sample
-from job.data import Split
-from job.model import build_model
+from job.training.data import Split
+from job.training.model import build_model
 
 METADATA = {key: "x" for key in METADATA_KEYS}
 
@@ -56,7 +56,7 @@ def test_the_final_evaluation_is_the_parity_reference_bit_for_bit(exported, rand
     they must be what the check computes itself, so that every figure of the check is the same."""
     import copy
 
-    from job.train import evaluate
+    from job.training.train import evaluate
 
     model, paths = exported
     images, labels = random_test_split.images, random_test_split.labels
@@ -81,7 +81,7 @@ def test_formats_checked_two_at_a_time_give_the_rows_of_one_after_the_other(expo
 
 def test_a_stop_during_a_check_of_two_formats_at_a_time_ends_it(exported, random_test_split, monkeypatch):
     import export.parity as parity
-    from job.stop import Interrupted
+    from job.running.stop import Interrupted
 
     model, paths = exported
     checks, passes = [], []
@@ -151,7 +151,7 @@ def test_onnx_file_is_self_contained_checked_and_names_its_tensors(exported):
 
 
 def test_every_format_holds_the_standard_pooling_operator(exported):
-    """The eager model pools by strided maxima in training and under inference mode (job.model.MaxPool2x2); the
+    """The eager model pools by strided maxima in training and under inference mode (job.training.model.MaxPool2x2); the
     files must hold the operator every runtime knows, twice (one per convolution)."""
     _, paths = exported
     assert [n.op_type for n in onnx.load(str(paths["onnx"])).graph.node].count("MaxPool") == 2

@@ -1,4 +1,4 @@
-"""job.extra: labelled pictures in the folder-per-class layout, read through the contract's preprocessing, cached,
+"""job.training.extra: labelled pictures in the folder-per-class layout, read through the contract's preprocessing, cached,
 split by content so that the holdout never leaks into training as the folder grows."""
 
 import os
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import seven
-from job.extra import ExtraDataError, in_holdout, load_extra
+from job.training.extra import ExtraDataError, in_holdout, load_extra
 from lenet_client.pictures import PICTURE_SUFFIXES, open_picture
 from lenet_client.preprocess import to_mnist
 
@@ -113,7 +113,7 @@ def test_a_cache_that_cannot_be_written_costs_time_not_pictures(tmp_path):
 
 
 def test_a_disk_that_fills_half_way_through_the_cache_loses_no_picture(monkeypatch, tmp_path):
-    import job.extra
+    import job.training.extra
 
     extra = tmp_path / "extra"
     for i in range(12):
@@ -128,7 +128,7 @@ def test_a_disk_that_fills_half_way_through_the_cache_loses_no_picture(monkeypat
             raise OSError(28, "No space left on device")
         real_save(stream, array)
 
-    monkeypatch.setattr(job.extra.np, "save", save_until_full)
+    monkeypatch.setattr(job.training.extra.np, "save", save_until_full)
     data = load_extra(extra, tmp_path / "cache")
     assert not data.skipped and data.version == reference.version
     assert "No space left on device" in data.cache_problem
@@ -193,8 +193,8 @@ def test_the_holdout_rule_is_about_one_in_five():
 def test_the_extra_training_pictures_are_repeated_to_their_share_of_each_epoch(tmp_path):
     import torch
 
-    from job.data import MnistData, Split
-    from job.extra import with_extra
+    from job.training.data import MnistData, Split
+    from job.training.extra import with_extra
 
     extra = tmp_path / "extra"
     for i in range(40):
@@ -227,7 +227,7 @@ def test_a_run_with_extra_data_reports_what_it_learned_from_and_how_it_reads_the
     import subprocess
 
     from conftest import PYTHON, TINY, job_env
-    from job.report import read_report
+    from job.outcome.report import read_report
 
     old_runs = {p.name for p in (outputs / "runs").iterdir()}
     done = subprocess.run([PYTHON, "-m", "job"], env=job_env(outputs.parent, real_data_dir, **(TINY | {
@@ -255,7 +255,7 @@ def test_an_extra_folder_that_cannot_be_used_stops_the_run_before_training_with_
     import subprocess
 
     from conftest import PYTHON, TINY, job_env, published_files
-    from job.report import read_report
+    from job.outcome.report import read_report
 
     picture(extra_folder / "cat", "a.png", 1)
     before = published_files(outputs)
@@ -271,8 +271,8 @@ def test_an_extra_folder_that_cannot_be_used_stops_the_run_before_training_with_
 def test_the_champion_check_judges_the_published_model_again_on_todays_holdout(outputs, real_data_dir, tmp_path):
     """The published model's own report knows nothing of today's holdout: its ONNX file is evaluated on it, and a
     new model may not read it worse (and may not be worse on the MNIST test set beyond the tolerance)."""
-    from job.data import read_split
-    from job.champion import SameGround, check_champion, onnx_accuracy, published_onnx
+    from job.training.data import read_split
+    from job.outcome.champion import SameGround, check_champion, onnx_accuracy, published_onnx
 
     extra = tmp_path / "extra"
     for i in range(40):
@@ -299,7 +299,7 @@ def test_a_run_with_extra_data_and_the_champion_check_reports_both_models_on_the
     import subprocess
 
     from conftest import PYTHON, TINY, job_env
-    from job.report import read_report
+    from job.outcome.report import read_report
 
     settings = TINY | {"extra_data": extra_folder}
     first = subprocess.run([PYTHON, "-m", "job"], env=job_env(outputs.parent, real_data_dir, **settings),

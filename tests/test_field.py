@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import PYTHON, TINY, job_env, published_files, published_id, run_in_process, run_job
-from job.report import read_report
+from job.outcome.report import read_report
 
 
 def run(outputs, data_dir, *args, **settings):
@@ -67,10 +67,10 @@ def test_training_that_diverges_stops_at_once(real_data_dir):
 
     import torch
 
-    from job.data import load_mnist
-    from job.model import build_model
+    from job.training.data import load_mnist
+    from job.training.model import build_model
     from job.settings import RECIPES
-    from job.train import Diverged, train_model
+    from job.training.train import Diverged, train_model
 
     data = load_mnist(real_data_dir, download=False, normalize=True, train_limit=512, test_limit=100)
     recipe = replace(RECIPES["seed"], learning_rate=1e30, epochs=3)  # far beyond what any setting allows
@@ -81,14 +81,14 @@ def test_training_that_diverges_stops_at_once(real_data_dir):
 
 
 def test_a_diverged_run_exits_9_reports_diverged_and_publishes_nothing(monkeypatch, outputs, real_data_dir, capsys):
-    import job.variant
-    from job.train import Diverged
+    import job.training.variant
+    from job.training.train import Diverged
 
     def diverging(*args, **kwargs):
         raise Diverged("the training loss became nan at epoch 1 (try a lower LENET_LEARNING_RATE)")
 
     before = published_files(outputs)
-    monkeypatch.setattr(job.variant, "train_model", diverging)
+    monkeypatch.setattr(job.training.variant, "train_model", diverging)
     assert run_in_process(monkeypatch, outputs, real_data_dir) == 9
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "[plain] the training loss became nan" in error
@@ -124,7 +124,7 @@ def test_a_healthy_run_whose_loss_stays_near_a_uniform_guess_is_not_stopped(monk
 
 
 def test_the_divergence_bounds_are_named_from_a_uniform_guess():
-    from job.train import DIVERGED_EPOCH_LOSS, DIVERGED_STEP_LOSS, Diverged, stop_if_diverged
+    from job.training.train import DIVERGED_EPOCH_LOSS, DIVERGED_STEP_LOSS, Diverged, stop_if_diverged
 
     stop_if_diverged(2.31, 1)  # a uniform guess: slow, not diverged
     stop_if_diverged(DIVERGED_EPOCH_LOSS, 1)
@@ -302,7 +302,7 @@ def test_any_dotenv_file_gives_settings_or_a_settings_error(monkeypatch, tmp_pat
         st.sampled_from(["run_id", "report", "run_dir", "manifest", "models", "x"]), children, max_size=5),
     max_leaves=8).map(lambda value: json.dumps(value).encode())))
 def test_any_latest_json_is_read_or_named_as_damaged(tmp_path_factory, content):
-    from job.publish import DamagedFileError, published_run
+    from job.outcome.publish import DamagedFileError, published_run
     from job.settings import printable
 
     folder = tmp_path_factory.mktemp("pointer")
@@ -322,7 +322,7 @@ def test_any_latest_json_is_read_or_named_as_damaged(tmp_path_factory, content):
 @settings(max_examples=FUZZ_EXAMPLES, deadline=None)
 @given(content=st.binary(max_size=300), keep=st.integers(0, 3000))
 def test_any_damage_to_the_published_report_is_named(published, tmp_path_factory, content, keep):
-    from job.publish import DamagedFileError, published_run
+    from job.outcome.publish import DamagedFileError, published_run
 
     folder = tmp_path_factory.mktemp("report")
     report_path = folder / json.loads((published / "latest.json").read_text())["report"]
@@ -340,7 +340,7 @@ def test_any_damage_to_the_published_report_is_named(published, tmp_path_factory
                              "t10k-labels-idx1-ubyte"]),
        content=st.binary(max_size=64), keep=st.integers(0, 4096))
 def test_any_damage_to_an_idx_file_is_a_data_error(real_data_dir, tmp_path_factory, name, content, keep):
-    from job.data import CHECKSUMS, DataError, load_mnist
+    from job.training.data import CHECKSUMS, DataError, load_mnist
 
     raw = tmp_path_factory.mktemp("idx") / "MNIST" / "raw"
     raw.mkdir(parents=True)

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from conftest import PYTHON, ROOT, job_env, run_job
-from job.report import read_report
+from job.outcome.report import read_report
 
 
 @pytest.fixture(scope="module")
@@ -158,9 +158,9 @@ def test_reexport_from_a_checkpoint_reproduces_the_published_onnx_byte_for_byte(
 def test_verify_checks_an_onnx_file_against_its_recorded_accuracy(small_run, real_data_dir, tmp_path):
     import torch
 
-    from job.data import load_mnist
-    from job.model import build_model
-    from job.train import evaluate
+    from job.training.data import load_mnist
+    from job.training.model import build_model
+    from job.training.train import evaluate
 
     outputs, _ = small_run
     checkpoint = outputs / json.loads((outputs / "latest.json").read_text())["models"]["plain"]["state_dict"]

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from bench.tutorial import tutorial_model
-from job.model import LeNet, MaxPool2x2, build_model, parameter_count
+from job.training.model import LeNet, MaxPool2x2, build_model, parameter_count
 
 
 def test_plain_lenet_has_the_classic_61706_parameters():
@@ -121,7 +121,7 @@ def test_pooling_outside_training_is_max_pool2d(monkeypatch):
 
 
 def test_random_shift_moves_each_image_by_its_own_offset_and_fills_with_background():
-    from job.train import random_shift
+    from job.training.train import random_shift
     torch.manual_seed(0)
     images = torch.full((64, 1, 28, 28), -0.4242)
     images[:, :, 4:24, 4:24] += 3 * torch.rand(64, 1, 20, 20)  # ink is brighter than the background

@@ -77,7 +77,7 @@ def test_an_output_folder_nobody_cannot_write_is_exit_6(place):
 
 def test_an_mnist_file_nobody_cannot_read_is_a_data_problem_not_an_output_one(place):
     """It was `could not write the outputs: Permission denied: '.../t10k-images-idx3-ubyte'`, exit 6."""
-    from job.data import ensure_mnist
+    from job.training.data import ensure_mnist
 
     owned_by_nobody(place / "outputs")
     raw_dir, _, _ = ensure_mnist(owned_by_nobody(place / "data"), download=False)
@@ -90,7 +90,7 @@ def test_an_mnist_file_nobody_cannot_read_is_a_data_problem_not_an_output_one(pl
 def test_extra_pictures_in_a_data_folder_nobody_may_not_write_are_all_used_and_the_cache_is_a_warning(place):
     """They were all left out as `cannot be read (Permission denied)` (exit 3): the cache, not the pictures, was
     what could not be written."""
-    from job.data import ensure_mnist
+    from job.training.data import ensure_mnist
 
     owned_by_nobody(place / "outputs")
     ensure_mnist(place / "shared", download=False)  # root's: nobody may read it, not write in it

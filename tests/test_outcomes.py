@@ -15,14 +15,14 @@ import pytest
 from filelock import FileLock
 
 from conftest import PYTHON, TINY, job_env, published_files, published_id
-from job import status
-from job.report import read_report
+from job.outcome import status
+from job.outcome.report import read_report
 
 # Launchers: the job as `python -m job` runs it, with one library call made to fail the way a full disk or
 # another user's folder makes it fail.
 FAIL_ON_POINTER = """
 import errno, os, sys
-import job.publish as publish
+import job.outcome.publish as publish
 original = publish.write_text_atomically
 def full(path, text):
     if path.name == "latest.json":
@@ -254,7 +254,7 @@ def test_a_worker_killed_alone_is_exit_11_and_the_other_stops(outputs, real_data
 
 FAIL_ON_PLAIN_CURVES = """
 import errno, os, sys
-import job.pipeline as pipeline
+import job.running.pipeline as pipeline
 original = pipeline.plot_curves
 def full(result, path):
     if result.variant == "plain":

@@ -13,9 +13,9 @@ from PIL import Image
 
 from conftest import ROOT, seven
 from export.formats import export_model
-from job.data import load_mnist
-from job.model import build_model
-from job.train import train_model
+from job.training.data import load_mnist
+from job.training.model import build_model
+from job.training.train import train_model
 from job.settings import RECIPES
 from dataclasses import replace
 

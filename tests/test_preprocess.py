@@ -171,7 +171,7 @@ def test_a_picture_too_small_to_hold_a_digit_is_an_error():
 
 def test_an_mnist_digit_comes_back_as_itself(real_data_dir):
     """MNIST's own digits are already built this way: preprocessing a scan of one gives it back, nearly."""
-    from job.data import read_split
+    from job.training.data import read_split
 
     images, _ = read_split(real_data_dir, train=False, limit=50)
     scores = []

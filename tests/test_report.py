@@ -2,7 +2,7 @@ import json
 from datetime import UTC, datetime
 
 from conftest import ROOT
-from job.report import SCHEMA_VERSION, Epoch, Report, VariantResult, read_report, schema_json, write_report
+from job.outcome.report import SCHEMA_VERSION, Epoch, Report, VariantResult, read_report, schema_json, write_report
 
 
 def sample_report() -> Report:
@@ -29,7 +29,7 @@ def test_report_round_trips_through_json(tmp_path):
 
 def test_schema_in_docs_matches_the_models():
     assert (ROOT / "docs" / "report.schema.json").read_text() == schema_json(), \
-        "regenerate: python -c 'from job.report import schema_json; print(schema_json(), end=\"\")' " \
+        "regenerate: python -c 'from job.outcome.report import schema_json; print(schema_json(), end=\"\")' " \
         "> docs/report.schema.json"
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import PYTHON, TINY, job_env, published_files, published_id, run_in_process
-from job.report import read_report
+from job.outcome.report import read_report
 from job.settings import Settings
 
 def new_run_dirs(outputs, old_id):
@@ -45,7 +45,7 @@ def signal_when(process, marker, number=signal.SIGTERM):
 # Slows the report's rename so that the signal lands while the report is being written.
 SLOW_REPORT = """
 import sys, time
-import job.report as report
+import job.outcome.report as report
 original = report.write_text_atomically
 def slow(path, text):
     if path.name == "report.json":
@@ -138,13 +138,13 @@ def test_champion_check_refuses_a_worse_model(outputs, real_data_dir):
 
 def test_a_full_disk_while_writing_fails_with_6_and_keeps_what_was_published(monkeypatch, outputs, real_data_dir,
                                                                             capsys):
-    import job.report
+    import job.outcome.report
 
     def full_disk(path, text):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
     before = published_files(outputs)
-    monkeypatch.setattr(job.report, "write_text_atomically", full_disk)
+    monkeypatch.setattr(job.outcome.report, "write_text_atomically", full_disk)
     assert run_in_process(monkeypatch, outputs, real_data_dir) == 6
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "No space left on device" in error
@@ -218,12 +218,12 @@ def test_a_disk_that_fills_at_any_write_is_one_line_exit_6_and_the_outcome_is_co
 def test_no_data_and_no_network_fails_with_3(monkeypatch, outputs, tmp_path, capsys):
     import torchvision.datasets
 
-    import job.data
+    import job.training.data
 
     def offline(*args, **kwargs):
         raise RuntimeError("Error downloading train-images-idx3-ubyte.gz: [Errno -3] Temporary failure")
 
-    monkeypatch.setattr(job.data, "VENDORED_DIR", tmp_path / "no-vendored-copy")
+    monkeypatch.setattr(job.training.data, "VENDORED_DIR", tmp_path / "no-vendored-copy")
     monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
     before = published_files(outputs)
     assert run_in_process(monkeypatch, outputs, tmp_path / "empty", download="true") == 3
@@ -327,7 +327,7 @@ def test_relative_folders_mean_the_jobs_folder_in_forked_workers(monkeypatch, re
     """The forkserver keeps the folder it was started in; a job run in-process from another folder, with relative
     LENET_DATA_DIR and LENET_OUTPUT_DIR, must still read and write there in its workers (multiprocessing moves
     each new process to the starting process's folder, for a forkserver as for spawn)."""
-    from job.workers import start_worker_server
+    from job.running.workers import start_worker_server
 
     start_worker_server()  # from pytest's folder, as a long-lived caller would have
     (tmp_path / "mnist-here").symlink_to(real_data_dir, target_is_directory=True)

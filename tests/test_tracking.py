@@ -244,7 +244,7 @@ def test_a_tracking_address_without_mlflow_installed_names_the_extra(monkeypatch
 
 def test_when_latest_json_cannot_move_after_tracking_the_champion_moves_back(server, first_published, outputs,
                                                                              real_data_dir, monkeypatch):
-    import job.finish
+    import job.outcome.finish
     from conftest import run_in_process
 
     report, _, _ = first_published
@@ -254,7 +254,7 @@ def test_when_latest_json_cannot_move_after_tracking_the_champion_moves_back(ser
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(job.finish, "point_latest_at", disk_full)
+    monkeypatch.setattr(job.outcome.finish, "point_latest_at", disk_full)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
     published_before = published_files(outputs)
     assert run_in_process(monkeypatch, outputs, real_data_dir) == 6

@@ -82,7 +82,7 @@ def pictures_for_node(real_data_dir, tmp_path_factory):
 def test_the_javascript_port_gives_pythons_bytes_and_reads_the_models_metadata(pictures_for_node, tmp_path):
     installed()
     from export.formats import export_model
-    from job.model import build_model
+    from job.training.model import build_model
 
     metadata = {"model.variant": "plain", "preprocess.scale": repr(1 / 255), "preprocess.mean": "0.1307",
                 "preprocess.std": "0.3081", "run.id": "20261130T000000Z-ünïcode"}

@@ -30,7 +30,7 @@ from lenet_client.atomic import atomic_path
 from lenet_client.text import printable
 
 if TYPE_CHECKING:
-    from job.data import MnistData
+    from job.training.data import MnistData
     from job.settings import Settings
 
 HOLDOUT_EVERY = 5  # a picture whose hash is 0 modulo this is in the holdout: about 20 %
@@ -189,7 +189,7 @@ def with_extra(data: MnistData, extra: ExtraData, share: float, normalize: bool)
     repeat count."""
     import torch
 
-    from job.data import Split, to_split
+    from job.training.data import Split, to_split
 
     holdout = to_split(torch.from_numpy(extra.holdout_images), torch.from_numpy(extra.holdout_labels), normalize)
     if not len(extra.train_labels):
@@ -204,7 +204,7 @@ def with_extra(data: MnistData, extra: ExtraData, share: float, normalize: bool)
 def load_run_data(settings: Settings, normalize: bool) -> tuple[MnistData, ExtraData | None, int]:
     """MNIST, with the extra pictures mixed in when LENET_EXTRA_DATA is set: (data, the extra pictures or None,
     their repeat count). An unusable extra folder is a DataError, like damaged MNIST files."""
-    from job.data import DataError, load_mnist
+    from job.training.data import DataError, load_mnist
 
     data = load_mnist(settings.data_dir, download=settings.download, normalize=normalize,
                       train_limit=settings.train_limit, test_limit=settings.test_limit)

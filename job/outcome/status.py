@@ -1,6 +1,6 @@
 """The job's exit statuses: the one table that the code, the README and docs/failure-modes.md share.
 
-`python -m job.status` prints it as Markdown; tests/test_docs.py checks that both documents hold that table,
+`python -m job.outcome.status` prints it as Markdown; tests/test_docs.py checks that both documents hold that table,
 so they cannot drift from the code.
 """
 

@@ -13,24 +13,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from export.checks import ParityError
-from job import status
-from job.data import DataError
+from job.outcome import status
+from job.training.data import DataError
 from job.log import log
-from job.metadata import library_versions
-from job.champion import SameGround, check_champion
-from job.publish import (DamagedFileError, LockWaitTooLong, check_pointer_replaceable, point_latest_at, prune_runs,
+from job.outcome.metadata import library_versions
+from job.outcome.champion import SameGround, check_champion
+from job.outcome.publish import (DamagedFileError, LockWaitTooLong, check_pointer_replaceable, point_latest_at, prune_runs,
                          publish_lock, warn, write_manifest)
-from job.report import (Artifact, ChampionCheck, DataInfo, DeviceInfo, ExtraDataInfo, Report, Tracking,
+from job.outcome.report import (Artifact, ChampionCheck, DataInfo, DeviceInfo, ExtraDataInfo, Report, Tracking,
                         VariantResult, write_report)
 from job.settings import Settings
-from job.stop import Interrupted, StopRequest, raising_on_stop
-from job.train import Diverged
-from job.workers import WorkerDied
+from job.running.stop import Interrupted, StopRequest, raising_on_stop
+from job.training.train import Diverged
+from job.running.workers import WorkerDied
 
 
 @dataclass(frozen=True)
 class RunFacts:
-    """What a run did, as job.pipeline gathered it: the report is built from this once."""
+    """What a run did, as job.running.pipeline gathered it: the report is built from this once."""
     run_id: str
     started_at: datetime
     device: DeviceInfo
@@ -96,8 +96,8 @@ def same_ground(facts: RunFacts, settings: Settings) -> SameGround | None:
     holdouts = {r.variant: r.extra_holdout.accuracy for r in facts.variants if r.extra_holdout is not None}
     if settings.extra_data is None or not holdouts:
         return None
-    from job.data import read_split
-    from job.extra import ExtraDataError, load_extra
+    from job.training.data import read_split
+    from job.training.extra import ExtraDataError, load_extra
 
     try:
         images, labels = read_split(settings.data_dir, train=False, limit=settings.test_limit)
@@ -116,7 +116,7 @@ def report_of(facts: RunFacts, settings: Settings, verdict: Verdict, run_dir: Pa
     used = settings.model_dump(mode="json") | {name: getattr(recipe, name) for name in
                                                ("epochs", "batch_size", "learning_rate", "momentum")}
     if settings.mlflow_tracking_uri:  # a user name or password in the address stays out of the report
-        from job.tracking import without_credentials
+        from job.outcome.tracking import without_credentials
 
         used["mlflow_tracking_uri"] = without_credentials(settings.mlflow_tracking_uri)
     return Report(
@@ -183,9 +183,9 @@ def finish(facts: RunFacts, settings: Settings, run_dir: Path, stop: StopRequest
 
 def tracked(report: Report, facts: RunFacts, settings: Settings, verdict: Verdict, run_dir: Path,
             stop: StopRequest) -> Report:
-    """The judged run logged to MLflow (job.tracking), and its report rewritten with what was logged. A run that
+    """The judged run logged to MLflow (job.outcome.tracking), and its report rewritten with what was logged. A run that
     cannot be tracked is still published, with a warning, unless LENET_TRACKING_REQUIRED: then it is not (exit 12)."""
-    from job.tracking import TrackingFailed, restore_champion, track
+    from job.outcome.tracking import TrackingFailed, restore_champion, track
 
     if report.exit_code != verdict.status.code:  # the report could not be written: that is the run's outcome now
         verdict = Verdict(next(s for s in status.STATUSES if s.code == report.exit_code), report.message,
@@ -215,7 +215,7 @@ def unpublished(report: Report, facts: RunFacts, settings: Settings, verdict: Ve
     """A run that was to be published and is not after all: its report rewritten, and `champion` moved back."""
     tracking = report.tracking
     if tracking is not None and tracking.champion_moved:
-        from job.tracking import restore_champion
+        from job.outcome.tracking import restore_champion
 
         killed = verdict.status.report_status == "interrupted"
         tracking = restore_champion(tracking, settings, "KILLED" if killed else "FAILED")

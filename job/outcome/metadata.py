@@ -14,7 +14,7 @@ import torch
 
 from lenet_client.contract import CLASS_LABELS
 from lenet_client.preprocess import METHOD as PICTURE_METHOD
-from job.data import MNIST_MEAN, MNIST_STD
+from job.training.data import MNIST_MEAN, MNIST_STD
 from job.settings import Recipe
 
 

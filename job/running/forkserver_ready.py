@@ -1,4 +1,4 @@
-"""Imported last by the forkserver the variant workers are forked from (job.workers.WORKER_MODULES).
+"""Imported last by the forkserver the variant workers are forked from (job.running.workers.WORKER_MODULES).
 
 gc.freeze() moves everything imported so far out of the garbage collector's sight: the forked workers' collections
 then skip those objects (and do not write to, and so copy, their pages), and the server's own exit at the end of

@@ -1,6 +1,6 @@
 """The job, start to end: load MNIST, train, export and verify each LeNet variant on the device, plot, then
 finish the run (judge it, write its report, publish it). `run` owns a run: each stage returns a value, and the
-report is built from those values once, by job.finish. Every run writes into its own folder,
+report is built from those values once, by job.outcome.finish. Every run writes into its own folder,
 OUTPUT_DIR/runs/RUN_ID, which job.cli creates.
 """
 
@@ -12,18 +12,18 @@ from pathlib import Path
 import torch
 
 from export.checks import ParityError, describe_failures
-from job.data import MnistData
-from job.extra import load_run_data
+from job.training.data import MnistData
+from job.training.extra import load_run_data
 from job.device import device_name
-from job.finish import RunFacts, finish
+from job.outcome.finish import RunFacts, finish
 from job.log import log, warn
-from job.plots import plot_comparison, plot_confusion, plot_curves, plot_extra_confusion, plot_samples
-from job.report import DataInfo, DeviceInfo, ExtraDataInfo, Report, SkippedFile, VariantResult
+from job.outcome.plots import plot_comparison, plot_confusion, plot_curves, plot_extra_confusion, plot_samples
+from job.outcome.report import DataInfo, DeviceInfo, ExtraDataInfo, Report, SkippedFile, VariantResult
 from job.settings import Settings
 from lenet_client.text import printable
-from job.stop import StopRequest
-from job.variant import train_variant
-from job.workers import train_in_parallel, variants_share_the_cpu
+from job.running.stop import StopRequest
+from job.training.variant import train_variant
+from job.running.workers import train_in_parallel, variants_share_the_cpu
 
 
 def run(settings: Settings, device: torch.device, run_dir: Path, run_id: str, started: datetime,

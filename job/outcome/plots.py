@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from lenet_client.atomic import atomic_path  # noqa: E402
-from job.report import VariantResult  # noqa: E402
+from job.outcome.report import VariantResult  # noqa: E402
 
 
 def save(figure: plt.Figure, path: Path) -> Path:

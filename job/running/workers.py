@@ -25,16 +25,16 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
 
 from job.log import log
-from job.report import VariantResult
+from job.outcome.report import VariantResult
 from job.settings import Settings
-from job.stop import STOP_SIGNALS, Interrupted, StopRequest, helpers_ignore_stop_signals
+from job.running.stop import STOP_SIGNALS, Interrupted, StopRequest, helpers_ignore_stop_signals
 
 if TYPE_CHECKING:  # not at run time: `python -m job` imports this module before torch, to start the server early
     import torch
 
 # Everything a worker imports from the start of training to the end of its parity check.
-WORKER_MODULES = ["job.forkserver_first", "job.variant", "export.formats", "export.parity", "torch._dynamo", "torch.onnx", "onnxscript",
-                  "onnxruntime", "job.forkserver_ready"]
+WORKER_MODULES = ["job.running.forkserver_first", "job.training.variant", "export.formats", "export.parity", "torch._dynamo", "torch.onnx", "onnxscript",
+                  "onnxruntime", "job.running.forkserver_ready"]
 
 
 def might_share_the_cpu(settings: Settings) -> bool:
@@ -117,7 +117,7 @@ def variant_worker(variant: str, settings: Settings, device: str, stop: StopRequ
                    threads: int, results: Connection, job_pid: int, finished: Finished) -> None:
     """One variant in its own process: load MNIST onto `device`, then train, export and verify it there; send back
     the result."""
-    die_with_parent()  # the forkserver, which dies with the job (job.forkserver_ready), or the job itself
+    die_with_parent()  # the forkserver, which dies with the job (job.running.forkserver_ready), or the job itself
     if not alive(job_pid):  # the job died while this process was being forked
         os._exit(1)
     for number in STOP_SIGNALS:
@@ -139,8 +139,8 @@ def train_one(variant: str, settings: Settings, device: str, stop: StopRequest, 
               threads: int, results: Connection, finished: Finished) -> None:
     import torch
 
-    from job.extra import load_run_data
-    from job.variant import train_variant
+    from job.training.extra import load_run_data
+    from job.training.variant import train_variant
 
     torch.set_num_threads(threads)
     try:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from job.publish import POINTER, DamagedFileError, published_run
-from job.report import ChampionCheck
+from job.outcome.publish import POINTER, DamagedFileError, published_run
+from job.outcome.report import ChampionCheck
 from lenet_client.jsonfile import read_json
 from lenet_client.predict import PredictError
 

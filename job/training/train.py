@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from job.data import Split, batches
+from job.training.data import Split, batches
 from job.settings import Recipe
-from job.stop import Interrupted
+from job.running.stop import Interrupted
 
 # tqdm's default lock is a multiprocessing RLock: a named semaphore in every process that makes a bar, which a
 # worker killed by the OOM killer leaks (and the resource tracker then warns about on stderr). Only one process

@@ -19,7 +19,7 @@ import torch
 from lenet_client.atomic import atomic_path
 from lenet_client.text import printable
 
-VENDORED_DIR = Path(__file__).parent / "mnist"
+VENDORED_DIR = Path(__file__).parents[1] / "mnist"  # job/mnist
 # Mean and std of the MNIST training pixels after ToTensor's scaling to [0, 1].
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 # Canonical MD5 of the uncompressed files (the ones torchvision and most loaders publish), and SHA-256.
@@ -53,7 +53,7 @@ class Split:
 
 @dataclass(frozen=True)
 class MnistData:
-    train: Split  # with LENET_EXTRA_DATA, MNIST's training images followed by the extra ones (job.extra)
+    train: Split  # with LENET_EXTRA_DATA, MNIST's training images followed by the extra ones (job.training.extra)
     test: Split
     source: str  # "data_dir", "vendored" or "download"
     raw_dir: Path

@@ -1,7 +1,7 @@
 """One variant, start to end: train it on the device, export every format, and prove that each format predicts
 what the trained model predicts. Returns the variant's result, built once at the end.
 
-The pipeline calls this once per variant, either in its own process (job.workers) or one after the other.
+The pipeline calls this once per variant, either in its own process (job.running.workers) or one after the other.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from pathlib import Path
 import torch
 from torchinfo import summary
 
-from job.data import MnistData
+from job.training.data import MnistData
 from job.log import epoch_line, log
-from job.metadata import model_metadata
-from job.model import build_model, parameter_count
-from job.report import Artifact, Epoch, ExtraHoldout, VariantResult
+from job.outcome.metadata import model_metadata
+from job.training.model import build_model, parameter_count
+from job.outcome.report import Artifact, Epoch, ExtraHoldout, VariantResult
 from job.settings import Recipe, Settings
-from job.stop import StopRequest
-from job.train import Diverged, evaluate, train_model
+from job.running.stop import StopRequest
+from job.training.train import Diverged, evaluate, train_model
 from lenet_client.atomic import write_text_atomically
 
 

@@ -23,9 +23,9 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from job.report import Report, Tracking
+from job.outcome.report import Report, Tracking
 from job.settings import Settings
-from job.stop import Interrupted
+from job.running.stop import Interrupted
 
 CHAMPION = "champion"
 
@@ -206,7 +206,7 @@ def first_test_image(settings: Settings):
     """float32 [1, 1, 28, 28]: MNIST's first test image, 0-255, the input example before each model's scaling."""
     import numpy as np
 
-    from job.data import read_split
+    from job.training.data import read_split
 
     images, _ = read_split(settings.data_dir, train=False, limit=1)
     return images.numpy().astype(np.float32)[:1, None]

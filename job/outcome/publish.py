@@ -22,7 +22,7 @@ from filelock import FileLock, Timeout
 from lenet_client.atomic import write_text_atomically
 from lenet_client.jsonfile import read_json
 from job.log import log, warn
-from job.report import Artifact, Report, read_report
+from job.outcome.report import Artifact, Report, read_report
 from lenet_client.text import printable
 
 POINTER = "latest.json"
