@@ -47,9 +47,9 @@ def worker(kind: str, variant: str, epochs: int, train_limit: int | None, data_d
     elif kind == "job_seed_recipe":
         from dataclasses import replace
 
+        from job.settings import RECIPES
         from job.training.data import load_mnist
         from job.training.model import build_model
-        from job.settings import RECIPES
         from job.training.train import train_model
 
         recipe = replace(RECIPES["seed"], epochs=epochs)
@@ -85,8 +85,8 @@ def training_steps(variant: str, steps: int) -> dict:
     """Seconds per training step of the default recipe on one thread, data already in memory: the job's own
     train_step (forward, loss, backward, SGD step) and nothing else (no batching, augmentation, metrics or
     evaluation). Times the job's steps cannot beat without changing the arithmetic or the kernels that run it."""
-    from job.training.model import build_model
     from job.settings import RECIPES
+    from job.training.model import build_model
     from job.training.train import sgd, train_step
 
     recipe = RECIPES["default"]
@@ -270,7 +270,7 @@ def measure_targets(rounds: int, data_dir: str) -> None:
         two = measure_job(env, data_dir, LENET_EPOCHS="2")
         fixed = measure_job(env, data_dir, **FIXED_COST_RUN)
         measured = dict(zip(TARGETS, [(full["seconds"], tutorial_8), (two["seconds"], tutorial_2),  # in its order
-                                      (fixed["seconds"], tutorial_2)]))
+                                      (fixed["seconds"], tutorial_2)], strict=True))
         for name, (job, tutorial) in measured.items():
             ratios[name].append(job / tutorial)
         print(f"round {round_}: " + "; ".join(f"{name} {job:.1f}s / {tutorial:.1f}s = {job / tutorial:.3f}"

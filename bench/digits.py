@@ -138,8 +138,9 @@ def make_sample(digit: int, rng: np.random.Generator) -> Sample:
     if placement == "centered":
         x, y = free_x // 2, free_y // 2
     elif placement == "corner":
-        x = int(rng.uniform(0.02, 0.12) * width) if rng.random() < 0.5 else free_x - int(rng.uniform(0.02, 0.12) * width)
-        y = int(rng.uniform(0.02, 0.12) * height) if rng.random() < 0.5 else free_y - int(rng.uniform(0.02, 0.12) * height)
+        margin_x, margin_y = int(rng.uniform(0.02, 0.12) * width), int(rng.uniform(0.02, 0.12) * height)
+        x = margin_x if rng.random() < 0.5 else free_x - margin_x
+        y = margin_y if rng.random() < 0.5 else free_y - margin_y
         x, y = int(np.clip(x, 0, free_x)), int(np.clip(y, 0, free_y))
     else:
         x, y = int(rng.integers(0, free_x + 1)), int(rng.integers(0, free_y + 1))
@@ -178,7 +179,8 @@ def pen_sweep(pen_range: tuple[float, float], count: int, seed: int = 0) -> list
     pictures = []
     for index in range(count):
         mask = slanted(crop_to_ink(draw_strokes(index % 10, rng, pen_range=pen_range)[0]), rng)
-        mask = mask.resize((max(1, round(mask.size[0] * 200 / max(mask.size))), max(1, round(mask.size[1] * 200 / max(mask.size)))))
+        scale = 200 / max(mask.size)
+        mask = mask.resize((max(1, round(mask.size[0] * scale)), max(1, round(mask.size[1] * scale))))
         page = Image.new("L", (300, 300), 255)
         page.paste(0, (50, 50), mask)
         pictures.append((page, index % 10))

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 
 from bench.families import family_samples
+from job.settings import RECIPES
 from job.training.data import MnistData, Split, load_mnist, to_split
 from job.training.extra import load_extra, with_extra
 from job.training.model import build_model
-from job.settings import RECIPES
 from job.training.train import evaluate, train_model
 from lenet_client.preprocess import to_mnist
 

@@ -2,9 +2,9 @@
 
 torchvision's MNIST with a per-sample PIL -> ToTensor transform, DataLoader at batch 32 (shuffled for
 training), plain SGD at lr 0.01, cross-entropy, and a `.item()` per batch for the running metrics, as the
-tutorial's train() and test() do. The model is job.training.model's LeNet, whose padded conv1 makes the tutorial's forward
-pass work at all, with its convolution blocks put back in the tutorial's form (ReLU, then `nn.MaxPool2d`), so that
-the job's faster pooling does not also speed up the baseline.
+tutorial's train() and test() do. The model is job.training.model's LeNet, whose padded conv1 makes the tutorial's
+forward pass work at all, with its convolution blocks put back in the tutorial's form (ReLU, then `nn.MaxPool2d`), so
+that the job's faster pooling does not also speed up the baseline.
 """
 
 from __future__ import annotations

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
+from job.settings import RECIPES
 from job.training.data import Split, load_mnist
 from job.training.model import build_model
-from job.settings import RECIPES
 from job.training.train import train_model
 
 VALIDATION = 5000

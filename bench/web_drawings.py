@@ -54,7 +54,8 @@ def draw(page, digit: int, box: tuple[float, float, float, float], steps: int = 
 
 def resized_whole(page, session, meta) -> str:
     """The pad's pixels resized whole to 28x28 (area averaging), inverted to white ink on black: the demos' way."""
-    data = page.evaluate("Array.from(document.querySelector('#pad').getContext('2d').getImageData(0, 0, 280, 280).data)")
+    data = page.evaluate("Array.from(document.querySelector('#pad').getContext('2d')"
+                         ".getImageData(0, 0, 280, 280).data)")
     pad = Image.fromarray(np.array(data, dtype=np.uint8).reshape(280, 280, 4)[..., :3]).convert("L")
     pixels = 255 - np.asarray(pad.resize((28, 28), Image.Resampling.BOX), dtype=np.float32)
     scale, mean, std = (float(meta[k]) for k in ("preprocess.scale", "preprocess.mean", "preprocess.std"))

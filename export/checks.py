@@ -6,10 +6,6 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class ParityError(RuntimeError):
-    """An exported file does not predict what the trained model predicts."""
-
-
 class FormatParity(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

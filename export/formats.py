@@ -19,8 +19,8 @@ import onnx
 import torch
 from torch import nn
 
-from lenet_client.contract import INPUT_NAME, OUTPUT_NAME
 from lenet_client.atomic import write_bytes_atomically, write_text_atomically
+from lenet_client.contract import INPUT_NAME, OUTPUT_NAME
 
 # The default (torch.export-based) ONNX exporter, not the legacy TorchScript one (dynamo=False): the legacy one
 # is deprecated and warns so, while the default one folds BatchNorm into Conv/Gemm, gives a graph of plain

@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import onnxruntime as ort
@@ -70,14 +69,12 @@ def logits_of(run: Runner, images: torch.Tensor, batch_size: int) -> torch.Tenso
 
 def check_parity(model: nn.Module, paths: dict[str, Path], images: torch.Tensor, labels: torch.Tensor, *,
                  batch_sizes: tuple[int, ...], max_abs_diff: float, max_rel_diff: float, min_agreement: float,
-                 reference: torch.Tensor | None = None, formats_at_once: int = 1,
+                 reference: torch.Tensor | None = None,
                  should_stop: Callable[[], None] = lambda: None) -> list[FormatParity]:
     """One row per batch size and format, in that order. `reference`: the eager model's logits for `images` at the
     largest batch size on the CPU, if already computed (the job's own final evaluation on a CPU is exactly that);
-    otherwise they are computed here. `formats_at_once`: how many formats to check at a time, each in its own thread
-    (the runners release the GIL in their kernels): 2 halves the check's time where each runner takes one thread and
-    a core is free (1.2 s instead of 1.9 s here, docs/performance.md); the rows are the same either way. `should_stop`
-    is called before each pass; it raises to abandon the check (e.g. on SIGTERM)."""
+    otherwise they are computed here. `should_stop` is called before each pass; it raises to abandon the check (e.g.
+    on SIGTERM)."""
     images, labels = images.cpu().contiguous(), labels.cpu()
     runners = format_runners(paths)
     all_logits = reference if reference is not None else \
@@ -106,6 +103,5 @@ def check_parity(model: nn.Module, paths: dict[str, Path], images: torch.Tensor,
                 passed=bool(agreements >= min_agreement * len(truth) and scaled <= 1)))
         return rows
 
-    with ThreadPoolExecutor(max_workers=formats_at_once) as pool:
-        by_format = dict(zip(runners, pool.map(check_format, runners)))
+    by_format = {name: check_format(name) for name in runners}
     return [by_format[name][row] for row in range(len(batch_sizes)) for name in runners]

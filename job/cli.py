@@ -1,5 +1,11 @@
-"""The command line: `python -m job` (installed as `lenet-mnist`). Read the settings, set the run's folder up, hand
-the run to job.running.pipeline, say what it did, and exit with the status of job.outcome.status."""
+"""The command line: `python -m job` (installed as `lenet-mnist`). `main` checks what must be right before any
+work, reads the settings, sets the run's folder up, hands the run to job.running.pipeline, says what it did, and
+returns the exit status: the one place where it is chosen, from the failure that ended the run
+(job.outcome.status.RunFailure) or from the run's report.
+
+torch and the pipeline are imported only once the temporary folder is known to be usable (job.preflight): they
+need one on import.
+"""
 
 from __future__ import annotations
 
@@ -10,19 +16,20 @@ import shutil
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
-import torch
-
-from job.outcome import status
-from job.device import select_device
+from job import preflight
 from job.log import complain, log
+from job.outcome import status
 from job.outcome.metadata import project_version
-from job.running.pipeline import run
 from job.outcome.publish import POINTER, create_run_dir, hold_run, new_run_id
-from job.outcome.report import Report
-from job.settings import Settings, SettingsError, env_name, load_settings
-from lenet_client.text import printable
+from job.outcome.status import OUTPUT, RunFailure
 from job.running.stop import StopRequest
+from job.settings import Settings, env_name, load_settings
+from lenet_client.text import printable
+
+if TYPE_CHECKING:
+    from job.outcome.report import Report
 
 SAMPLE_PICTURE = Path("docs/images/digit-7.png")  # in a checkout of this repository
 
@@ -46,39 +53,59 @@ def parse_arguments(argv: list[str]) -> None:
         description="Train LeNet-5 (plain and BatchNorm + Dropout) on MNIST, export TorchScript and ONNX, check "
                     "that they predict what the trained models predict, report, and publish the run.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {project_version()}")
-    parser.error = lambda message: parser.exit(status.BAD_SETTING.code, f"lenet-mnist: {message} (see --help)\n")
+    parser.error = bad_argument  # type: ignore[method-assign]
     parser.parse_args(argv)
 
 
-def main(argv: list[str] | tuple[str, ...] = ()) -> int:
-    parse_arguments(list(argv))
-    stop = StopRequest()
-    stop.install()
+def bad_argument(message: str) -> NoReturn:
+    raise RunFailure(f"{message} (see --help)", status.BAD_SETTING, suffix="")
+
+
+def main(argv: list[str] | tuple[str, ...] = (), stop: StopRequest | None = None) -> int:
+    """The exit status of `python -m job ARGV`. `stop`: the handlers `python -m job` installed first thing."""
+    if stop is None:
+        stop = StopRequest()
+        stop.install()
     try:
-        settings = load_settings()
-        if settings.num_threads:
-            torch.set_num_threads(settings.num_threads)
-        device = select_device(settings.device)
-    except SettingsError as error:
-        complain(f"bad setting: {error}")
-        return status.BAD_SETTING.code
+        parse_arguments(list(argv))
+        report = start_run(stop)
+    except RunFailure as failure:  # before the run had a folder: nothing to report in
+        complain(failure.line())
+        return failure.status.code
+    if report.message:
+        complain(report.message)
+    return report.exit_code
+
+
+def start_run(stop: StopRequest) -> Report:
+    """Check, read the settings, make the run's folder, run; the report of the run as written."""
+    preflight.check_temporary_folder()
+    preflight.writable_config_folders()
+    settings = load_settings()
+    preflight.start_worker_server_if_useful(settings)
+    import torch
+
+    from job.device import select_device
+    from job.running.pipeline import run
+
+    if settings.num_threads:
+        torch.set_num_threads(settings.num_threads)
+    device = select_device(settings.device)
     started = datetime.now(UTC)
     run_id = new_run_id(started)
     try:
         run_dir = create_run_dir(settings.output_dir, run_id)
         run_lock = hold_run(run_dir)
     except OSError as error:
-        complain(f"LENET_OUTPUT_DIR={printable(settings.output_dir)} cannot hold a run folder: "
-                 f"{error.strerror or error} (allowed: a writable folder, created if missing)")
-        return status.OUTPUT.code
+        raise RunFailure(f"LENET_OUTPUT_DIR={printable(settings.output_dir)} cannot hold a run folder: "
+                         f"{error.strerror or error} (allowed: a writable folder, created if missing)", OUTPUT,
+                         suffix="") from None
     try:
         report = run(settings, device, run_dir, run_id, started, stop)
     finally:
         run_lock.release()
     summarize(report, settings.output_dir, run_dir)
-    if report.message:
-        complain(report.message)
-    return report.exit_code
+    return report
 
 
 def summarize(report: Report, output_dir: Path, run_dir: Path) -> None:

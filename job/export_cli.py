@@ -41,8 +41,8 @@ def bounded(kind: type, low: float, high: float):
 
 
 def reexport(checkpoint: Path, out_dir: Path, data_dir: Path, batch_size: int) -> int:
-    from export.formats import export_model
     from export.checks import describe, describe_failures
+    from export.formats import export_model
     from export.parity import check_parity
     from job.training.data import load_mnist
     from job.training.model import load_trained
@@ -63,10 +63,10 @@ def reexport(checkpoint: Path, out_dir: Path, data_dir: Path, batch_size: int) -
 
 
 def verify(onnx_path: Path, data_dir: Path, tolerance: float) -> int:
-    from lenet_client.contract import preprocessing
     from export.parity import logits_of, onnx_runner
-    from lenet_client.predict import load_model
     from job.training.data import ensure_mnist, read_split
+    from lenet_client.contract import preprocessing
+    from lenet_client.predict import load_model
 
     _, metadata = load_model(onnx_path)
     scale, mean, std = preprocessing(metadata)
@@ -107,9 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--tolerance", type=bounded(float, 0, 1), default=0.0005,
                        help="largest accuracy difference from the recorded one (default 0.0005: 5 images)")
     args = parser.parse_args(argv)
-    from lenet_client.predict import PredictError
     from job.training.data import DataError
     from job.training.model import CheckpointError
+    from lenet_client.predict import PredictError
 
     try:
         if args.command == "reexport":

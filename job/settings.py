@@ -15,10 +15,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator
 from dotenv.parser import parse_stream
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from job.outcome.status import BAD_SETTING, RunFailure
 from lenet_client.text import printable
 
 ENV_PREFIX = "LENET_"
@@ -42,8 +43,8 @@ class Recipe:
 
     def describe(self) -> str:
         schedule = "one-cycle to" if self.lr_schedule == "onecycle" else "constant"
-        return (f"{self.name}: {self.epochs} epochs, batch {self.batch_size}, SGD lr {schedule} {self.learning_rate:g}, "
-                f"momentum {self.momentum:g}, weight decay {self.weight_decay:g}, "
+        return (f"{self.name}: {self.epochs} epochs, batch {self.batch_size}, SGD lr {schedule} "
+                f"{self.learning_rate:g}, momentum {self.momentum:g}, weight decay {self.weight_decay:g}, "
                 f"{'standardized' if self.normalize else '[0, 1]'} pixels, random shift {self.max_shift} px, "
                 f"dropout {self.dropout:g}")
 
@@ -72,7 +73,8 @@ class Settings(BaseSettings):
     recipe: Literal["default", "seed"] = Field("default", description="default or seed")
     epochs: int | None = Field(None, ge=1, le=1000, description="an integer 1-1000, or empty for the recipe's")
     batch_size: int | None = Field(None, ge=1, le=60000, description="an integer 1-60000, or empty for the recipe's")
-    learning_rate: float | None = Field(None, gt=0, le=10, description="a number > 0 and <= 10, or empty for the recipe's")
+    learning_rate: float | None = Field(None, gt=0, le=10,
+                                        description="a number > 0 and <= 10, or empty for the recipe's")
     momentum: float | None = Field(None, ge=0, lt=1, description="a number >= 0 and < 1, or empty for the recipe's")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="an integer 0-4294967295")
     min_test_accuracy: float = Field(0.98, ge=0, le=1, description="a number 0-1, e.g. 0.98")
@@ -159,8 +161,12 @@ class Settings(BaseSettings):
         return replace(RECIPES[self.recipe], **overrides)
 
 
-class SettingsError(ValueError):
+class SettingsError(RunFailure, ValueError):
     """A setting is invalid; the message is one line naming the variable and what is allowed."""
+
+    status = BAD_SETTING
+    prefix = "bad setting: "
+    suffix = ""
 
 
 def env_name(field: str) -> str:
@@ -202,8 +208,8 @@ def dotenv_names(path: Path) -> list[str]:
     """The names a .env file sets; a file that is not UTF-8 text, or a line that cannot be parsed, is an error
     (python-dotenv would skip the line with a warning, and its setting would silently keep its default)."""
     if path.is_dir():  # pydantic-settings would ignore it, and every setting in the file meant would keep its default
-        raise SettingsError(f".env is a folder, not a file (what `docker run -v` of a missing file creates; allowed: "
-                            f"a file of NAME=value lines, or no .env)")
+        raise SettingsError(".env is a folder, not a file (what `docker run -v` of a missing file creates; allowed: "
+                            "a file of NAME=value lines, or no .env)")
     if path.exists() and not path.is_file():  # pydantic-settings would wait for a writer forever
         raise SettingsError(".env is not a regular file (a pipe, a socket or a device; allowed: a file of NAME=value "
                             "lines, or no .env)")

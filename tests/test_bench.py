@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from job.settings import RECIPES
 from conftest import PYTHON, ROOT
+from job.settings import RECIPES
 
 pytestmark = pytest.mark.slow  # each test starts the benchmark's workers, which train or run the job
 

@@ -12,8 +12,8 @@ import torch
 from conftest import ROOT
 from export.formats import export_model
 from job.outcome.metadata import model_metadata
-from job.training.model import build_model
 from job.settings import RECIPES
+from job.training.model import build_model
 
 PICTURE = ROOT / "docs" / "images" / "digit-7.png"
 

@@ -48,8 +48,8 @@ def test_a_missing_device_is_an_error_not_a_fallback():
     ({"variants": ("plain",)}, 16, False),
 ])
 def test_the_worker_server_starts_early_only_where_variants_may_share_the_cpu(monkeypatch, values, cores, early):
+    from job.running.pool import might_share_the_cpu
     from job.settings import Settings
-    from job.running.workers import might_share_the_cpu
 
     monkeypatch.setattr("os.cpu_count", lambda: cores)
     assert might_share_the_cpu(Settings.model_construct(**values)) is early  # defaults, no .env read
@@ -58,12 +58,12 @@ def test_the_worker_server_starts_early_only_where_variants_may_share_the_cpu(mo
 def test_a_worker_moves_mnist_to_the_device_it_is_given_and_trains_there(monkeypatch, real_data_dir, tmp_path):
     """The path of LENET_DEVICE=cuda with LENET_PARALLEL_VARIANTS=true, on a machine without a GPU: the worker gets
     the device as an argument, not from where the data happens to be. The meta device stands in for the GPU."""
-    import multiprocessing
+    import ctypes
 
+    import job.running.pool as pool
     import job.training.variant
-    from job.settings import load_settings
     from job.running.stop import StopRequest
-    from job.running.workers import Finished, train_one
+    from job.settings import load_settings
 
     seen = {}
 
@@ -75,24 +75,9 @@ def test_a_worker_moves_mnist_to_the_device_it_is_given_and_trains_there(monkeyp
     for name in [n for n in os.environ if n.startswith("LENET_")]:
         monkeypatch.delenv(name)
     settings = load_settings(data_dir=real_data_dir, train_limit=64, test_limit=64)
-    receiver, sender = multiprocessing.Pipe(duplex=False)
-    finished = Finished(("plain", "bn_dropout"))
-    train_one("plain", settings, "meta", StopRequest(), "run", tmp_path, 1, sender, finished)
-    assert receiver.poll() and receiver.recv() == ("plain trained", None)
-    assert finished.all_but("bn_dropout")  # marked done before its result was sent
+    pids = (ctypes.c_int * 2)()
+    monkeypatch.setattr(pool, "_stop", StopRequest())
+    monkeypatch.setattr(pool, "_pids", pids)
+    assert pool.train_one("bn_dropout", settings, "meta", "run", tmp_path, 1) == "bn_dropout trained"
+    assert list(pids) == [0, os.getpid()]  # by the variant's place: how a dead worker is named
     assert seen == {"device": torch.device("meta"), "train": torch.device("meta"), "test": torch.device("meta")}
-
-
-def test_the_last_worker_at_work_checks_two_formats_at_a_time(monkeypatch):
-    """Beside another worker a second thread took that worker's CPU (docs/performance.md); alone it has a core."""
-    from job.running.workers import Finished, parity_formats_at_once
-
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    finished = Finished(("plain", "bn_dropout"))
-    assert parity_formats_at_once("bn_dropout", finished, threads=1) == 1
-    finished.mark("plain")
-    assert parity_formats_at_once("bn_dropout", finished, threads=1) == 2
-    assert parity_formats_at_once("plain", finished, threads=1) == 1
-    assert parity_formats_at_once("bn_dropout", finished, threads=2) == 1  # no core left for a second thread
-    monkeypatch.setattr(os, "cpu_count", lambda: 4)
-    assert parity_formats_at_once("bn_dropout", finished, threads=2) == 2

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from conftest import ROOT
-from lenet_client.contract import METADATA_KEYS
 from export.formats import ExportError, export_model, reject_training_graph
 from export.parity import check_parity, format_runners, logits_of, onnx_runner, stratified_sample
 from job.training.data import Split
 from job.training.model import build_model
+from lenet_client.contract import METADATA_KEYS
 
 METADATA = {key: "x" for key in METADATA_KEYS}
 
@@ -68,18 +68,16 @@ def test_the_final_evaluation_is_the_parity_reference_bit_for_bit(exported, rand
         check_parity(model, paths, images, labels, **options)
 
 
-def test_formats_checked_two_at_a_time_give_the_rows_of_one_after_the_other(exported, random_test_split):
+def test_parity_rows_come_by_batch_size_then_format(exported, random_test_split):
     model, paths = exported
     options = dict(batch_sizes=(1, 128), max_abs_diff=1e-4, max_rel_diff=1e-5, min_agreement=1.0)
-    one = check_parity(model, paths, random_test_split.images, random_test_split.labels, **options)
-    two = check_parity(model, paths, random_test_split.images, random_test_split.labels, formats_at_once=2, **options)
-    assert two == one
-    assert [(row.batch_size, row.format) for row in two] == [
+    rows = check_parity(model, paths, random_test_split.images, random_test_split.labels, **options)
+    assert [(row.batch_size, row.format) for row in rows] == [
         (batch, name) for batch in (1, 128)
         for name in ("torchscript", "torch_export", "onnxruntime", "onnxruntime_no_optimizations")]
 
 
-def test_a_stop_during_a_check_of_two_formats_at_a_time_ends_it(exported, random_test_split, monkeypatch):
+def test_a_stop_during_a_parity_check_ends_it(exported, random_test_split, monkeypatch):
     import export.parity as parity
     from job.running.stop import Interrupted
 
@@ -90,13 +88,13 @@ def test_a_stop_during_a_check_of_two_formats_at_a_time_ends_it(exported, random
     def stop_from_the_third_check_on():  # as the job's stop flag: once set, every check raises
         checks.append(1)
         if len(checks) >= 3:
-            raise Interrupted
+            raise Interrupted()
 
     with pytest.raises(Interrupted):
         check_parity(model, paths, random_test_split.images, random_test_split.labels, batch_sizes=(1, 128),
-                     max_abs_diff=1e-4, max_rel_diff=1e-5, min_agreement=1.0, formats_at_once=2,
+                     max_abs_diff=1e-4, max_rel_diff=1e-5, min_agreement=1.0,
                      should_stop=stop_from_the_third_check_on)
-    assert len(passes) == 3  # of 9: the eager reference and two formats' first passes; after the stop none began
+    assert len(passes) == 3  # of 9: the eager reference and two passes; after the stop none began
 
 
 def test_the_batch_1_sample_is_the_first_100_images_of_each_digit_in_order():
@@ -208,7 +206,8 @@ def test_unoptimized_onnxruntime_exposes_a_training_mode_export(training_mode_on
 
 def test_the_client_imports_neither_torch_nor_the_job():
     code = ("import sys, lenet_client, lenet_client.contract, lenet_client.predict, lenet_client.preprocess, "
-            "lenet_client.atomic, lenet_client.pictures, lenet_client.jsonfile; loaded = [m for m in sys.modules if m.split('.')[0] in ('torch', 'job', 'export')]; "
+            "lenet_client.atomic, lenet_client.pictures, lenet_client.jsonfile; "
+            "loaded = [m for m in sys.modules if m.split('.')[0] in ('torch', 'job', 'export')]; "
             "print(loaded); sys.exit(1 if loaded else 0)")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout

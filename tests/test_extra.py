@@ -1,5 +1,5 @@
-"""job.training.extra: labelled pictures in the folder-per-class layout, read through the contract's preprocessing, cached,
-split by content so that the holdout never leaks into training as the folder grows."""
+"""job.training.extra: labelled pictures in the folder-per-class layout, read through the contract's preprocessing,
+cached, split by content so that the holdout never leaks into training as the folder grows."""
 
 import os
 
@@ -245,7 +245,8 @@ def test_a_run_with_extra_data_reports_what_it_learned_from_and_how_it_reads_the
         str(extra_folder / "7" / "notes.txt")]
     assert report.data.train_images == TINY["train_limit"]  # MNIST's count; the extra pictures are counted apart
     (variant,) = report.variants
-    assert variant.extra_holdout.images == info.holdout_pictures["7"] == sum(map(sum, variant.extra_holdout.confusion_matrix))
+    holdout = variant.extra_holdout
+    assert holdout.images == info.holdout_pictures["7"] == sum(map(sum, holdout.confusion_matrix))
     assert "confusion_extra_plain" in report.plots
     assert json.loads((outputs / "latest.json").read_text())["run_id"] == run_dir.name
 
@@ -271,8 +272,8 @@ def test_an_extra_folder_that_cannot_be_used_stops_the_run_before_training_with_
 def test_the_champion_check_judges_the_published_model_again_on_todays_holdout(outputs, real_data_dir, tmp_path):
     """The published model's own report knows nothing of today's holdout: its ONNX file is evaluated on it, and a
     new model may not read it worse (and may not be worse on the MNIST test set beyond the tolerance)."""
-    from job.training.data import read_split
     from job.outcome.champion import SameGround, check_champion, onnx_accuracy, published_onnx
+    from job.training.data import read_split
 
     extra = tmp_path / "extra"
     for i in range(40):

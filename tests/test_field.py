@@ -67,9 +67,9 @@ def test_training_that_diverges_stops_at_once(real_data_dir):
 
     import torch
 
+    from job.settings import RECIPES
     from job.training.data import load_mnist
     from job.training.model import build_model
-    from job.settings import RECIPES
     from job.training.train import Diverged, train_model
 
     data = load_mnist(real_data_dir, download=False, normalize=True, train_limit=512, test_limit=100)

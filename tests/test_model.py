@@ -79,13 +79,13 @@ def test_training_gives_the_same_weights_as_the_tutorials_relu_then_max_pool2d(v
     for step in range(5):
         x = torch.full((32, 1, 28, 28), -0.4242)  # MNIST's standardized background: ties in every pooling window
         x[:, :, 6:22, 6:22] = torch.randn(32, 1, 16, 16, generator=torch.Generator().manual_seed(step))
-        for model, optimizer in zip((fast, reference), optimizers):
+        for model, optimizer in zip((fast, reference), optimizers, strict=True):
             torch.manual_seed(step)  # the same dropout masks
             loss = nn.functional.cross_entropy(model(x), torch.arange(32) % 10)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-    for (name, a), b in zip(fast.state_dict().items(), reference.state_dict().values()):
+    for (name, a), b in zip(fast.state_dict().items(), reference.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
 
 
@@ -132,4 +132,4 @@ def test_random_shift_moves_each_image_by_its_own_offset_and_fills_with_backgrou
     for i in range(64):
         row, col = int(offsets[0, i]), int(offsets[1, i])
         assert torch.equal(shifted[i], padded[i, :, row:row + 28, col:col + 28]), i
-    assert len({(int(r), int(c)) for r, c in zip(offsets[0], offsets[1])}) > 10  # the offsets do vary
+    assert len({(int(r), int(c)) for r, c in zip(offsets[0], offsets[1], strict=True)}) > 10  # the offsets do vary

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +14,10 @@ from PIL import Image
 
 from conftest import ROOT, seven
 from export.formats import export_model
+from job.settings import RECIPES
 from job.training.data import load_mnist
 from job.training.model import build_model
 from job.training.train import train_model
-from job.settings import RECIPES
-from dataclasses import replace
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_predicts_digits_drawn_both_ways_and_at_other_sizes(small_trained_onnx, 
     rows = [line.split("\t") for line in done.stdout.splitlines()]
     assert [row[0] for row in rows] == files
     predicted = [int(row[1]) for row in rows]
-    assert sum(p == e for p, e in zip(predicted, expected)) >= 11, (predicted, expected)
+    assert sum(p == e for p, e in zip(predicted, expected, strict=True)) >= 11, (predicted, expected)
     # A model that reads clean test digits right is sure of them: the printed probability is its confidence.
     assert sorted(float(row[2]) for row in rows)[len(rows) // 2] >= 0.9, rows
 

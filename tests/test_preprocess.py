@@ -63,7 +63,7 @@ def test_every_colour_form_gives_the_same_digit(form):
         picture = Image.new("RGBA", ink_only.size, colour + (0,))
         picture.putalpha(ink_only)
     elif form == "16-bit":
-        picture = Image.fromarray((np.asarray(seven(), dtype=np.uint16) * 257))
+        picture = Image.fromarray(np.asarray(seven(), dtype=np.uint16) * 257)
     elif form == "tinted paper":
         picture = Image.merge("RGB", [seven(paper=250), seven(paper=230), seven(paper=190)])
     else:

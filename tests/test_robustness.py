@@ -15,6 +15,7 @@ from conftest import PYTHON, TINY, job_env, published_files, published_id, run_i
 from job.outcome.report import read_report
 from job.settings import Settings
 
+
 def new_run_dirs(outputs, old_id):
     return [p for p in sorted((outputs / "runs").iterdir()) if p.name != old_id]
 
@@ -59,7 +60,7 @@ sys.exit(main())
 
 
 @pytest.mark.parametrize("moment, marker, settings, launcher", [
-    ("loading data", " thread(s), recipe", {}, None),
+    ("loading data", ", recipe ", {}, None),
     ("mid-epoch", "[plain] Epoch: 1,", {"epochs": 3, "train_limit": 6000}, None),
     ("mid-epoch, variants side by side", "[bn_dropout] Epoch: 1,",
      {"epochs": 3, "train_limit": 6000, "variants": "plain,bn_dropout", "parallel_variants": "true"}, None),
@@ -249,7 +250,8 @@ def test_damaged_idx_files_fail_with_3_before_training(outputs, real_data_dir, t
     done = subprocess.run([PYTHON, "-m", "job"], env=job_env(outputs.parent, data_dir, **TINY), cwd=outputs.parent,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 3
-    assert done.stderr.count("\n") == 1 and "train-images-idx3-ubyte does not match its canonical checksum" in done.stderr
+    assert done.stderr.count("\n") == 1
+    assert "train-images-idx3-ubyte does not match its canonical checksum" in done.stderr
     assert "Epoch" not in done.stdout
     assert published_files(outputs) == before
 

@@ -226,8 +226,8 @@ def test_without_a_tracking_address_mlflow_is_never_imported(real_data_dir, tmp_
     ("http://", "is not an http:// or https:// address"),
 ])
 def test_a_tracking_address_that_is_not_a_server_is_a_bad_setting(uri, message, tmp_path):
-    done = subprocess.run([PYTHON, "-m", "job"], env=job_env(tmp_path, tmp_path / "no-data") | {"MLFLOW_TRACKING_URI": uri},
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    env = job_env(tmp_path, tmp_path / "no-data") | {"MLFLOW_TRACKING_URI": uri}
+    done = subprocess.run([PYTHON, "-m", "job"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
     assert not (tmp_path / "outputs").exists()
 

@@ -66,7 +66,7 @@ def pictures_for_node(real_data_dir, tmp_path_factory):
     """The varied pictures as RGBA bytes (what a browser's canvas gives) with Python's 28x28 bytes for each."""
     folder = tmp_path_factory.mktemp("web-pictures")
     count = 0
-    for index, (name, image) in enumerate(varied_pictures(real_data_dir)):
+    for index, (_name, image) in enumerate(varied_pictures(real_data_dir)):
         try:
             expected = to_mnist(image).tobytes()
         except NoDigitError:

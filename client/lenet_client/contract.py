@@ -18,7 +18,8 @@ METADATA_KEYS = (
     "preprocess.scale",  # multiply 0-255 pixels by this: "0.00392156862745098" (1/255)
     "preprocess.mean",  # then subtract this ("0" when the recipe does not standardize)
     "preprocess.std",  # then divide by this ("1" when the recipe does not standardize)
-    "preprocess.method",  # how a picture becomes the 28x28 input: lenet_client.preprocess.METHOD (docs/model-contract.md)
+    # how a picture becomes the 28x28 input: lenet_client.preprocess.METHOD (docs/model-contract.md)
+    "preprocess.method",
     "metrics.test_accuracy",  # final test accuracy of the trained model, 0-1
     "run.id",
     "run.trained_at",  # UTC, ISO 8601

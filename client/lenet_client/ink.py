@@ -118,7 +118,7 @@ def segments(profile: np.ndarray) -> list[tuple[int, int]]:
     """(start, end) of the runs of nonzero entries of a 1-D profile."""
     filled = np.concatenate([[0], (profile > 0).astype(np.int8), [0]])
     edges = np.flatnonzero(np.diff(filled))
-    return list(zip(edges[::2], edges[1::2]))
+    return list(zip(edges[::2], edges[1::2], strict=True))
 
 
 def frame_lines(cover: np.ndarray) -> tuple[slice, bool] | None:
@@ -197,7 +197,8 @@ def digit_ink(gray: np.ndarray, leave_out: tuple[str, ...] = (), dark_ink: bool 
     share = coherence(strong)
     if share < MIN_COHERENCE:
         raise NoDigitError(f"no ink found: only noise stands out from the paper (of the marks above the threshold, "
-                           f"{100 * share:.0f} % touch two others; a stroke's do, at least {100 * MIN_COHERENCE:.0f} %)")
+                           f"{100 * share:.0f} % touch two others; a stroke's do, at least "
+                           f"{100 * MIN_COHERENCE:.0f} %)")
     mask = strong
     if "frame" not in leave_out:
         mask = without_frame(mask)

@@ -16,7 +16,8 @@ def read_regular_text(path: Path) -> str:
 
 def read_json(path: Path) -> object:
     """The JSON value in `path`. A file that is not a regular one, not UTF-8, not JSON, or nested deeper than the
-    parser's recursion allows is a ValueError that says which; a file that cannot be opened is the OSError open gives."""
+    parser's recursion allows is a ValueError that says which; a file that cannot be opened is the OSError open
+    gives."""
     text = read_regular_text(path)
     try:
         return json.loads(text)

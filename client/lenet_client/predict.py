@@ -105,8 +105,9 @@ def load_model(path: Path) -> tuple[ort.InferenceSession, dict[str, str]]:
         raise PredictError(EXIT_MODEL, f"{printable(path)}: {error}") from None
     problem = interface_problem(session)
     if problem:
-        raise PredictError(EXIT_MODEL, f"{printable(path)}: {problem}: not an export of this job (allowed: "
-                                       f"input {INPUT_NAME!r} float32 [N, 1, 28, 28], output {OUTPUT_NAME!r} float32 [N, 10])")
+        raise PredictError(EXIT_MODEL, f"{printable(path)}: {problem}: not an export of this job (allowed: input "
+                                       f"{INPUT_NAME!r} float32 [N, 1, 28, 28], output {OUTPUT_NAME!r} float32 "
+                                       f"[N, 10])")
     return session, metadata
 
 

@@ -1,36 +1,49 @@
-"""The end of every run, one verb: `finish` judges the run, builds its report from what the run did, writes it
-with the manifest, and publishes the run if it passed.
+"""The end of every run, in order: judge it, write its report, log it to MLflow (when on), publish it if it passed,
+prune old runs. `finish` returns the report as written; its `exit_code` is the run's exit status.
 
 All of it happens under the publish lock, so that concurrent runs on one output dir publish one after the other.
+The report is written once; twice with tracking (it says `published: false` while the run is logged), and again
+only when publishing itself fails at the end, so that the report never contradicts the exit status or latest.json.
 """
 
 from __future__ import annotations
 
 import contextlib
-import signal
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from export.checks import ParityError
-from job.outcome import status
-from job.training.data import DataError
-from job.log import log
-from job.outcome.metadata import library_versions
+from job.log import warn
 from job.outcome.champion import SameGround, check_champion
-from job.outcome.publish import (DamagedFileError, LockWaitTooLong, check_pointer_replaceable, point_latest_at, prune_runs,
-                         publish_lock, warn, write_manifest)
-from job.outcome.report import (Artifact, ChampionCheck, DataInfo, DeviceInfo, ExtraDataInfo, Report, Tracking,
-                        VariantResult, write_report)
-from job.settings import Settings
+from job.outcome.metadata import library_versions
+from job.outcome.publish import (
+    LockWaitTooLong,
+    check_pointer_replaceable,
+    point_latest_at,
+    prune_runs,
+    publish_lock,
+    write_manifest,
+)
+from job.outcome.report import (
+    Artifact,
+    ChampionCheck,
+    DataInfo,
+    DeviceInfo,
+    ExtraDataInfo,
+    Report,
+    Tracking,
+    VariantResult,
+    write_report,
+)
+from job.outcome.status import ACCURACY_GATE, CHAMPION, OK, TRACKING, RunFailure, failure_of
 from job.running.stop import Interrupted, StopRequest, raising_on_stop
-from job.training.train import Diverged
-from job.running.workers import WorkerDied
+from job.settings import Settings
+from job.training.data import DataError
 
 
 @dataclass(frozen=True)
 class RunFacts:
-    """What a run did, as job.running.pipeline gathered it: the report is built from this once."""
+    """What a run did, as job.running.pipeline gathered it: the report is built from this."""
     run_id: str
     started_at: datetime
     device: DeviceInfo
@@ -41,53 +54,56 @@ class RunFacts:
     plots: list[Path]
 
 
-@dataclass(frozen=True)
-class Verdict:
-    status: status.ExitStatus
-    message: str = ""
-    champion: ChampionCheck | None = None
+def finish(facts: RunFacts, settings: Settings, run_dir: Path, stop: StopRequest,
+           error: Exception | None) -> Report:
+    """Judge the run (`error`: what ended it early, if anything), write its report, track it, and publish it if it
+    passed; return the report as written."""
+    with contextlib.ExitStack() as held:
+        try:
+            held.callback(publish_lock(settings.output_dir, stop.check, settings.publish_wait_seconds).release)
+        except (Interrupted, LockWaitTooLong, OSError) as waited:  # its report needs no lock: it publishes nothing
+            error = waited
+        failure, champion = judge(facts, settings, stop, error)
+        tracking = None
+        if settings.mlflow_tracking_uri is not None:
+            pending, failure = written(facts, settings, run_dir, failure, champion, pending=True)
+            tracking, failure = tracked(pending, run_dir, settings, stop, failure)
+        report, failure = written(facts, settings, run_dir, failure, champion, tracking)
+        if failure is None:
+            report = published(report, facts, settings, run_dir, stop, champion)
+        return report
 
 
-def verdict_on_error(error: BaseException, stop: StopRequest) -> Verdict:
-    """The exit status of a run that raised `error`, and its one-line message."""
-    if isinstance(error, Interrupted):
-        code = {signal.SIGINT: status.SIGINT, signal.SIGHUP: status.SIGHUP}.get(stop.signal, status.SIGTERM)
-        return Verdict(code, f"interrupted by {signal.Signals(stop.signal).name}; nothing was published")
-    if isinstance(error, DataError):
-        return Verdict(status.DATA, f"data problem: {error}")
-    if isinstance(error, DamagedFileError):
-        return Verdict(status.DAMAGED, f"{error}; nothing was published")
-    if isinstance(error, Diverged):
-        return Verdict(status.DIVERGED, f"{error}; nothing was published")
-    if isinstance(error, ParityError):
-        return Verdict(status.PARITY, f"{error}; nothing was published")
-    if isinstance(error, LockWaitTooLong):
-        return Verdict(status.LOCK_WAIT, str(error))
-    if isinstance(error, WorkerDied):
-        return Verdict(status.WORKER_KILLED, f"{error}; nothing was published")
-    if isinstance(error, OSError):
-        return Verdict(status.OUTPUT, f"could not write the outputs: {error}; nothing was published")
-    return Verdict(status.UNEXPECTED, f"unexpected error: {type(error).__name__}: {error}")
-
-
-def verdict_on_results(facts: RunFacts, settings: Settings) -> Verdict:
-    """The status of a run that completed: the accuracy gate, then (if on) the champion check."""
+def judge(facts: RunFacts, settings: Settings, stop: StopRequest,
+          error: Exception | None) -> tuple[RunFailure | None, ChampionCheck | None]:
+    """Why the run fails (None: it passed), and the champion check when it was made. In order: what ended the run
+    early, a stop, a pointer that could not be replaced, the accuracy gate, then (if on) the champion check."""
+    if error is None:
+        try:
+            stop.check()
+            check_pointer_replaceable(settings.output_dir)
+        except (Interrupted, OSError) as unpublishable:
+            error = unpublishable
+    if error is not None:
+        return failure_of(error), None
     missed = [f"{r.variant} {100 * r.final_test_accuracy:.2f}%" for r in facts.variants if not r.met_accuracy_gate]
     if missed:
-        return Verdict(status.ACCURACY_GATE,
-                       f"below LENET_MIN_TEST_ACCURACY={settings.min_test_accuracy}: {', '.join(missed)}")
+        return RunFailure(f"below LENET_MIN_TEST_ACCURACY={settings.min_test_accuracy}: {', '.join(missed)}",
+                          ACCURACY_GATE, suffix=""), None
     if not settings.champion_check:
-        return Verdict(status.OK)
+        return None, None
     new = {r.variant: r.final_test_accuracy for r in facts.variants}
-    champion = check_champion(new, settings.output_dir, settings.champion_tolerance, same_ground(facts, settings))
+    try:
+        champion = check_champion(new, settings.output_dir, settings.champion_tolerance, same_ground(facts, settings))
+    except Exception as unreadable:  # the published run, or the ground to judge it on again, cannot be read
+        return failure_of(unreadable), None
     if not champion.passed:
         holdout = (f"; on the extra holdout ({champion.holdout_images} pictures): new {champion.new_holdout_accuracy}, "
                    f"published {champion.published_holdout_accuracy}") if champion.holdout_images else ""
-        return Verdict(status.CHAMPION, f"worse than the published run {champion.compared_with_run} by more than "
-                                        f"LENET_CHAMPION_TOLERANCE={settings.champion_tolerance}: new "
-                                        f"{champion.new_accuracy}, published {champion.published_accuracy}{holdout}",
-                       champion)
-    return Verdict(status.OK, champion=champion)
+        return RunFailure(f"worse than the published run {champion.compared_with_run} by more than "
+                          f"LENET_CHAMPION_TOLERANCE={settings.champion_tolerance}: new {champion.new_accuracy}, "
+                          f"published {champion.published_accuracy}{holdout}", CHAMPION, suffix=""), champion
+    return None, champion
 
 
 def same_ground(facts: RunFacts, settings: Settings) -> SameGround | None:
@@ -107,8 +123,8 @@ def same_ground(facts: RunFacts, settings: Settings) -> SameGround | None:
     return SameGround(images.numpy(), labels.numpy(), extra.holdout_images, extra.holdout_labels, holdouts)
 
 
-def report_of(facts: RunFacts, settings: Settings, verdict: Verdict, run_dir: Path,
-              tracking: Tracking | None = None, pending: bool = False) -> Report:
+def report_of(facts: RunFacts, settings: Settings, run_dir: Path, failure: RunFailure | None,
+              champion: ChampionCheck | None, tracking: Tracking | None = None, pending: bool = False) -> Report:
     """`pending`: the run passed but is not about to be published yet (it is being logged to MLflow first)."""
     finished = datetime.now(UTC)
     recipe = settings.resolved_recipe()
@@ -119,119 +135,78 @@ def report_of(facts: RunFacts, settings: Settings, verdict: Verdict, run_dir: Pa
         from job.outcome.tracking import without_credentials
 
         used["mlflow_tracking_uri"] = without_credentials(settings.mlflow_tracking_uri)
+    status = failure.status if failure else OK
     return Report(
-        status=verdict.status.report_status, exit_code=verdict.status.code, message=verdict.message,
+        status=status.report_status, exit_code=status.code, message=failure.line() if failure else "",
         run_id=facts.run_id, started_at=facts.started_at, finished_at=finished,
         elapsed_seconds=(finished - facts.started_at).total_seconds(), device=facts.device,
         versions=library_versions(), settings=used, recipe=asdict(recipe),
         variants_in_parallel=facts.variants_in_parallel, data=facts.data, extra_data=facts.extra_data,
         min_test_accuracy=settings.min_test_accuracy,
         accuracy_gate_passed=bool(facts.variants) and all(r.met_accuracy_gate for r in facts.variants),
-        champion=verdict.champion, published=verdict.status == status.OK and not pending, variants=facts.variants,
+        champion=champion, published=failure is None and not pending, variants=facts.variants,
         plots={path.stem: Artifact.of(path, run_dir) for path in facts.plots}, tracking=tracking)
 
 
-def write_run(report: Report, run_dir: Path) -> None:
-    """The report, then the manifest, which hashes every file of the run including the report."""
-    write_report(report, run_dir)
-    write_manifest(run_dir, report.run_id)
-
-
-def finish(facts: RunFacts, settings: Settings, run_dir: Path, stop: StopRequest,
-           error: Exception | None) -> Report:
-    """Judge the run, write its report and manifest, publish it if it passed; return the report.
-
-    Moving latest.json is the last thing that can fail: the report is rewritten when it does, so that the exit
-    status, the report and the pointer agree. Pruning old runs comes after it and cannot change the outcome (a
-    folder it cannot remove is named in a warning). A stop that arrives once the pointer has moved does not
-    unpublish the run."""
-    lock = None
+def written(facts: RunFacts, settings: Settings, run_dir: Path, failure: RunFailure | None,
+            champion: ChampionCheck | None, tracking: Tracking | None = None,
+            pending: bool = False) -> tuple[Report, RunFailure | None]:
+    """The run's report, written with the manifest (which hashes every file of the run, the report included), and
+    the failure the run ends with. When the report cannot be written, that is the run's failure: its report is
+    returned unwritten, and a report already in the folder is removed rather than left contradicting the exit
+    status."""
+    report = report_of(facts, settings, run_dir, failure, champion, tracking, pending)
     try:
-        lock = publish_lock(settings.output_dir, stop.check, settings.publish_wait_seconds)
-    except (Interrupted, LockWaitTooLong, OSError) as waited:  # its own report needs no lock: it publishes nothing
-        error = waited
-    try:
-        try:
-            if error is None and stop():
-                error = Interrupted()
-            if error is None:
-                check_pointer_replaceable(settings.output_dir)
-        except OSError as unpublishable:
-            error = unpublishable
-        try:
-            verdict = verdict_on_error(error, stop) if error else verdict_on_results(facts, settings)
-        except (DamagedFileError, DataError) as damaged:  # the champion check could not read its ground
-            verdict = verdict_on_error(damaged, stop)
-        # While the run is logged to MLflow its report says `published: false`: true only once it is about to be.
-        tracking_on = settings.mlflow_tracking_uri is not None
-        report = write_judged_run(facts, settings, verdict, run_dir, stop, pending=tracking_on)
-        if tracking_on:
-            report = tracked(report, facts, settings, verdict, run_dir, stop)
-        if report.published and stop():  # the stop came while the report was written: honour it
-            report = unpublished(report, facts, settings, verdict_on_error(Interrupted(), stop), run_dir, stop)
-        if report.published:
-            try:
-                point_latest_at(settings.output_dir, run_dir, report)
-            except OSError as error:
-                return unpublished(report, facts, settings, verdict_on_error(error, stop), run_dir, stop)
-            prune_runs(settings.output_dir, settings.keep_runs, report.run_id)
-        return report
-    finally:
-        if lock is not None:
-            lock.release()
+        write_report(report, run_dir)
+        write_manifest(run_dir, report.run_id)
+        return report, failure
+    except OSError as write_error:
+        with contextlib.suppress(OSError):  # a folder that refuses this too keeps whatever it holds
+            (run_dir / "report.json").unlink(missing_ok=True)
+        failure = failure_of(write_error)
+        return report_of(facts, settings, run_dir, failure, champion, tracking), failure
 
 
-def tracked(report: Report, facts: RunFacts, settings: Settings, verdict: Verdict, run_dir: Path,
-            stop: StopRequest) -> Report:
-    """The judged run logged to MLflow (job.outcome.tracking), and its report rewritten with what was logged. A run that
-    cannot be tracked is still published, with a warning, unless LENET_TRACKING_REQUIRED: then it is not (exit 12)."""
+def tracked(report: Report, run_dir: Path, settings: Settings, stop: StopRequest,
+            failure: RunFailure | None) -> tuple[Tracking | None, RunFailure | None]:
+    """The judged run logged to MLflow (job.outcome.tracking), and the failure it ends with. A run that cannot be
+    tracked is still published, with a warning, unless LENET_TRACKING_REQUIRED: then it is not (exit 12)."""
     from job.outcome.tracking import TrackingFailed, restore_champion, track
 
-    if report.exit_code != verdict.status.code:  # the report could not be written: that is the run's outcome now
-        verdict = Verdict(next(s for s in status.STATUSES if s.code == report.exit_code), report.message,
-                          verdict.champion)
-    publishing = verdict.status == status.OK
-    tracking = None
+    publishing = failure is None
     try:
         with raising_on_stop(stop):  # a stop does not wait for a server's timeouts
-            tracking = track(report, run_dir, settings, publishing)
+            return track(report, run_dir, settings, publishing), failure
     except TrackingFailed as failed:
         tracking = failed.tracking.model_copy(update={"message": str(failed)})
         if tracking.champion_moved or (stop() and tracking.mlflow_run_id):  # what moved goes back; a stopped
             tracking = restore_champion(tracking, settings, "KILLED" if stop() else "FAILED")  # run is KILLED
-        if stop():
-            pass  # the run ends as interrupted (finish), which says so
-        elif publishing and settings.tracking_required:
-            verdict = Verdict(status.TRACKING, f"tracking failed: {failed}; nothing was published")
-        else:
-            warn(f"tracking failed, the run's own outputs are complete: {failed}")
-    except Interrupted:  # after track returned, before the usual handler was back: finish unpublishes the run
-        pass
-    return write_judged_run(facts, settings, verdict, run_dir, stop, tracking)
+        if stop():  # the run ends as interrupted (`published`), which says so
+            return tracking, failure
+        if publishing and settings.tracking_required:
+            return tracking, RunFailure(f"tracking failed: {failed}", TRACKING)
+        warn(f"tracking failed, the run's own outputs are complete: {failed}")
+        return tracking, failure
+    except Interrupted:  # after track returned, before the usual handler was back: `published` stops the run
+        return None, failure
 
 
-def unpublished(report: Report, facts: RunFacts, settings: Settings, verdict: Verdict, run_dir: Path,
-                stop: StopRequest) -> Report:
-    """A run that was to be published and is not after all: its report rewritten, and `champion` moved back."""
-    tracking = report.tracking
-    if tracking is not None and tracking.champion_moved:
-        from job.outcome.tracking import restore_champion
-
-        killed = verdict.status.report_status == "interrupted"
-        tracking = restore_champion(tracking, settings, "KILLED" if killed else "FAILED")
-    return write_judged_run(facts, settings, verdict, run_dir, stop, tracking)
-
-
-def write_judged_run(facts: RunFacts, settings: Settings, verdict: Verdict, run_dir: Path,
-                     stop: StopRequest, tracking: Tracking | None = None, pending: bool = False) -> Report:
-    """The run's report for `verdict`, written with its manifest. When it cannot be written, the report of that
-    failure is returned unwritten, and a report already in the folder is removed rather than left contradicting
-    the exit status."""
-    report = report_of(facts, settings, verdict, run_dir, tracking, pending)
+def published(report: Report, facts: RunFacts, settings: Settings, run_dir: Path, stop: StopRequest,
+              champion: ChampionCheck | None) -> Report:
+    """Point latest.json at the run that passed, then prune old runs (a folder it cannot remove is named in a
+    warning and changes nothing). Moving the pointer is the last step that can fail: a stop that came first, or a
+    pointer that cannot move, leaves the run unpublished, its report rewritten to say why, and MLflow's `champion`
+    moved back. A stop that arrives once the pointer has moved does not unpublish the run."""
     try:
-        write_run(report, run_dir)
-        return report
-    except OSError as write_error:
-        with contextlib.suppress(OSError):  # a folder that refuses this too keeps whatever it holds
-            (run_dir / "report.json").unlink(missing_ok=True)
-        return report_of(facts, settings, verdict_on_error(write_error, stop), run_dir, tracking)
+        stop.check()
+        point_latest_at(settings.output_dir, run_dir, report)
+    except (Interrupted, OSError) as error:
+        failure = failure_of(error)
+        tracking = report.tracking
+        if tracking is not None and tracking.champion_moved:
+            from job.outcome.tracking import restore_champion
+
+            tracking = restore_champion(tracking, settings, "KILLED" if isinstance(error, Interrupted) else "FAILED")
+        return written(facts, settings, run_dir, failure, champion, tracking)[0]
+    prune_runs(settings.output_dir, settings.keep_runs, report.run_id)
+    return report

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
+from job.settings import Recipe
+from job.training.data import MNIST_MEAN, MNIST_STD
 from lenet_client.contract import CLASS_LABELS
 from lenet_client.preprocess import METHOD as PICTURE_METHOD
-from job.training.data import MNIST_MEAN, MNIST_STD
-from job.settings import Recipe
 
 
 def source_commit() -> str:

@@ -10,8 +10,8 @@ matplotlib.use("Agg")  # a batch job has no screen; never open a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lenet_client.atomic import atomic_path  # noqa: E402
 from job.outcome.report import VariantResult  # noqa: E402
+from lenet_client.atomic import atomic_path  # noqa: E402
 
 
 def save(figure: plt.Figure, path: Path) -> Path:
@@ -24,7 +24,7 @@ def save(figure: plt.Figure, path: Path) -> Path:
 def plot_samples(images: np.ndarray, labels: np.ndarray, path: Path) -> Path:
     """The tutorial's grid: the first 20 images of the first training batch, with their labels."""
     figure = plt.figure(figsize=(20, 5))
-    for i, (image, label) in enumerate(zip(images[:20], labels[:20])):
+    for i, (image, label) in enumerate(zip(images[:20], labels[:20], strict=True)):
         axes = figure.add_subplot(2, 10, i + 1)
         axes.imshow(np.squeeze(image), cmap=plt.cm.binary)
         axes.set_title(str(int(label)), fontsize=16)

@@ -16,13 +16,13 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-
 from filelock import FileLock, Timeout
 
-from lenet_client.atomic import write_text_atomically
-from lenet_client.jsonfile import read_json
 from job.log import log, warn
 from job.outcome.report import Artifact, Report, read_report
+from job.outcome.status import DAMAGED, LOCK_WAIT, RunFailure
+from lenet_client.atomic import write_text_atomically
+from lenet_client.jsonfile import read_json
 from lenet_client.text import printable
 
 POINTER = "latest.json"
@@ -47,8 +47,11 @@ def create_run_dir(output_dir: Path, run_id: str) -> Path:
     return run_dir
 
 
-class LockWaitTooLong(RuntimeError):
+class LockWaitTooLong(RunFailure):
     """Another run held the publish lock longer than this run may wait."""
+
+    status = LOCK_WAIT
+    suffix = ""  # the message says it
 
 
 def publish_lock(output_dir: Path, stop: Callable[[], None], wait_seconds: float) -> FileLock:
@@ -71,8 +74,10 @@ def publish_lock(output_dir: Path, stop: Callable[[], None], wait_seconds: float
                 waiting = True
 
 
-class DamagedFileError(RuntimeError):
+class DamagedFileError(RunFailure):
     """latest.json, or the report it names, cannot be read (a disk that filled, a hand edit)."""
+
+    status = DAMAGED
 
 
 def published_run(output_dir: Path) -> tuple[str, Report] | None:

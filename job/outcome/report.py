@@ -14,9 +14,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from export.checks import FormatParity
 from lenet_client.atomic import write_text_atomically
 from lenet_client.jsonfile import read_regular_text
-from export.checks import FormatParity
 
 SCHEMA_VERSION = "1.5"  # 1.1: status "diverged"; parity max_scaled_diff. 1.2: device.processes, variants[].device.
 # 1.3: parity[].sample. 1.4: extra_data, variants[].extra_holdout. 1.5: tracking, status "tracking_failed"

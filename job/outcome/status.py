@@ -1,7 +1,11 @@
-"""The job's exit statuses: the one table that the code, the README and docs/failure-modes.md share.
+"""The job's exit statuses, and the one kind of error that ends a run with one of them.
 
-`python -m job.outcome.status` prints it as Markdown; tests/test_docs.py checks that both documents hold that table,
-so they cannot drift from the code.
+Every way a run can fail is a `RunFailure` (or a subclass) that carries its `ExitStatus`; `failure_of` turns any
+other exception into one (an OSError is the outputs' problem, anything else a bug). job.cli returns the status's
+code as the exit status: that is the only place an exit code is chosen.
+
+`python -m job.outcome.status` prints the table as Markdown; tests/test_docs.py checks that the README and
+docs/failure-modes.md hold it, so they cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -48,8 +52,43 @@ SIGINT = ExitStatus(130, "interrupted", "stopped by SIGINT (Ctrl-C), at the next
 SIGTERM = ExitStatus(143, "interrupted", "stopped by SIGTERM (docker stop, Kubernetes), at the next batch or stage",
                      "yes", "no")
 
+BY_SIGNAL = {status.code - 128: status for status in (SIGHUP, SIGINT, SIGTERM)}
+
 STATUSES = (OK, UNEXPECTED, BAD_SETTING, DATA, ACCURACY_GATE, PARITY, OUTPUT, CHAMPION, DAMAGED, DIVERGED, LOCK_WAIT,
             WORKER_KILLED, TRACKING, SIGHUP, SIGINT, SIGTERM)
+
+
+class RunFailure(Exception):
+    """Why a run ends without success: its `status`, and the one line (`line()`) that the job prints on stderr and
+    the report keeps as its `message`. Subclasses name a kind of failure and its status; a judged outcome (a missed
+    gate) is one too, made with its status."""
+
+    status: ExitStatus = UNEXPECTED
+    prefix = ""  # the kind of failure, before the message
+    suffix = "; nothing was published"  # "" where the message says itself what became of the published run
+
+    def __init__(self, message: str, status: ExitStatus | None = None, suffix: str | None = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+        if suffix is not None:
+            self.suffix = suffix
+
+    def line(self) -> str:
+        return f"{self.prefix}{self}{self.suffix}"
+
+    def __reduce__(self):  # a worker process sends it back whole, its status included
+        return (type(self), (str(self), self.status, self.suffix))
+
+
+def failure_of(error: BaseException) -> RunFailure:
+    """`error` as the failure it ends the run with: an OSError is the outputs' (a full disk, a folder that cannot be
+    written), anything else not foreseen is a bug."""
+    if isinstance(error, RunFailure):
+        return error
+    if isinstance(error, OSError):
+        return RunFailure(f"could not write the outputs: {error}", OUTPUT)
+    return RunFailure(f"unexpected error: {type(error).__name__}: {error}", UNEXPECTED, suffix="")
 
 
 def markdown_table() -> str:

@@ -24,8 +24,8 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from job.outcome.report import Report, Tracking
-from job.settings import Settings
 from job.running.stop import Interrupted
+from job.settings import Settings
 
 CHAMPION = "champion"
 

@@ -11,19 +11,20 @@ from pathlib import Path
 
 import torch
 
-from export.checks import ParityError, describe_failures
-from job.training.data import MnistData
-from job.training.extra import load_run_data
+from export.checks import describe_failures
 from job.device import device_name
-from job.outcome.finish import RunFacts, finish
 from job.log import log, warn
+from job.outcome.finish import RunFacts, finish
 from job.outcome.plots import plot_comparison, plot_confusion, plot_curves, plot_extra_confusion, plot_samples
 from job.outcome.report import DataInfo, DeviceInfo, ExtraDataInfo, Report, SkippedFile, VariantResult
-from job.settings import Settings
-from lenet_client.text import printable
+from job.outcome.status import PARITY, RunFailure
+from job.running.pool import train_in_parallel, variants_share_the_cpu
 from job.running.stop import StopRequest
+from job.settings import Settings
+from job.training.data import MnistData
+from job.training.extra import load_run_data
 from job.training.variant import train_variant
-from job.running.workers import train_in_parallel, variants_share_the_cpu
+from lenet_client.text import printable
 
 
 def run(settings: Settings, device: torch.device, run_dir: Path, run_id: str, started: datetime,
@@ -35,8 +36,8 @@ def run(settings: Settings, device: torch.device, run_dir: Path, run_id: str, st
     device_info = DeviceInfo(type=device.type, spec=str(device), name=device_name(device), threads=threads,
                              processes=processes)
     recipe = settings.resolved_recipe()
-    log(f"run {run_id}: device {device} ({device_info.name}), {processes} process(es) of {threads} thread(s), "
-        f"recipe {recipe.describe()}")
+    log(f"run {run_id}: device {device} ({device_info.name}), {plural(processes, 'process', 'processes')} of "
+        f"{plural(threads, 'thread')}, recipe {recipe.describe()}")
     data, extra, results, plots, error = None, None, [], [], None
     try:
         data, extra = load_data(settings, recipe.normalize)
@@ -60,6 +61,10 @@ def run(settings: Settings, device: torch.device, run_dir: Path, run_id: str, st
     facts = RunFacts(run_id=run_id, started_at=started, device=device_info, variants_in_parallel=in_parallel,
                      data=data_info(data, extra) if data else None, extra_data=extra, variants=results, plots=plots)
     return finish(facts, settings, run_dir, stop, error)
+
+
+def plural(count: int, one: str, many: str = "") -> str:
+    return f"{count} {one if count == 1 else many or one + 's'}"
 
 
 def load_data(settings: Settings, normalize: bool) -> tuple[MnistData, ExtraDataInfo | None]:
@@ -134,10 +139,16 @@ def plot_variant(result: VariantResult, plot_dir: Path) -> list[Path]:
     return plots
 
 
+class ParityFailed(RunFailure):
+    """An exported file does not predict what the trained model predicts."""
+
+    status = PARITY
+
+
 def raise_on_parity_failures(results: list[VariantResult]) -> None:
     """Raised only after every variant was trained, exported and plotted, so that the report keeps every
     variant's figures and plots for diagnosis."""
     failed = [r for r in results if not all(check.passed for check in r.parity)]
     if failed:
-        raise ParityError("; ".join(f"[{r.variant}] exported model differs from the trained one: "
+        raise ParityFailed("; ".join(f"[{r.variant}] exported model differs from the trained one: "
                                     f"{describe_failures(r.parity)}" for r in failed))

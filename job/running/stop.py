@@ -1,5 +1,8 @@
 """Stopping a run on SIGTERM / SIGINT / SIGHUP: a flag that training checks before every batch and the pipeline between
-stages, so that a stop takes effect within one batch or one stage and the run still writes its report."""
+stages, so that a stop takes effect within one batch or one stage and the run still writes its report.
+
+`python -m job` installs the handlers first thing, before its heavy imports: a stop that arrives while torch loads
+is kept, and the run ends at its first check."""
 
 from __future__ import annotations
 
@@ -8,13 +11,21 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from job.outcome.status import BY_SIGNAL, SIGTERM, RunFailure
+
 # SIGHUP: the terminal or the SSH session that started the run closed; its default killed the job without a report.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-_early: list[int] = []  # signals that came before the run's StopRequest was installed
 
 
-class Interrupted(Exception):
-    """The run stopped early because a stop was requested."""
+class Interrupted(RunFailure):
+    """The run stopped early because a stop signal came: 128 + its number, as a shell reports a signal."""
+
+    def __init__(self, number: int = signal.SIGTERM) -> None:
+        super().__init__(f"interrupted by {signal.Signals(number).name}", BY_SIGNAL.get(number, SIGTERM))
+        self.number = number
+
+    def __reduce__(self):
+        return (Interrupted, (self.number,))
 
 
 class StopRequest:
@@ -33,23 +44,14 @@ class StopRequest:
     def check(self) -> None:
         """Stop between stages: raise Interrupted if a stop was requested."""
         if self._signal.value:
-            raise Interrupted
+            raise Interrupted(self._signal.value)
 
     def install(self) -> None:
         for number in STOP_SIGNALS:
             signal.signal(number, self._request)
-        if _early:  # a Ctrl-C or SIGTERM while the job was still importing: the run stops at its first check
-            self._signal.value = _early[0]
 
     def _request(self, number: int, frame: object) -> None:
         self._signal.value = number
-
-
-def catch_early_signals() -> None:
-    """The first thing `python -m job` does: from here on SIGINT and SIGTERM are remembered, not a traceback
-    (KeyboardInterrupt in the middle of importing torch) or a silent death; StopRequest.install takes them over."""
-    for number in STOP_SIGNALS:
-        signal.signal(number, lambda number, frame: _early.append(number))
 
 
 @contextmanager
@@ -74,7 +76,7 @@ def raising_on_stop(stop: StopRequest) -> Iterator[None]:
     (a scheduler's grace period before SIGKILL is often 30 s)."""
     def request(number: int, frame: object) -> None:
         stop._request(number, frame)
-        raise Interrupted
+        raise Interrupted(number)
 
     previous = {number: signal.signal(number, request) for number in STOP_SIGNALS}
     try:

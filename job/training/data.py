@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from job.outcome.status import DATA, RunFailure
 from lenet_client.atomic import atomic_path
 from lenet_client.text import printable
 
@@ -35,8 +36,12 @@ CHECKSUMS = {
 }
 
 
-class DataError(RuntimeError):
-    """MNIST is missing, corrupted or unreadable; the message says which file and what to do."""
+class DataError(RunFailure):
+    """MNIST (or LENET_EXTRA_DATA) is missing, corrupted or unreadable; the message says which file and what to do."""
+
+    status = DATA
+    prefix = "data problem: "
+    suffix = ""
 
 
 @dataclass(frozen=True)

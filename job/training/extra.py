@@ -30,8 +30,8 @@ from lenet_client.atomic import atomic_path
 from lenet_client.text import printable
 
 if TYPE_CHECKING:
-    from job.training.data import MnistData
     from job.settings import Settings
+    from job.training.data import MnistData
 
 HOLDOUT_EVERY = 5  # a picture whose hash is 0 modulo this is in the holdout: about 20 %
 CLASSES = tuple(str(digit) for digit in range(10))

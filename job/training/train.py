@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from job.training.data import Split, batches
+from job.outcome.status import DIVERGED, RunFailure
 from job.settings import Recipe
-from job.running.stop import Interrupted
+from job.training.data import Split, batches
 
 # tqdm's default lock is a multiprocessing RLock: a named semaphore in every process that makes a bar, which a
 # worker killed by the OOM killer leaks (and the resource tracker then warns about on stderr). Only one process
@@ -47,8 +47,10 @@ class Evaluation:
     logits: torch.Tensor  # float32 [N, 10], on the CPU
 
 
-class Diverged(RuntimeError):
+class Diverged(RunFailure):
     """The loss became infinite, NaN, or far worse than guessing: the run stops before anything is exported."""
+
+    status = DIVERGED
 
 
 UNIFORM_GUESS_LOSS = math.log(10)  # cross-entropy of a model that gives each digit 1/10
@@ -112,7 +114,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch
 def train_model(model: nn.Module, train: Split, test: Split, recipe: Recipe, *, device: torch.device, seed: int,
                 eval_batch_size: int,
                 on_epoch: Callable[[EpochMetrics], None] = lambda metrics: None,
-                should_stop: Callable[[], bool] = lambda: False,
+                check_stop: Callable[[], None] = lambda: None,
                 progress_label: str | None = None) -> tuple[list[EpochMetrics], Evaluation]:
     """Train for the recipe's epochs; return each epoch's metrics and the final model's test evaluation.
     `model`, `train` and `test` must be on `device`. With a `progress_label`, a terminal also gets a progress bar
@@ -139,8 +141,7 @@ def train_model(model: nn.Module, train: Split, test: Split, recipe: Recipe, *, 
                         mininterval=0, miniters=max(1, steps_per_epoch // 100), ncols=80, nrows=2,
                         disable=not (progress_label and sys.stdout.isatty()))
         for images, labels in batches(train, recipe.batch_size, generator):
-            if should_stop():
-                raise Interrupted
+            check_stop()  # raises Interrupted once a stop signal came
             if len(labels) == 1 and batch_norm:  # a last batch of one image: BatchNorm cannot normalize it
                 continue
             seen += len(labels)

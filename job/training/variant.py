@@ -1,13 +1,12 @@
 """One variant, start to end: train it on the device, export every format, and prove that each format predicts
 what the trained model predicts. Returns the variant's result, built once at the end.
 
-The pipeline calls this once per variant, either in its own process (job.running.workers) or one after the other.
+The pipeline calls this once per variant, either in its own process (job.running.pool) or one after the other.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,22 +14,21 @@ from pathlib import Path
 import torch
 from torchinfo import summary
 
-from job.training.data import MnistData
 from job.log import epoch_line, log
 from job.outcome.metadata import model_metadata
-from job.training.model import build_model, parameter_count
 from job.outcome.report import Artifact, Epoch, ExtraHoldout, VariantResult
-from job.settings import Recipe, Settings
 from job.running.stop import StopRequest
+from job.settings import Recipe, Settings
+from job.training.data import MnistData
+from job.training.model import build_model, parameter_count
 from job.training.train import Diverged, evaluate, train_model
 from lenet_client.atomic import write_text_atomically
 
 
 def train_variant(variant: str, data: MnistData, recipe: Recipe, settings: Settings, device: torch.device,
-                  stop: StopRequest, run_id: str, run_dir: Path, progress_bar: bool = True,
-                  parity_formats_at_once: Callable[[], int] = lambda: 1) -> VariantResult:
+                  stop: StopRequest, run_id: str, run_dir: Path, progress_bar: bool = True) -> VariantResult:
     """Train one variant on `device` (where `data` already is), then export it and check that every exported file
-    predicts what it predicts. `parity_formats_at_once` is asked when the check starts (export.parity)."""
+    predicts what it predicts."""
     from export.checks import describe  # torch.export / onnx are loaded only when a model is ready
     from export.formats import export_model
     from export.parity import check_parity
@@ -48,7 +46,7 @@ def train_variant(variant: str, data: MnistData, recipe: Recipe, settings: Setti
     started = time.perf_counter()
     try:
         history, final = train_model(model, data.train, data.test, recipe, device=device, seed=settings.seed,
-                                     eval_batch_size=settings.eval_batch_size, should_stop=stop,
+                                     eval_batch_size=settings.eval_batch_size, check_stop=stop.check,
                                      progress_label=f"[{variant}]" if progress_bar else None,
                                      on_epoch=lambda metrics: log(epoch_line(variant, metrics)))
     except Diverged as error:
@@ -70,8 +68,7 @@ def train_variant(variant: str, data: MnistData, recipe: Recipe, settings: Setti
                           # On a CPU the final evaluation ran the eager model on the same images at the same batch
                           # size: its logits are the reference, bit for bit (tests/test_export.py). An accelerator's
                           # are not what the files, run on the CPU, are compared with.
-                          reference=final.logits if device.type == "cpu" else None,
-                          formats_at_once=parity_formats_at_once())
+                          reference=final.logits if device.type == "cpu" else None)
     parity_seconds = time.perf_counter() - started
     log(f"[{variant}] exported in {export_seconds:.1f}s, parity checked in {parity_seconds:.1f}s")
     for check in parity:

@@ -1,0 +1,197 @@
+"""Variants side by side: one process per variant, each training, exporting and verifying its own model.
+
+Measured on 2 cores (docs/performance.md): small convolutions use a second thread poorly, so two single-threaded
+trainings beat one two-threaded after the other, and one variant's export and parity check overlap the other's
+training.
+
+The processes are the standard library's ProcessPoolExecutor, forked from a multiprocessing forkserver that imports
+what the workers need (torch, the exporters, onnxruntime: seconds) once for all of them. `python -m job` starts that
+server before its own imports (`start_worker_server`), so that the two import side by side. The server has run no
+torch operation, so forking it is safe where forking the job is not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import multiprocessing
+import multiprocessing.forkserver
+import os
+import pickle
+import signal
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.context import BaseContext
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from job.log import log
+from job.outcome.report import VariantResult
+from job.outcome.status import WORKER_KILLED, RunFailure
+from job.running.stop import STOP_SIGNALS, Interrupted, StopRequest, helpers_ignore_stop_signals
+from job.settings import Settings
+
+if TYPE_CHECKING:  # not at run time: `python -m job` imports this module before torch, to start the server early
+    import torch
+
+# What a worker imports from the start of training to the end of its parity check: the forkserver imports them
+# once, and every worker forked from it has them.
+WORKER_MODULES = ["job.training.variant", "export.formats", "export.parity", "torch._dynamo", "torch.onnx",
+                  "onnxscript", "onnxruntime"]
+
+
+class WorkerDied(RunFailure):
+    """A variant's worker process ended without sending its result: killed (the OOM killer, a signal sent to it
+    alone) or crashed in native code."""
+
+    status = WORKER_KILLED
+
+
+def variants_share_the_cpu(settings: Settings, device_type: str, threads: int) -> bool:
+    """Train the variants side by side, one process each? Yes on a CPU with a thread per variant, unless
+    LENET_PARALLEL_VARIANTS says otherwise."""
+    if settings.parallel_variants is not None:
+        return settings.parallel_variants and len(settings.variants) > 1
+    return device_type == "cpu" and len(settings.variants) > 1 and threads >= len(settings.variants)
+
+
+def might_share_the_cpu(settings: Settings) -> bool:
+    """Before torch is imported: could variants_share_the_cpu say yes? (`auto` counts as the CPU: on a machine
+    with an accelerator the early server then goes unused.)"""
+    device_type = "cpu" if settings.device == "auto" else settings.device
+    return variants_share_the_cpu(settings, device_type, settings.num_threads or os.cpu_count() or 1)
+
+
+def worker_context() -> BaseContext:
+    """The forkserver, started now if it is not running, with WORKER_MODULES imported; a fresh interpreter per
+    worker (spawn) where the server cannot run (its socket path must fit AF_UNIX's ~100 characters: a long TMPDIR
+    does not). Started with the stop signals ignored, as its workers then are from their first instruction: they
+    share the job's process group, and a Ctrl-C there is the job's to handle (through the shared stop flag)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(WORKER_MODULES)
+    try:
+        with helpers_ignore_stop_signals():
+            multiprocessing.forkserver.ensure_running()
+        return context
+    except OSError:
+        return multiprocessing.get_context("spawn")
+
+
+start_worker_server = worker_context
+
+# Set in each worker process by `worker_started`: the job's stop flag and the table where each worker writes its
+# pid by its variant's place, which only inheritance can pass.
+_stop: StopRequest | None = None
+_pids: ctypes.Array[ctypes.c_int] | None = None
+
+
+def worker_started(stop: StopRequest, pids: ctypes.Array[ctypes.c_int]) -> None:
+    """Each worker's first step. Signals are the job's (above); and the kernel kills the worker when its parent
+    exits, however it exits (SIGKILL, the OOM killer, a node drain): a worker must never go on training and writing
+    into a run whose job is gone. The parent is the forkserver, which exits when the job does."""
+    global _stop, _pids
+    _stop, _pids = stop, pids
+    for number in STOP_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def train_one(variant: str, settings: Settings, device: str, run_id: str, run_dir: Path,
+              threads: int) -> VariantResult:
+    """One variant in a worker process: load MNIST onto `device`, train, export and verify it there."""
+    import torch
+
+    from job.training.extra import load_run_data
+    from job.training.variant import train_variant
+
+    assert _stop is not None and _pids is not None, "worker_started ran first"
+    _pids[settings.variants.index(variant)] = os.getpid()
+    torch.set_num_threads(threads)
+    try:
+        recipe = settings.resolved_recipe()
+        data, _, _ = load_run_data(settings, recipe.normalize)  # the job has warned about the extra pictures
+        # No progress bar: two processes drawing on one terminal line would garble it.
+        return train_variant(variant, data.to(torch.device(device)), recipe, settings, torch.device(device), _stop,
+                             run_id, run_dir, progress_bar=False)
+    except Exception as error:
+        try:
+            pickle.dumps(error)
+        except Exception:  # an error that cannot cross the process boundary still must say what it was
+            raise RuntimeError(f"{type(error).__name__}: {error}") from None
+        raise
+
+
+def train_in_parallel(settings: Settings, device: torch.device, stop: StopRequest, run_id: str, run_dir: Path,
+                      threads: int, on_result: Callable[[VariantResult], None] = lambda result: None
+                      ) -> list[VariantResult]:
+    """Every variant in its own process, each on `device` (on a GPU, both share it). `on_result` is called with each
+    variant's result as it arrives, while the others go on. A variant's error is raised once every variant ended
+    (a stop signal's Interrupted first); a worker that dies stops the others at once."""
+    context = worker_context()  # not fork: forking a process that has run torch's threads can hang
+    start = ("forked from the preloaded worker server" if context.get_start_method() == "forkserver"
+             else "each in a fresh interpreter")
+    log(f"training {', '.join(settings.variants)} side by side on {device}: one process each, {threads} "
+        f"thread{'s' if threads > 1 else ''} each, {start}")
+    pids = context.RawArray("i", len(settings.variants))
+    pool = ProcessPoolExecutor(len(settings.variants), mp_context=context, initializer=worker_started,
+                               initargs=(stop, pids))
+    results: dict[str, VariantResult] = {}
+    errors: list[Exception] = []
+    workers: list[BaseProcess] = []
+    try:
+        # The executor starts its processes at submit. A spawned one is a new interpreter that must start with the
+        # stop signals ignored; a forked one inherits the forkserver's, and the job must not ignore signals while it
+        # waits for the forkserver's imports (seconds).
+        with helpers_ignore_stop_signals() if context.get_start_method() == "spawn" else contextlib.nullcontext():
+            futures = [pool.submit(train_one, variant, settings, str(device), run_id, run_dir, threads)
+                       for variant in settings.variants]
+        workers = list(pool._processes.values())  # type: ignore[attr-defined]  # to tell how a dead one ended
+        for future in as_completed(futures):
+            try:
+                result = future.result()
+            except BrokenProcessPool:
+                raise WorkerDied(dead_worker(workers, pids, settings.variants)) from None
+            except Exception as error:
+                errors.append(error)
+                continue
+            results[result.variant] = result
+            on_result(result)
+    except BaseException:
+        for worker in workers:  # nothing of this run is published: the survivors stop at once (they ignore SIGTERM)
+            worker.kill()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        remove_partial_files(run_dir)
+    if errors:
+        raise next((e for e in errors if isinstance(e, Interrupted)), errors[0]) if stop() else errors[0]
+    return [results[variant] for variant in settings.variants]
+
+
+def dead_worker(workers: list[BaseProcess], pids: ctypes.Array[ctypes.c_int], variants: tuple[str, ...]) -> str:
+    """Which variant's worker ended, and how (its siblings are still alive: they are killed after this)."""
+    for worker in workers:
+        if worker.exitcode is not None:
+            variant = next((v for v, pid in zip(variants, pids, strict=True) if pid == worker.pid), "a variant's")
+            how = (f"was killed by {signal.Signals(-worker.exitcode).name} (the OOM killer sends SIGKILL)"
+                   if worker.exitcode < 0 else f"exited with status {worker.exitcode} without a result")
+            return f"the {variant} worker process {how}; the other variants were stopped"
+    return "a variant's worker process ended without a result; the other variants were stopped"
+
+
+def remove_partial_files(run_dir: Path) -> None:
+    """A worker killed while it wrote leaves its temporary file (lenet_client.atomic): the run folder keeps only
+    whole files."""
+    for path in run_dir.rglob(".*.partial*"):
+        path.unlink(missing_ok=True)
