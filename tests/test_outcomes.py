@@ -282,20 +282,40 @@ def test_a_figure_that_cannot_be_drawn_fails_the_run_once_every_variant_is_in(ou
     assert published_files(outputs) == before
 
 
+def catches(pid, number):
+    """Whether process `pid` has a handler for signal `number` (SigCgt in /proc: a bit mask, bit N-1 for signal N)."""
+    try:
+        fields = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    except OSError:
+        return False
+    return bool(int(fields["SigCgt"], 16) >> (number - 1) & 1)
+
+
+# The moments of the start that differ: the job's own imports (torch, matplotlib) while the forkserver imports what
+# the workers need; the workers being forked from it; a worker at its first step.
+START_MOMENTS = {"handlers installed": None, "side by side": "side by side on cpu",
+                 "a worker at work": "parameters (layers:"}
+
+
 @pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("number, to_group", [(signal.SIGINT, True), (signal.SIGTERM, False)],
                          ids=["Ctrl-C to the process group", "SIGTERM to the job"])
-@pytest.mark.parametrize("delay", [0.05, 0.2, 0.4, 0.8, 1.5, 2.5, 3.5])
+@pytest.mark.parametrize("moment", START_MOMENTS)
 def test_a_stop_signal_at_any_moment_of_the_start_gives_its_status_and_one_line(real_data_dir, tmp_path, number,
-                                                                                to_group, delay):
-    """The first seconds: imports, the forkserver's start and its imports, loading MNIST, the workers' start. A
-    Ctrl-C there printed a KeyboardInterrupt traceback (from the job or the forkserver) and SIGTERM killed the job
-    silently."""
-    # Long enough (~10 s on an idle machine) that every delay lands before the end.
+                                                                                to_group, moment):
+    """From the moment the job handles signals (its first instruction; before that, the interpreter's own start,
+    the default action is the only one there is): imports, the forkserver's start and its imports, loading MNIST,
+    the workers' start. A Ctrl-C there printed a KeyboardInterrupt traceback (from the job or the forkserver) and
+    SIGTERM killed the job silently."""
     env = job_env(tmp_path, real_data_dir, **(TINY | PARALLEL | {"train_limit": 30000}))
     process = subprocess.Popen([PYTHON, "-m", "job"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, start_new_session=True)
-    time.sleep(delay)
+    deadline = time.monotonic() + 60
+    while not catches(process.pid, number) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    if START_MOMENTS[moment]:
+        wait_for_line(process, START_MOMENTS[moment])
     (os.killpg if to_group else os.kill)(process.pid, number)
     stdout, stderr = process.communicate(timeout=120)
     expected = status.SIGINT if number == signal.SIGINT else status.SIGTERM

@@ -329,7 +329,7 @@ def test_relative_folders_mean_the_jobs_folder_in_forked_workers(monkeypatch, re
     """The forkserver keeps the folder it was started in; a job run in-process from another folder, with relative
     LENET_DATA_DIR and LENET_OUTPUT_DIR, must still read and write there in its workers (multiprocessing moves
     each new process to the starting process's folder, for a forkserver as for spawn)."""
-    from job.running.workers import start_worker_server
+    from job.running.pool import start_worker_server
 
     start_worker_server()  # from pytest's folder, as a long-lived caller would have
     (tmp_path / "mnist-here").symlink_to(real_data_dir, target_is_directory=True)

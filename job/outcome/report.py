@@ -10,18 +10,18 @@ import json
 from datetime import datetime
 from hashlib import sha256
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from export.checks import FormatParity
+from job.outcome.status import ReportStatus
 from lenet_client.atomic import write_text_atomically
 from lenet_client.jsonfile import read_regular_text
 
 SCHEMA_VERSION = "1.5"  # 1.1: status "diverged"; parity max_scaled_diff. 1.2: device.processes, variants[].device.
 # 1.3: parity[].sample. 1.4: extra_data, variants[].extra_holdout. 1.5: tracking, status "tracking_failed"
-Status = Literal["succeeded", "accuracy_gate_failed", "parity_failed", "champion_check_failed", "interrupted",
-                 "failed", "diverged", "tracking_failed"]
+Status = ReportStatus
 
 
 class Strict(BaseModel):

@@ -11,12 +11,17 @@ docs/failure-modes.md hold it, so they cannot drift from the code.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+# The report's `status`, one per outcome (several exit statuses share `failed` and `interrupted`).
+ReportStatus = Literal["succeeded", "accuracy_gate_failed", "parity_failed", "champion_check_failed", "interrupted",
+                       "failed", "diverged", "tracking_failed"]
 
 
 @dataclass(frozen=True)
 class ExitStatus:
     code: int
-    report_status: str  # the report's `status`; "-" where no report is written
+    report_status: ReportStatus | None  # None where no report is written
     meaning: str
     report_written: str
     published: str
@@ -24,7 +29,7 @@ class ExitStatus:
 
 OK = ExitStatus(0, "succeeded", "every variant met the gate and every export passed parity", "yes", "yes")
 UNEXPECTED = ExitStatus(1, "failed", "unexpected error (a bug): the message names it", "yes", "no")
-BAD_SETTING = ExitStatus(2, "-", "bad setting, unknown variant or device, device not present", "no (nothing started)",
+BAD_SETTING = ExitStatus(2, None, "bad setting, unknown variant or device, device not present", "no (nothing started)",
                          "no")
 DATA = ExitStatus(3, "failed", "data problem: MNIST missing, truncated, corrupted, wrong shape (checksums), download "
                                "failed", "yes", "no")
@@ -93,7 +98,7 @@ def failure_of(error: BaseException) -> RunFailure:
 
 def markdown_table() -> str:
     rows = ["| exit | report `status` | meaning | report written | published |", "|---|---|---|---|---|"]
-    rows += [f"| {s.code} | {'`' + s.report_status + '`' if s.report_status != '-' else '-'} | {s.meaning} | "
+    rows += [f"| {s.code} | {f'`{s.report_status}`' if s.report_status else '-'} | {s.meaning} | "
              f"{s.report_written} | {s.published} |" for s in STATUSES]
     return "\n".join(rows) + "\n"
 

@@ -156,7 +156,7 @@ def train_in_parallel(settings: Settings, device: torch.device, stop: StopReques
         with helpers_ignore_stop_signals() if context.get_start_method() == "spawn" else contextlib.nullcontext():
             futures = [pool.submit(train_one, variant, settings, str(device), run_id, run_dir, threads)
                        for variant in settings.variants]
-        workers = list(pool._processes.values())  # type: ignore[attr-defined]  # to tell how a dead one ended
+        workers = list(pool._processes.values())  # private: to tell how a dead one ended
         for future in as_completed(futures):
             try:
                 result = future.result()
