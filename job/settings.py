@@ -239,3 +239,17 @@ def reject_untrainable(settings: Settings) -> None:
         name, value = ("LENET_BATCH_SIZE", 1) if recipe.batch_size == 1 else ("LENET_TRAIN_LIMIT", 1)
         raise SettingsError(f"{name}={value}: the bn_dropout variant's BatchNorm cannot train on batches of one "
                             f"image (allowed: 2 or more with bn_dropout, or LENET_VARIANTS=plain)")
+
+
+def markdown_table() -> str:
+    """Every setting as docs/settings.md's table (tests/test_docs.py checks it): `python -m job.settings`."""
+    def shown(value: object) -> str:
+        value = ",".join(value) if isinstance(value, tuple) else value
+        return "(empty)" if value is None else f"`{str(value).lower() if isinstance(value, bool) else value}`"
+    rows = [f"| `{env_name(name)}` | {shown(field.default)} | {field.description} |"
+            for name, field in Settings.model_fields.items()]
+    return "\n".join(["| variable | default | allowed |", "|---|---|---|", *rows]) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")

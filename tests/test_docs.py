@@ -1,4 +1,5 @@
-"""The documents and the layout agree with the code: the exit-status table, and which package imports which."""
+"""The documents and the layout agree with the code: the exit-status and settings tables, and which package imports
+which."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import ast
 import typing
 from pathlib import Path
 
+from job import settings
 from job.outcome import status
 from job.outcome.report import Status
 
@@ -17,6 +19,11 @@ def test_the_readme_and_the_failure_modes_hold_the_exit_status_table_of_the_code
     for document in ("README.md", "docs/failure-modes.md"):
         assert table in (ROOT / document).read_text(), \
             f"{document}: paste the output of `python -m job.outcome.status` as its exit-status table"
+
+
+def test_the_settings_document_holds_the_settings_table_of_the_code():
+    assert settings.markdown_table() in (ROOT / "docs/settings.md").read_text(), \
+        "docs/settings.md: paste the output of `python -m job.settings` as its settings table"
 
 
 def test_every_exit_status_is_distinct_and_names_a_report_status():
