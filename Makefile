@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml client/pyproject.toml constraints.txt
 web/node_modules/.package-lock.json: web/package.json web/package-lock.json
 	npm ci --prefix web --no-audit --no-fund --loglevel=error
 
-.PHONY: setup run test test-fast bench web
+.PHONY: setup run test test-fast lint bench web
 setup: $(VENV)/.installed web/node_modules/.package-lock.json
 
 run: $(VENV)/.installed
@@ -26,6 +26,11 @@ test: $(VENV)/.installed web/node_modules/.package-lock.json
 # The edit loop: every test but those marked slow (whole job runs, training on the real MNIST, new environments).
 test-fast: $(VENV)/.installed web/node_modules/.package-lock.json
 	$(VENV)/bin/python -m pytest -m "not slow"
+
+# Style, complexity and argument-count rules (ruff), and types (mypy): both must stay clean (CI runs this).
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/python -m bench

@@ -54,9 +54,3 @@ def test_the_import_graph_runs_one_way_job_export_client():
                                                                                    "torchvision", "pydantic"}))
                  for p in modules(package) if imported_packages(p) & forbidden}
     assert offenders == {}
-
-
-def test_no_module_is_over_250_lines():
-    long = {str(p.relative_to(ROOT)): n for package in ("job", "export", "lenet_client") for p in modules(package)
-            if (n := len(p.read_text().splitlines())) > 250}
-    assert long == {}

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from conftest import PYTHON, ROOT, job_env, run_job
-from job.outcome.report import read_report
+from job.outcome.report import Report, read_report
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +55,21 @@ def test_the_run_ends_with_each_variants_figures_where_things_are_and_a_command_
     shutil.copy(ROOT / "docs" / "images" / "digit-7.png", picture)
     tried = subprocess.run([*command[:-1], str(picture)], capture_output=True, text=True, timeout=120)
     assert tried.returncode == 0 and tried.stdout.startswith(f"{picture}\t"), tried.stderr
+
+
+def test_every_field_of_the_report_is_filled_with_a_real_value(small_run):
+    """What the schema documents is there: only the parts of an option that is off (extra data, the champion check,
+    tracking) may be empty. The MLflow tags read some of these (the source commit was "unknown" for months)."""
+    outputs, _ = small_run
+    raw = json.loads((outputs / json.loads((outputs / "latest.json").read_text())["report"]).read_text())
+    off = {"extra_data", "champion", "tracking"}
+    assert {name for name, value in raw.items() if value in (None, "", [], {})} == off | {"message"}
+    assert set(Report.model_fields) == set(raw)
+    assert all(value not in ("", "unknown", "not installed") for value in raw["versions"].values()), raw["versions"]
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    assert raw["versions"]["source_commit"] == commit
+    for variant in raw["variants"]:
+        assert {name for name, value in variant.items() if value in (None, "", [], {})} == {"extra_holdout"}
 
 
 def test_report_holds_every_figure_and_the_published_pointer_names_it(small_run):

@@ -4,6 +4,7 @@ folder), with the job run as a scheduler runs it."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, TINY, job_env, published_files
+from conftest import PYTHON, ROOT, TINY, job_env, published_files
 
 mlflow = pytest.importorskip("mlflow", reason="the test extra installs mlflow")
 from mlflow import MlflowClient  # noqa: E402
@@ -108,6 +109,14 @@ def test_a_published_run_is_logged_and_its_models_are_the_champions(server, firs
              {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert {"report.json", "manifest.json", "plots/curves_plain.png", "plots/comparison.png"} <= logged
     assert f"MLflow: run {run.info.run_id}" in done.stdout and not done.stderr.strip()
+    # Every tag that docs/tracking.md documents, with a real value: the source commit was "unknown" for months.
+    documented = re.findall(r"`(lenet\.[a-z_]+)`", (ROOT / "docs" / "tracking.md").read_text().split("**Tags**")[1]
+                            .split("\n- ")[0]) + ["mlflow.source.git.commit"]
+    assert len(documented) >= 8 and all(run.data.tags.get(tag) not in (None, "", "unknown") for tag in documented), \
+        {tag: run.data.tags.get(tag) for tag in documented}
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    assert run.data.tags["lenet.source_commit"] == run.data.tags["mlflow.source.git.commit"] == \
+        report["versions"]["source_commit"] == commit
 
 
 def test_a_run_that_misses_the_gate_is_logged_failed_and_the_champion_stays(server, first_published,

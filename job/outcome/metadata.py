@@ -1,8 +1,9 @@
 """Where a run and its models came from: the metadata written into every exported model (the keys of
-export.contract.METADATA_KEYS) and the library versions recorded in the report."""
+lenet_client.contract.METADATA_KEYS) and the versions (libraries, source commit) recorded in the report."""
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 import subprocess
@@ -18,7 +19,9 @@ from lenet_client.contract import CLASS_LABELS
 from lenet_client.preprocess import METHOD as PICTURE_METHOD
 
 
+@functools.cache
 def source_commit() -> str:
+    """The checkout's git commit, else the image's SOURCE_COMMIT (docker/Dockerfile), else "unknown"."""
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
                               text=True, timeout=5, check=True).stdout.strip()
@@ -29,7 +32,7 @@ def source_commit() -> str:
 def library_versions() -> dict[str, str]:
     """From the installed distributions' metadata: importing torchvision and onnx only to read their versions
     cost the job ~1 s of start-up."""
-    versions = {"python": sys.version.split()[0], "torch": torch.__version__}
+    versions = {"python": sys.version.split()[0], "torch": torch.__version__, "source_commit": source_commit()}
     for name, distributions in (("torchvision", ["torchvision"]), ("onnx", ["onnx"]),
                                 ("onnxruntime", ["onnxruntime", "onnxruntime-gpu"]), ("pydantic", ["pydantic"]),
                                 ("matplotlib", ["matplotlib"])):

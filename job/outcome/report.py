@@ -146,7 +146,8 @@ class Report(Strict):
     finished_at: datetime = Field(description="UTC, ISO 8601")
     elapsed_seconds: float
     device: DeviceInfo | None = None
-    versions: dict[str, str] = Field(description="python, torch, torchvision, onnx, onnxruntime, ...")
+    versions: dict[str, str] = Field(description="python, torch, torchvision, onnx, onnxruntime, ..., and "
+                                                 "source_commit (git commit of the job, or unknown)")
     settings: dict[str, Any] = Field(description="Every LENET_* setting as used, by field name")
     recipe: dict[str, Any] = Field(description="The hyperparameters used, after explicit settings were applied")
     variants_in_parallel: bool = Field(False, description="Variants trained side by side, one process each")
