@@ -129,6 +129,7 @@ def test_every_artifact_is_there_with_its_recorded_checksum(small_run):
             assert image.format == "PNG" and image.width >= 300 and image.height >= 200
 
 
+@pytest.mark.slow
 def test_a_missed_accuracy_gate_exits_4_writes_the_report_and_publishes_nothing(real_data_dir, tmp_path):
     done = run_job(tmp_path, real_data_dir, train_limit=300, test_limit=200, epochs=1, variants="plain",
                    min_test_accuracy=1.0)
@@ -246,6 +247,7 @@ def run_on_a_terminal(tmp_path, data_dir, **settings) -> str:
     return output.decode(errors="replace")
 
 
+@pytest.mark.slow
 def test_a_terminal_gets_a_progress_bar_within_the_epoch(real_data_dir, tmp_path):
     output = run_on_a_terminal(tmp_path, real_data_dir, train_limit=3000, test_limit=200, epochs=1,
                                variants="plain", min_test_accuracy=0)
@@ -253,6 +255,7 @@ def test_a_terminal_gets_a_progress_bar_within_the_epoch(real_data_dir, tmp_path
     assert "[plain] Epoch: 1, Train_acc:" in output
 
 
+@pytest.mark.slow
 def test_variants_side_by_side_draw_no_bars_on_a_terminal(real_data_dir, tmp_path):
     output = run_on_a_terminal(tmp_path, real_data_dir, train_limit=3000, test_limit=200, epochs=1,
                                min_test_accuracy=0, parallel_variants="true")
