@@ -74,7 +74,9 @@ def job_run(env: dict, root: Path) -> dict:
         raise SystemExit(f"the job exited {done.returncode}:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
     from job.outcome.publish import published_run
 
-    _, report = published_run(Path(env["LENET_OUTPUT_DIR"]))
+    published = published_run(Path(env["LENET_OUTPUT_DIR"]))
+    assert published is not None, "the job succeeded but published no run"
+    _, report = published
     return {"seconds": wall, "inside_seconds": report.elapsed_seconds, "peak_rss_mb": peak_rss_mb(),
             "accuracy": {v.variant: v.final_test_accuracy for v in report.variants},
             "stages": {v.variant: {"training": v.training_seconds, "export": v.export_seconds,
@@ -185,7 +187,7 @@ def main() -> None:
           f"({torch.get_num_threads()} threads), python {platform.python_version()}")
     print(f"mode: {'quick' if args.quick else 'full'}: {epochs} epoch(s) x {images_per_epoch} training images")
 
-    fixed = measure_job(env, args.data_dir, **FIXED_COST_RUN)
+    fixed = measure_job(env, args.data_dir, ROOT, **FIXED_COST_RUN)
     print(f"fixed cost: the default job on 256 training images for 1 epoch, process start to exit: "
           f"{fixed['seconds']:.1f}s (target <= 8s on an idle machine); {stages(fixed)}", flush=True)
     if not args.quick:
@@ -213,7 +215,8 @@ def main() -> None:
     quick = dict(LENET_EPOCHS=str(epochs), LENET_TRAIN_LIMIT=str(train_limit), LENET_MIN_TEST_ACCURACY="0")
     for label, parallel, target in (("side by side (default on CPU)", "true", " (target <= 0.40)"),
                                     ("one after the other", "false", "")):
-        result = measure_job(env, args.data_dir, LENET_PARALLEL_VARIANTS=parallel, **(quick if args.quick else {}))
+        result = measure_job(env, args.data_dir, ROOT, LENET_PARALLEL_VARIANTS=parallel,
+                             **(quick if args.quick else {}))
         print(f"full default job, variants {label} (process start to exit): {result['seconds']:.1f}s, "
               f"peak {result['peak_rss_mb']:.0f} MB, {accuracies(result)}; ratio to the tutorial: "
               f"{result['seconds'] / tutorial:.3f}{target}; {stages(result)}", flush=True)
@@ -237,7 +240,8 @@ def environment_without_settings() -> dict[str, str]:
 
 def compare_with(baseline: Path, data_dir: str) -> None:
     env = environment_without_settings()
-    runs = (("fixed cost (256 images, 1 epoch)", 3, FIXED_COST_RUN), ("full default job", 2, {}))
+    runs: tuple[tuple[str, int, dict[str, str]], ...] = (("fixed cost (256 images, 1 epoch)", 3, FIXED_COST_RUN),
+                                                          ("full default job", 2, {}))
     for label, rounds, settings in runs:
         seconds: dict[str, list[float]] = {"baseline": [], "this checkout": []}
         for _ in range(rounds):
@@ -268,7 +272,7 @@ def measure_targets(rounds: int, data_dir: str) -> None:
         full = measure_job(env, data_dir)
         tutorial_2 = sum(measure("tutorial", v, 2, None, data_dir, env)["seconds"] for v in ("plain", "bn_dropout"))
         two = measure_job(env, data_dir, LENET_EPOCHS="2")
-        fixed = measure_job(env, data_dir, **FIXED_COST_RUN)
+        fixed = measure_job(env, data_dir, ROOT, **FIXED_COST_RUN)
         measured = dict(zip(TARGETS, [(full["seconds"], tutorial_8), (two["seconds"], tutorial_2),  # in its order
                                       (fixed["seconds"], tutorial_2)], strict=True))
         for name, (job, tutorial) in measured.items():

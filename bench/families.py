@@ -17,6 +17,7 @@ import io
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -172,13 +173,15 @@ TUNING = ("mixed (the earlier benchmark)", "tight crop, 1 edge", "tight crop, 2 
 HELD_OUT = ("MNIST test digits, cropped on 4 edges, nearest", "bold marker, tight crop, 4 edges", "photo of a page")
 
 
-def family_samples(family: str, count: int, seed: int, mnist_images: np.ndarray | None = None) -> list[Sample]:
+def family_samples(family: str, count: int, seed: int,
+                   mnist_images: tuple[np.ndarray, np.ndarray] | None = None) -> list[Sample]:
     """`count` pictures of the family, the digits in turn; the same seed gives the same pictures. The MNIST family
     needs the test set's images and labels (`mnist_images` = (images, labels)); it takes its last `count`."""
     rng = np.random.default_rng([seed, zlib.crc32(family.encode())])  # each family its own stream, by name
     if family == "mixed (the earlier benchmark)":
         return [make_sample(i % 10, rng) for i in range(count)]
     if family.startswith("MNIST"):
+        assert mnist_images is not None, "the MNIST families need mnist_images"
         images, labels = mnist_images
         make = mnist_scan if family == "MNIST test digits as tight scans" else mnist_crop
         first = len(images) - count if make is mnist_scan else len(images) - 2 * count  # different digits
@@ -218,7 +221,8 @@ def main() -> None:
         for index, sample in enumerate(family_samples(family, args.count, args.seed, mnist)):
             path = args.out_dir / slug(family) / str(sample.digit) / f"{index:04d}.{sample.suffix}"
             path.parent.mkdir(parents=True, exist_ok=True)
-            sample.image.save(path, **({"quality": sample.quality} if sample.suffix == "jpg" else {}))
+            options: dict[str, Any] = {"quality": sample.quality} if sample.suffix == "jpg" else {}
+            sample.image.save(path, **options)
     print(f"wrote {args.count} pictures of each of {len(families)} families to {args.out_dir}")
 
 

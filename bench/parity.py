@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from export.formats import FILES
-from export.parity import format_runners, logits_of
+from export.parity import Runner, format_runners, logits_of
 from job.training.data import ensure_mnist, read_split, to_split
 from job.training.model import load_trained
 
@@ -38,7 +38,8 @@ def main() -> None:
         started = time.perf_counter()
         runners = format_runners({name: model_dir / file for name, file in FILES.items()})
         total = loading = time.perf_counter() - started
-        for name, run in {"eager (reference)": model, **runners}.items():
+        every: dict[str, Runner] = {"eager (reference)": model, **runners}
+        for name, run in every.items():
             shown = []
             for batch_size in (1, args.batch):
                 if name.startswith("eager") and batch_size == 1:

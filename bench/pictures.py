@@ -43,7 +43,7 @@ def textbook(image: Image.Image) -> np.ndarray:
         raise NoDigitError("nothing above the threshold")
     rows, cols = np.nonzero(mask)
     crop = np.where(mask, ink, 0)[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
-    return centered(resize_area(crop, *fit_size(*crop.shape, BOX)))
+    return centered(resize_area(crop, *fit_size(crop.shape[0], crop.shape[1], BOX)))
 
 
 def read(models: dict, pictures: list[Image.Image], labels: np.ndarray, make) -> dict[str, tuple[float, int]]:
@@ -70,13 +70,13 @@ def table(models: dict, families: dict[str, tuple[list, np.ndarray]], ways: dict
     columns = [(variant, way) for variant in models for way in ways]
     print("| family | " + " | ".join(f"{variant}, {way}" for variant, way in columns) + " |")
     print("|---" * (len(columns) + 1) + "|")
-    totals = {column: [] for column in columns}
+    totals: dict[tuple[str, str], list[tuple[float, int]]] = {column: [] for column in columns}
     for family, (pictures, labels) in families.items():
         for way, make in ways.items():
             for variant, figure in read(models, pictures, labels, make).items():
                 totals[(variant, way)].append(figure)
         print(f"| {family} | " + " | ".join(cell(*totals[c][-1]) for c in columns) + " |")
-    print("| **mean** | " + " | ".join(cell(np.mean([a for a, _ in totals[c]]), sum(r for _, r in totals[c]))
+    print("| **mean** | " + " | ".join(cell(float(np.mean([a for a, _ in totals[c]])), sum(r for _, r in totals[c]))
                                      for c in columns) + " |")
 
 

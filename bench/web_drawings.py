@@ -82,7 +82,10 @@ def main() -> None:
     server = subprocess.Popen(["node", str(ROOT / "web" / "serve.mjs"), "--outputs", str(args.outputs), "--port", "0"],
                               stdout=subprocess.PIPE, text=True)
     try:
-        url = re.search(r"http://\S+", server.stdout.readline()).group(0)
+        assert server.stdout is not None  # stdout=PIPE
+        found = re.search(r"http://\S+", server.stdout.readline())
+        assert found is not None, "serve.mjs did not print its address"
+        url = found.group(0)
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
             page = browser.new_page()

@@ -78,6 +78,7 @@ def export_onnx(program: torch.export.ExportedProgram, path: Path, metadata: dic
         exported = torch.onnx.export(program, dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                                      dynamic_shapes={"x": {0: BATCH_AXIS}}, opset_version=ONNX_OPSET,
                                      external_data=False, verbose=False)
+    assert exported is not None  # dynamo=True always returns the ONNXProgram
     proto = exported.model_proto
     del proto.metadata_props[:]  # the exporter's own keys describe torch internals, not the contract
     for key, value in sorted(metadata.items()):

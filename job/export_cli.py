@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from lenet_client.environment import writable_cache_folder
 from lenet_client.text import printable, tolerant_output
@@ -23,7 +24,7 @@ EXIT_BAD_ARGUMENT, EXIT_DATA, EXIT_PARITY, EXIT_OUTPUT = 2, 3, 5, 6
 
 
 class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
+    def error(self, message: str) -> NoReturn:
         self.exit(EXIT_BAD_ARGUMENT, f"{self.prog}: {message} (see --help)\n")
 
 

@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from dotenv.parser import parse_stream
 from pydantic import Field, ValidationError, field_validator
@@ -23,8 +23,8 @@ from job.outcome.status import BAD_SETTING, RunFailure
 from lenet_client.text import printable
 
 ENV_PREFIX = "LENET_"
-VARIANTS = ("plain", "bn_dropout")
 Variant = Literal["plain", "bn_dropout"]
+VARIANTS: tuple[Variant, ...] = ("plain", "bn_dropout")
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?|mps|xpu")
 
 
@@ -174,7 +174,7 @@ def env_name(field: str) -> str:
     return alias if isinstance(alias, str) else ENV_PREFIX + field.upper()
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:  # Any: pydantic validates each value
     reject_unknown_names()
     try:
         settings = Settings(**overrides)

@@ -29,8 +29,8 @@ def main_exit() -> None:
 
         sys.exit(main())
     except (KeyboardInterrupt, Terminated) as stopped:
-        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second signal (to the whole group, say)
-            signal.signal(number, signal.SIG_IGN)                        # changes nothing
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second signal (to the whole group, say)
+            signal.signal(signum, signal.SIG_IGN)                        # changes nothing
         number = signal.SIGINT if isinstance(stopped, KeyboardInterrupt) else stopped.number
         try:
             print(f"lenet-predict: interrupted by {signal.Signals(number).name}", file=sys.stderr, flush=True)

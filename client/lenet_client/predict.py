@@ -23,6 +23,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any, NoReturn, cast
 
 import numpy as np
 import onnxruntime as ort
@@ -59,7 +60,7 @@ def model_file(path: Path, variant: str | None) -> Path:
         return chosen(path, variants, variant, lambda name: path / "models" / name / "model.onnx")
     if path.suffix == ".json" and path.exists():
         try:
-            models = read_json(path)["models"]
+            models = cast(dict[str, Any], read_json(path))["models"]  # any other shape: the errors below
             variants = [name for name, files in models.items() if "onnx" in files]
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
             reason = str(error) if type(error) is ValueError else type(error).__name__  # read_json's say why
@@ -135,7 +136,8 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def classify(session: ort.InferenceSession, metadata: dict[str, str], paths: list[Path]) -> list[dict]:
     """One result per picture: {"path", "digit", "probability", "top3"}, or {"path", "error", "status"}."""
     scale, mean, std = preprocessing(metadata)
-    results, inputs = [], []
+    results: list[dict[str, Any]] = []
+    inputs: list[np.ndarray] = []
     for path in picture_paths(paths):
         try:
             inputs.append(to_input(open_picture(path), scale, mean, std))
@@ -155,7 +157,7 @@ def classify(session: ort.InferenceSession, metadata: dict[str, str], paths: lis
 
 
 class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
+    def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see --help)\n")
 
 

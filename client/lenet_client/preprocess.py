@@ -73,7 +73,7 @@ def grayscale(image: Image.Image) -> tuple[np.ndarray, bool]:
 def working_size(pixels: np.ndarray) -> np.ndarray:
     """float64, reduced by area averaging to a longer side of at most WORK_SIDE; 256 rows at a time across, so that
     a large photo never exists as floats at full size."""
-    height, width = fit_size(*pixels.shape, min(WORK_SIDE, max(pixels.shape)))
+    height, width = fit_size(pixels.shape[0], pixels.shape[1], min(WORK_SIDE, max(pixels.shape)))
     if (height, width) == pixels.shape:
         return pixels.astype(np.float64)
     across = np.concatenate([area_average(pixels[top:top + 256].astype(np.float64), width, 1)
@@ -134,8 +134,8 @@ def to_mnist(image: Image.Image, leave_out: tuple[str, ...] = ()) -> np.ndarray:
     ink = digit_ink(gray, leave_out, dark_ink=True if drawing else None)
     rows, cols = np.nonzero(ink)
     crop = ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
-    fine = stroked(resize_area(crop, *fit_size(*crop.shape, FINE_SIDE)), leave_out)
-    return centered(resize_area(fine, *fit_size(*fine.shape, BOX)))
+    fine = stroked(resize_area(crop, *fit_size(crop.shape[0], crop.shape[1], FINE_SIDE)), leave_out)
+    return centered(resize_area(fine, *fit_size(fine.shape[0], fine.shape[1], BOX)))
 
 
 def centered(patch: np.ndarray) -> np.ndarray:

@@ -23,7 +23,7 @@ def content_hash(data: bytes) -> str:
 
 def sorted_pictures(folder: Path) -> dict[str, Path]:
     """content hash -> path of every file already under `folder` that this user can read."""
-    known = {}
+    known: dict[str, Path] = {}
     for path in sorted(folder.rglob("*")):
         try:
             if path.is_file() and not path.name.startswith("."):

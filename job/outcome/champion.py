@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -77,7 +78,7 @@ def check_champion(accuracy: dict[str, float], output_dir: Path, tolerance: floa
 
 def published_onnx(output_dir: Path) -> dict[str, Path]:
     """variant -> the published ONNX file, as latest.json names it."""
-    pointer = read_json(output_dir / POINTER)
+    pointer = cast(dict[str, Any], read_json(output_dir / POINTER))  # any other shape: the caller's errors
     return {variant: output_dir / files["onnx"] for variant, files in pointer["models"].items() if "onnx" in files}
 
 

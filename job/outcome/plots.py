@@ -70,6 +70,7 @@ def plot_confusion(result: VariantResult, path: Path) -> Path:
 def plot_extra_confusion(result: VariantResult, path: Path) -> Path:
     """On LENET_EXTRA_DATA's holdout."""
     holdout = result.extra_holdout
+    assert holdout is not None  # called only for a run with an extra holdout
     return plot_matrix(holdout.confusion_matrix, f"{result.variant}, extra holdout: {holdout.images} pictures "
                                                  f"({100 * holdout.accuracy:.2f}% right)", path)
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any, cast
 
 from filelock import FileLock, Timeout
 
@@ -85,7 +86,7 @@ def published_run(output_dir: Path) -> tuple[str, Report] | None:
     if not pointer.is_file():
         return None
     try:
-        published = read_json(pointer)
+        published = cast(dict[str, Any], read_json(pointer))  # any other shape: the errors below
         run_id, report_path = published["run_id"], output_dir / published["report"]
     except (ValueError, KeyError, TypeError) as error:
         raise DamagedFileError(f"{pointer} is damaged ({type(error).__name__}: {error}): the champion check "
@@ -166,7 +167,8 @@ def prune_runs(output_dir: Path, keep: int, this_run: str) -> list[str]:
     protected = {this_run}
     try:
         current = published_run(output_dir)
-        protected.add(current[0] if current else None)
+        if current:
+            protected.add(current[0])
         candidates = sorted(p for p in (output_dir / RUNS).iterdir() if p.is_dir())
     except (OSError, DamagedFileError) as error:
         warn(f"old runs were not pruned: {error}")

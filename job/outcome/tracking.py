@@ -71,6 +71,7 @@ def client_for(settings: Settings, cleanup: bool = False):
 def track(report: Report, run_dir: Path, settings: Settings, publishing: bool) -> Tracking:
     """Log the judged run; for a run about to be published (`publishing`), register its models and move `champion`
     to them. Raises TrackingFailed with the Tracking so far."""
+    assert settings.mlflow_tracking_uri is not None  # called only when MLflow is configured
     tracking = Tracking(uri=without_credentials(settings.mlflow_tracking_uri), experiment=settings.mlflow_experiment,
                         logged=False)
     step = "connecting"
@@ -106,9 +107,9 @@ def track(report: Report, run_dir: Path, settings: Settings, publishing: bool) -
         replaced = {variant: champion_version(client, variant) for variant in versions}
         # From here `champion` may have moved: a failure on the way moves back what did.
         tracking = tracking.model_copy(update={"replaced_versions": replaced, "champion_moved": bool(versions)})
-        for variant, version in versions.items():
-            step = f"moving {registered_name(variant)}@{CHAMPION}"
-            client.set_registered_model_alias(registered_name(variant), CHAMPION, version)
+        for name, version in versions.items():
+            step = f"moving {registered_name(name)}@{CHAMPION}"
+            client.set_registered_model_alias(registered_name(name), CHAMPION, version)
         return tracking.model_copy(update={"logged": True})
     except Interrupted:
         raise TrackingFailed(f"MLflow at {tracking.uri}: {step} was cut short by a stop signal", tracking) from None

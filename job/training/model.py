@@ -8,6 +8,7 @@ features remain and the tutorial's own forward pass fails.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -131,7 +132,7 @@ def load_trained(checkpoint: Path) -> tuple[LeNet, dict[str, str]]:
 
     described = checkpoint.parent / "model.json"
     try:
-        metadata = read_json(described)
+        metadata = cast(dict[str, str], read_json(described))  # any other shape: the errors below
         variant, dropout = metadata["model.variant"], float(metadata["model.dropout"])
         preprocessing(metadata)
         model = build_model(variant, dropout)
