@@ -37,7 +37,7 @@ def writable_config_folders() -> None:
 def start_worker_server_if_useful(settings: Settings) -> None:
     """Start the server the variants' worker processes are forked from before the job imports torch, so that the
     two import side by side (job.running.pool)."""
-    from job.running.pool import might_share_the_cpu, start_worker_server
+    from job.running.pool import can_start_workers, might_share_the_cpu, start_worker_server
 
-    if might_share_the_cpu(settings):
+    if might_share_the_cpu(settings) and can_start_workers():
         start_worker_server()

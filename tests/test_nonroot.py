@@ -5,6 +5,7 @@ status, and a good run prints nothing on stderr.
 These tests need root to set the files up and `setpriv` to drop to `nobody`; elsewhere they are skipped.
 """
 
+import json
 import os
 import re
 import shutil
@@ -67,6 +68,13 @@ def test_a_run_as_nobody_with_an_unwritable_home_succeeds_and_prints_nothing_on_
     done = job_as_nobody(place, variants="plain,bn_dropout", parallel_variants="true")
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert (place / "outputs" / "latest.json").is_file()
+    # Side by side where nobody may start the interpreter again (CI lets other users through root's home), else
+    # one after the other, said on stdout: its worker processes failed to start, and the run with them (exit 6).
+    again = subprocess.run([*AS_NOBODY, sys.executable, "-c", "import os, sys; sys.exit(not os.access(sys.executable, "
+                                                               "os.X_OK))"]).returncode == 0
+    (report,) = (place / "outputs" / "runs").glob("*/report.json")
+    assert json.loads(report.read_text())["variants_in_parallel"] == again
+    assert ("variants one after the other: this user may not run" in done.stdout) != again
 
 
 def test_an_output_folder_nobody_cannot_write_is_exit_6(place):

@@ -312,7 +312,8 @@ def test_a_stop_signal_at_any_moment_of_the_start_gives_its_status_and_one_line(
     process = subprocess.Popen([PYTHON, "-m", "job"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 60
-    while not catches(process.pid, number) and time.monotonic() < deadline:
+    # SIGHUP: Python's runtime catches SIGINT itself during its start; only the job's own handlers catch SIGHUP.
+    while not catches(process.pid, signal.SIGHUP) and time.monotonic() < deadline:
         time.sleep(0.001)
     if START_MOMENTS[moment]:
         wait_for_line(process, START_MOMENTS[moment])
@@ -352,3 +353,33 @@ def test_a_terminal_that_hangs_up_mid_training_gives_129_and_a_report_that_says_
     (report,) = (tmp_path / "outputs" / "runs").glob("*/report.json")
     assert read_report(report).status == "interrupted" and read_report(report).exit_code == status.SIGHUP.code
     assert not (tmp_path / "outputs" / "latest.json").exists()
+
+
+def test_a_stop_that_came_before_a_blocking_call_cuts_it_short_at_once():
+    """The stop flag was raised while the report was written, just before a request to a silent tracking server:
+    the request must not run out its timeout."""
+    from job.running.stop import Interrupted, StopRequest, raising_on_stop
+
+    stop = StopRequest()
+    stop._request(signal.SIGTERM, None)
+    started = time.monotonic()
+    with pytest.raises(Interrupted) as raised, raising_on_stop(stop):
+        time.sleep(30)
+    assert time.monotonic() - started < 5 and raised.value.status is status.SIGTERM
+
+
+@pytest.mark.parametrize("make", ["Interrupted(signal.SIGHUP)", "DataError('gone')", "Diverged('nan')",
+                                  "WorkerDied('killed')", "RunFailure('worse', status.CHAMPION, suffix='')"])
+def test_a_failure_crosses_a_process_boundary_with_its_status_and_line(make):
+    """A worker process sends its failure back pickled: the status and the one line must survive."""
+    import pickle
+
+    from job.outcome.status import RunFailure  # noqa: F401 - used by `make`
+    from job.running.pool import WorkerDied  # noqa: F401
+    from job.running.stop import Interrupted  # noqa: F401
+    from job.training.data import DataError  # noqa: F401
+    from job.training.train import Diverged  # noqa: F401
+
+    failure = eval(make)
+    again = pickle.loads(pickle.dumps(failure))
+    assert (type(again), again.status, again.line()) == (type(failure), failure.status, failure.line())

@@ -66,7 +66,7 @@ def check_champion(accuracy: dict[str, float], output_dir: Path, tolerance: floa
             old[variant] = onnx_accuracy(models[variant], same_ground.test_pixels, same_ground.test_labels)
             old_holdout[variant] = onnx_accuracy(models[variant], same_ground.holdout_pixels,
                                                  same_ground.holdout_labels)
-    except (KeyError, TypeError, ValueError, OSError, PredictError) as error:
+    except (KeyError, TypeError, AttributeError, ValueError, OSError, PredictError) as error:
         raise DamagedFileError(f"the published run {run_id}'s model cannot be evaluated again ({error}); restore "
                                f"it, or remove {POINTER} to publish anew") from None
     new_holdout = {v: same_ground.new_holdout_accuracy[v] for v in new}

@@ -136,6 +136,7 @@ def report_of(facts: RunFacts, settings: Settings, run_dir: Path, failure: RunFa
 
         used["mlflow_tracking_uri"] = without_credentials(settings.mlflow_tracking_uri)
     status = failure.status if failure else OK
+    assert status.report_status is not None, f"exit {status.code} happens before a run has a report"
     return Report(
         status=status.report_status, exit_code=status.code, message=failure.line() if failure else "",
         run_id=facts.run_id, started_at=facts.started_at, finished_at=finished,

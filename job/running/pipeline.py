@@ -6,6 +6,7 @@ OUTPUT_DIR/runs/RUN_ID, which job.cli creates.
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from job.outcome.finish import RunFacts, finish
 from job.outcome.plots import plot_comparison, plot_confusion, plot_curves, plot_extra_confusion, plot_samples
 from job.outcome.report import DataInfo, DeviceInfo, ExtraDataInfo, Report, SkippedFile, VariantResult
 from job.outcome.status import PARITY, RunFailure
-from job.running.pool import train_in_parallel, variants_share_the_cpu
+from job.running.pool import can_start_workers, train_in_parallel, variants_share_the_cpu
 from job.running.stop import StopRequest
 from job.settings import Settings
 from job.training.data import MnistData
@@ -31,6 +32,9 @@ def run(settings: Settings, device: torch.device, run_dir: Path, run_id: str, st
         stop: StopRequest) -> Report:
     """Train, export and verify every variant on `device`, plot, and finish the run: its report, as written."""
     in_parallel = variants_share_the_cpu(settings, device.type, torch.get_num_threads())
+    if in_parallel and not can_start_workers():
+        log(f"variants one after the other: this user may not run {sys.executable} again, as worker processes do")
+        in_parallel = False
     processes = len(settings.variants) if in_parallel else 1
     threads = max(1, torch.get_num_threads() // processes)
     device_info = DeviceInfo(type=device.type, spec=str(device), name=device_name(device), threads=threads,

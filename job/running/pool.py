@@ -18,7 +18,10 @@ import multiprocessing
 import multiprocessing.forkserver
 import os
 import pickle
+import select
 import signal
+import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -57,6 +60,13 @@ def variants_share_the_cpu(settings: Settings, device_type: str, threads: int) -
     return device_type == "cpu" and len(settings.variants) > 1 and threads >= len(settings.variants)
 
 
+def can_start_workers() -> bool:
+    """Worker processes run this interpreter again, and a user may be able to run it only as a command already
+    started: a venv's python that links into a home only its owner may enter, run as `nobody`. Then every worker
+    (and multiprocessing's own helpers) fails to start."""
+    return os.access(sys.executable, os.X_OK)
+
+
 def might_share_the_cpu(settings: Settings) -> bool:
     """Before torch is imported: could variants_share_the_cpu say yes? (`auto` counts as the CPU: on a machine
     with an accelerator the early server then goes unused.)"""
@@ -87,24 +97,27 @@ _stop: StopRequest | None = None
 _pids: ctypes.Array[ctypes.c_int] | None = None
 
 
-def worker_started(stop: StopRequest, pids: ctypes.Array[ctypes.c_int]) -> None:
-    """Each worker's first step. Signals are the job's (above); and the kernel kills the worker when its parent
-    exits, however it exits (SIGKILL, the OOM killer, a node drain): a worker must never go on training and writing
-    into a run whose job is gone. The parent is the forkserver, which exits when the job does."""
+def worker_started(stop: StopRequest, pids: ctypes.Array[ctypes.c_int], job: int) -> None:
+    """Each worker's first step. Signals are the job's (above). And the worker ends the moment the job does, however
+    the job ends (SIGKILL, the OOM killer, a node drain): it must never go on training and writing into a run whose
+    job is gone. Its parent is the forkserver, which waits for its workers before it exits, so the kernel's
+    parent-death signal would not do: a thread waits on the job's pidfd instead (Linux; elsewhere nothing)."""
     global _stop, _pids
     _stop, _pids = stop, pids
     for number in STOP_SIGNALS:
         signal.signal(number, signal.SIG_IGN)
-    parent = os.getppid()
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux
-        return
-    if os.getppid() != parent:  # the parent died before the request took effect
+        job_ended = os.pidfd_open(job)
+    except ProcessLookupError:  # the job died while this process was being started
         os._exit(1)
+    except (AttributeError, OSError):  # not Linux 5.3 or later
+        return
+    threading.Thread(target=exit_when_readable, args=(job_ended,), name="job watcher", daemon=True).start()
 
 
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+def exit_when_readable(pidfd: int) -> None:
+    select.select([pidfd], [], [])
+    os._exit(1)
 
 
 def train_one(variant: str, settings: Settings, device: str, run_id: str, run_dir: Path,
@@ -145,7 +158,7 @@ def train_in_parallel(settings: Settings, device: torch.device, stop: StopReques
         f"thread{'s' if threads > 1 else ''} each, {start}")
     pids = context.RawArray("i", len(settings.variants))
     pool = ProcessPoolExecutor(len(settings.variants), mp_context=context, initializer=worker_started,
-                               initargs=(stop, pids))
+                               initargs=(stop, pids, os.getpid()))
     results: dict[str, VariantResult] = {}
     errors: list[Exception] = []
     workers: list[BaseProcess] = []
