@@ -11,10 +11,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-import torch
-
 from job.settings import Recipe
-from job.training.data import MNIST_MEAN, MNIST_STD
 from lenet_client.contract import CLASS_LABELS
 from lenet_client.preprocess import METHOD as PICTURE_METHOD
 
@@ -32,6 +29,8 @@ def source_commit() -> str:
 def library_versions() -> dict[str, str]:
     """From the installed distributions' metadata: importing torchvision and onnx only to read their versions
     cost the job ~1 s of start-up."""
+    import torch  # here, not at the top: job.cli imports this module before torch may be imported
+
     versions = {"python": sys.version.split()[0], "torch": torch.__version__, "source_commit": source_commit()}
     for name, distributions in (("torchvision", ["torchvision"]), ("onnx", ["onnx"]),
                                 ("onnxruntime", ["onnxruntime", "onnxruntime-gpu"]), ("pydantic", ["pydantic"]),
@@ -53,6 +52,10 @@ def installed_version(distribution: str) -> str | None:
 
 
 def model_metadata(variant: str, recipe: Recipe, accuracy: float, run_id: str, trained_at: datetime) -> dict:
+    import torch
+
+    from job.training.data import MNIST_MEAN, MNIST_STD
+
     return {
         "model.variant": variant,
         "model.dropout": repr(recipe.dropout if variant == "bn_dropout" else 0.0),
