@@ -66,3 +66,9 @@ def test_the_command_line_imports_no_torch_before_the_worker_server_starts():
     code = "import sys, job.cli; print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'matplotlib')))"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_the_readme_is_read_in_five_minutes():
+    """What it is, the two commands, what a run writes, the three uses and the tables; the rest is in docs/."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 200, f"README.md has {len(lines)} lines: move detail to docs/"

@@ -37,7 +37,12 @@ def test_a_batch_of_one_with_batchnorm_is_refused_before_any_work(outputs, real_
 
 @pytest.mark.parametrize("damage", ["latest.json is not JSON", "latest.json names no run", "the report is damaged",
                                     "latest.json is nested too deeply", "the report is a pipe"])
-def test_a_damaged_published_run_is_a_named_error_with_exit_8(outputs, real_data_dir, damage):
+def test_a_damaged_published_run_is_a_named_error_with_exit_8(outputs, damage):
+    from job.outcome import status
+    from job.outcome.finish import judge
+    from job.running.stop import StopRequest
+    from job.settings import Settings
+
     latest = outputs / "latest.json"
     if damage == "latest.json is not JSON":
         latest.write_text('{"run_id": "2026')  # a disk that filled while another tool wrote it
@@ -56,10 +61,26 @@ def test_a_damaged_published_run_is_a_named_error_with_exit_8(outputs, real_data
         named = outputs / json.loads(latest.read_text())["report"]
         named.write_text(named.read_text()[:100])
     before = {p: p.read_bytes() for p in outputs.rglob("*") if p.is_file()}
-    done = run(outputs, real_data_dir, champion_check="true")
-    assert done.returncode == 8, done.stderr
-    assert done.stderr.count("\n") == 1 and str(named) in done.stderr and "Traceback" not in done.stderr
+    # The champion check judges the new run against the published one: in-process, as job.outcome.finish does
+    # (test_outcomes.py runs the whole job to exit 8 once, through its report and log).
+    failure, champion = judge(new_run_that_passed(), Settings.model_construct(output_dir=outputs, champion_check=True),
+                              StopRequest(), None)
+    assert failure.status is status.DAMAGED and champion is None
+    assert "\n" not in failure.line() and str(named) in failure.line()
     assert {p: p.read_bytes() for p in before} == before  # nothing that was there changed
+
+
+def new_run_that_passed():
+    from datetime import UTC, datetime
+
+    from job.outcome.finish import RunFacts
+    from job.outcome.report import DeviceInfo, VariantResult
+
+    variant = VariantResult(variant="plain", parameters=61706, epochs=[], final_test_accuracy=0.9,
+                            final_test_loss=0.3, final_train_accuracy=0.9, final_train_loss=0.3,
+                            training_seconds=1.0, met_accuracy_gate=True, confusion_matrix=[[0] * 10] * 10)
+    return RunFacts(run_id="new", started_at=datetime.now(UTC), device=DeviceInfo(type="cpu", spec="cpu", name="cpu",
+                    threads=1), variants_in_parallel=False, data=None, extra_data=None, variants=[variant], plots=[])
 
 
 def test_training_that_diverges_stops_at_once(real_data_dir):
