@@ -1,6 +1,6 @@
 """`python -m job` and the `lenet-mnist` command: the stop signals are the run's from the first instruction (a stop
 while torch still loads ends the run at its first check, with its report), then job.cli.main runs the job and
-chooses the exit status."""
+returns the exit status."""
 
 import sys
 

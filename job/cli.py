@@ -1,7 +1,7 @@
 """The command line: `python -m job` (installed as `lenet-mnist`). `main` checks what must be right before any
 work, reads the settings, sets the run's folder up, hands the run to job.running.pipeline, says what it did, and
-returns the exit status: the one place where it is chosen, from the failure that ended the run
-(job.outcome.status.RunFailure) or from the run's report.
+returns the exit status: the only place one is returned. It is the status of the RunFailure that ended the run
+before it had a folder (job.outcome.status), or else the report's `exit_code` (job.outcome.finish).
 
 torch and the pipeline are imported only once the temporary folder is known to be usable (job.preflight): they
 need one on import.
@@ -37,10 +37,11 @@ SAMPLE_PICTURE = Path("docs/images/digit-7.png")  # in a checkout of this reposi
 def usage() -> str:
     """Every LENET_* setting with its default and what it allows, from the settings' own definitions."""
     lines = ["Settings (environment variables, or lines in .env; an empty value means the default):"]
+    width = max(map(len, map(env_name, Settings.model_fields)))
     for field, info in Settings.model_fields.items():
         default = info.default if not isinstance(info.default, tuple) else ",".join(info.default)
         shown = "(empty)" if default is None else str(default).lower() if isinstance(default, bool) else default
-        lines.append(f"  {env_name(field):<28} default {shown}; {info.description}")
+        lines.append(f"  {env_name(field):<{width}} default {shown}; {info.description}")
     lines.append("Exit status (README: Exit status):")
     lines += [f"  {s.code:>3}  {s.meaning}" for s in status.STATUSES]
     return "\n".join(lines)
@@ -50,7 +51,8 @@ def parse_arguments(argv: list[str]) -> None:
     """The job takes no arguments, only settings; --help and --version answer and exit without any work."""
     parser = argparse.ArgumentParser(
         prog="lenet-mnist", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=usage(),
-        description="Train LeNet-5 (plain and BatchNorm + Dropout) on MNIST, export TorchScript and ONNX, check "
+        description="Train LeNet-5 (plain and BatchNorm + Dropout) on MNIST, export TorchScript, torch.export "
+                    "and ONNX, check "
                     "that they predict what the trained models predict, report, and publish the run.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {project_version()}")
     parser.error = bad_argument  # type: ignore[method-assign]

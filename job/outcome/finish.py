@@ -1,7 +1,9 @@
 """The end of every run, in order: judge it, write its report, log it to MLflow (when on), publish it if it passed,
 prune old runs. `finish` returns the report as written; its `exit_code` is the run's exit status.
 
-All of it happens under the publish lock, so that concurrent runs on one output dir publish one after the other.
+All of it happens under the publish lock, so that concurrent runs on one output dir publish one after the other
+(a run that could not take the lock is judged and reported without it, and publishes nothing). `judge` chooses the
+failure, if any; its status becomes the report's `exit_code`, which job.cli returns as the exit status.
 The report is written once; twice with tracking (it says `published: false` while the run is logged), and again
 only when publishing itself fails at the end, so that the report never contradicts the exit status or latest.json.
 """
@@ -66,11 +68,11 @@ def finish(facts: RunFacts, settings: Settings, run_dir: Path, stop: StopRequest
         failure, champion = judge(facts, settings, stop, error)
         tracking = None
         if settings.mlflow_tracking_uri is not None:
-            pending, failure = written(facts, settings, run_dir, failure, champion, pending=True)
-            tracking, failure = tracked(pending, run_dir, settings, stop, failure)
-        report, failure = written(facts, settings, run_dir, failure, champion, tracking)
+            pending, failure = write_run_report(facts, settings, run_dir, failure, champion, pending=True)
+            tracking, failure = track_run(pending, run_dir, settings, stop, failure)
+        report, failure = write_run_report(facts, settings, run_dir, failure, champion, tracking)
         if failure is None:
-            report = published(report, facts, settings, run_dir, stop, champion)
+            report = publish_run(report, facts, settings, run_dir, stop, champion)
         return report
 
 
@@ -149,7 +151,7 @@ def report_of(facts: RunFacts, settings: Settings, run_dir: Path, failure: RunFa
         plots={path.stem: Artifact.of(path, run_dir) for path in facts.plots}, tracking=tracking)
 
 
-def written(facts: RunFacts, settings: Settings, run_dir: Path, failure: RunFailure | None,
+def write_run_report(facts: RunFacts, settings: Settings, run_dir: Path, failure: RunFailure | None,
             champion: ChampionCheck | None, tracking: Tracking | None = None,
             pending: bool = False) -> tuple[Report, RunFailure | None]:
     """The run's report, written with the manifest (which hashes every file of the run, the report included), and
@@ -168,7 +170,7 @@ def written(facts: RunFacts, settings: Settings, run_dir: Path, failure: RunFail
         return report_of(facts, settings, run_dir, failure, champion, tracking), failure
 
 
-def tracked(report: Report, run_dir: Path, settings: Settings, stop: StopRequest,
+def track_run(report: Report, run_dir: Path, settings: Settings, stop: StopRequest,
             failure: RunFailure | None) -> tuple[Tracking | None, RunFailure | None]:
     """The judged run logged to MLflow (job.outcome.tracking), and the failure it ends with. A run that cannot be
     tracked is still published, with a warning, unless LENET_TRACKING_REQUIRED: then it is not (exit 12)."""
@@ -180,19 +182,20 @@ def tracked(report: Report, run_dir: Path, settings: Settings, stop: StopRequest
             return track(report, run_dir, settings, publishing), failure
     except TrackingFailed as failed:
         tracking = failed.tracking.model_copy(update={"message": str(failed)})
-        if tracking.champion_moved or (stop() and tracking.mlflow_run_id):  # what moved goes back; a stopped
-            tracking = restore_champion(tracking, settings, "KILLED" if stop() else "FAILED")  # run is KILLED
-        if stop():  # the run ends as interrupted (`published`), which says so
+        # A champion alias that moved goes back; a stopped run is marked KILLED in MLflow.
+        if tracking.champion_moved or (stop() and tracking.mlflow_run_id):
+            tracking = restore_champion(tracking, settings, "KILLED" if stop() else "FAILED")
+        if stop():  # publish_run's stop check ends the run as interrupted, which says so
             return tracking, failure
         if publishing and settings.tracking_required:
             return tracking, RunFailure(f"tracking failed: {failed}", TRACKING)
         warn(f"tracking failed, the run's own outputs are complete: {failed}")
         return tracking, failure
-    except Interrupted:  # after track returned, before the usual handler was back: `published` stops the run
+    except Interrupted:  # a stop after track returned, before the usual handler was back: publish_run's check ends it
         return None, failure
 
 
-def published(report: Report, facts: RunFacts, settings: Settings, run_dir: Path, stop: StopRequest,
+def publish_run(report: Report, facts: RunFacts, settings: Settings, run_dir: Path, stop: StopRequest,
               champion: ChampionCheck | None) -> Report:
     """Point latest.json at the run that passed, then prune old runs (a folder it cannot remove is named in a
     warning and changes nothing). Moving the pointer is the last step that can fail: a stop that came first, or a
@@ -208,6 +211,6 @@ def published(report: Report, facts: RunFacts, settings: Settings, run_dir: Path
             from job.outcome.tracking import restore_champion
 
             tracking = restore_champion(tracking, settings, "KILLED" if isinstance(error, Interrupted) else "FAILED")
-        return written(facts, settings, run_dir, failure, champion, tracking)[0]
+        return write_run_report(facts, settings, run_dir, failure, champion, tracking)[0]
     prune_runs(settings.output_dir, settings.keep_runs, report.run_id)
     return report

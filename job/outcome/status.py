@@ -1,8 +1,11 @@
 """The job's exit statuses, and the one kind of error that ends a run with one of them.
 
 Every way a run can fail is a `RunFailure` (or a subclass) that carries its `ExitStatus`; `failure_of` turns any
-other exception into one (an OSError is the outputs' problem, anything else a bug). job.cli returns the status's
-code as the exit status: that is the only place an exit code is chosen.
+other exception into one (an OSError is the outputs' problem, anything else a bug; a read that fails is wrapped in
+its own failure where it happens, as a DataError). A kind of failure that always means one status sets it as a class
+attribute (DataError, Diverged); a judged outcome gives it when made (the gate, the champion check). The status
+becomes the report's `exit_code` (job.outcome.finish) and job.cli.main returns it: the only place an exit status
+is returned.
 
 `python -m job.outcome.status` prints the table as Markdown; tests/test_docs.py checks that the README and
 docs/failure-modes.md hold it, so they cannot drift from the code.

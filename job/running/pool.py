@@ -5,8 +5,8 @@ trainings beat one two-threaded after the other, and one variant's export and pa
 training.
 
 The processes are the standard library's ProcessPoolExecutor, forked from a multiprocessing forkserver that imports
-what the workers need (torch, the exporters, onnxruntime: seconds) once for all of them. `python -m job` starts that
-server before its own imports (`start_worker_server`), so that the two import side by side. The server has run no
+what the workers need (torch, the exporters, onnxruntime: seconds) once for all of them. job.preflight starts that
+server before the job imports torch (`start_worker_server`), so that the two import side by side. The server has run no
 torch operation, so forking it is safe where forking the job is not.
 """
 
@@ -89,7 +89,9 @@ def worker_context() -> BaseContext:
         return multiprocessing.get_context("spawn")
 
 
-start_worker_server = worker_context
+def start_worker_server() -> None:
+    """Start the forkserver now, so that its imports overlap the job's own (job.preflight)."""
+    worker_context()
 
 # Set in each worker process by `worker_started`: the job's stop flag and the table where each worker writes its
 # pid by its variant's place, which only inheritance can pass.
@@ -98,7 +100,8 @@ _pids: ctypes.Array[ctypes.c_int] | None = None
 
 
 def worker_started(stop: StopRequest, pids: ctypes.Array[ctypes.c_int], job: int) -> None:
-    """Each worker's first step. Signals are the job's (above). And the worker ends the moment the job does, however
+    """Each worker's first step. The stop signals are ignored: the job handles them and stops its workers through
+    the shared stop flag (job.running.stop). And the worker ends the moment the job does, however
     the job ends (SIGKILL, the OOM killer, a node drain): it must never go on training and writing into a run whose
     job is gone. Its parent is the forkserver, which waits for its workers before it exits, so the kernel's
     parent-death signal would not do: a thread waits on the job's pidfd instead (Linux; elsewhere nothing)."""

@@ -34,10 +34,6 @@ class StopRequest:
     def __init__(self) -> None:
         self._signal = multiprocessing.get_context("spawn").RawValue("i", 0)
 
-    @property
-    def signal(self) -> int | None:
-        return self._signal.value or None
-
     def __call__(self) -> bool:
         return self._signal.value != 0
 
@@ -56,7 +52,7 @@ class StopRequest:
 
 @contextmanager
 def helpers_ignore_stop_signals() -> Iterator[None]:
-    """Start helper processes (the forkserver, a spawned worker) with SIGINT and SIGTERM ignored from their first
+    """Start helper processes (the forkserver, a spawned worker) with the stop signals ignored from their first
     instruction: an ignored signal stays ignored across exec, and Python then installs no KeyboardInterrupt handler.
     They share the job's process group, so the terminal's Ctrl-C reaches them too, and one arriving while they
     import torch printed a traceback and killed them. The job alone handles both, and tells its workers through the
