@@ -74,6 +74,8 @@ def main(argv: list[str] | tuple[str, ...] = (), stop: StopRequest | None = None
     except RunFailure as failure:  # before the run had a folder: nothing to report in
         complain(failure.line())
         return failure.status.code
+    finally:
+        preflight.stop_worker_server_if_started()  # not left importing, holding stdout, after the job's end
     if report.message:
         complain(report.message)
     return report.exit_code

@@ -41,3 +41,14 @@ def start_worker_server_if_useful(settings: Settings) -> None:
 
     if might_share_the_cpu(settings) and can_start_workers():
         start_worker_server()
+
+
+def stop_worker_server_if_started() -> None:
+    """Where the pool was not used after all (a failure before training, one variant per process on a busy CPU),
+    the server started above must not outlive the job (job.running.pool.stop_worker_server)."""
+    import sys
+
+    if "job.running.pool" in sys.modules:
+        from job.running.pool import stop_worker_server
+
+        stop_worker_server()

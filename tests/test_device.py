@@ -51,7 +51,7 @@ def test_the_worker_server_starts_early_only_where_variants_may_share_the_cpu(mo
     from job.running.pool import might_share_the_cpu
     from job.settings import Settings
 
-    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    monkeypatch.setattr("job.running.pool.usable_cpus", lambda: cores)
     assert might_share_the_cpu(Settings.model_construct(**values)) is early  # defaults, no .env read
 
 

@@ -383,3 +383,47 @@ def test_a_failure_crosses_a_process_boundary_with_its_status_and_line(make):
     failure = eval(make)
     again = pickle.loads(pickle.dumps(failure))
     assert (type(again), again.status, again.line()) == (type(failure), failure.status, failure.line())
+
+
+def test_a_worker_that_does_not_stop_is_killed_and_the_stop_still_ends_the_run(outputs, real_data_dir):
+    """A worker stopped with SIGSTOP (or stuck in native code) never reaches its next batch: the job waited for it
+    forever, deaf to more signals, until a scheduler's SIGKILL left no report."""
+    before = published_files(outputs)
+    process = start_parallel(outputs, real_data_dir)
+    wait_for_line(process, "[plain] Epoch: 1,")
+    workers = [pid for pid in descendants(process.pid) if pid not in children(process.pid)]
+    os.kill(workers[0], signal.SIGSTOP)
+    stopped = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == status.SIGTERM.code and time.monotonic() - stopped < 30, (stdout[-800:], stderr)
+    assert stderr == "lenet-mnist: interrupted by SIGTERM; nothing was published\n"
+    assert not [pid for pid in workers if live(pid)] and published_files(outputs) == before
+
+
+def test_a_run_that_failed_does_not_wait_for_another_runs_publish_lock(tmp_path):
+    """It publishes nothing, so it needs no lock: it used to wait up to LENET_PUBLISH_WAIT_SECONDS (an hour) and
+    then report the wait (exit 10) instead of its own failure."""
+    from datetime import UTC, datetime
+
+    from job.outcome.finish import RunFacts, finish
+    from job.outcome.report import DeviceInfo
+    from job.running.stop import StopRequest
+    from job.settings import Settings
+    from job.training.data import DataError
+
+    (tmp_path / "run").mkdir()
+    facts = RunFacts(run_id="run", started_at=datetime.now(UTC), device=DeviceInfo(type="cpu", spec="cpu", name="cpu",
+                     threads=1), variants_in_parallel=False, data=None, extra_data=None, variants=[], plots=[])
+    settings = Settings.model_construct(output_dir=tmp_path, publish_wait_seconds=60)
+    started = time.monotonic()
+    with FileLock(tmp_path / ".publish.lock"):
+        report = finish(facts, settings, tmp_path / "run", StopRequest(), DataError("MNIST is gone"))
+    assert (report.exit_code, report.published) == (status.DATA.code, False) and time.monotonic() - started < 10
+    assert read_report(tmp_path / "run" / "report.json").message == "data problem: MNIST is gone"
+
+
+def test_a_failure_is_one_line_whatever_its_message_holds():
+    from job.outcome.status import failure_of
+
+    assert failure_of(ValueError("line one\nline two")).line() == "unexpected error: ValueError: line one line two"

@@ -61,10 +61,11 @@ def finish(facts: RunFacts, settings: Settings, run_dir: Path, stop: StopRequest
     """Judge the run (`error`: what ended it early, if anything), write its report, track it, and publish it if it
     passed; return the report as written."""
     with contextlib.ExitStack() as held:
-        try:
-            held.callback(publish_lock(settings.output_dir, stop.check, settings.publish_wait_seconds).release)
-        except (Interrupted, LockWaitTooLong, OSError) as waited:  # its report needs no lock: it publishes nothing
-            error = waited
+        if error is None:  # a run that failed publishes nothing: it neither needs nor waits for the lock
+            try:
+                held.callback(publish_lock(settings.output_dir, stop.check, settings.publish_wait_seconds).release)
+            except (Interrupted, LockWaitTooLong, OSError) as waited:
+                error = waited
         failure, champion = judge(facts, settings, stop, error)
         tracking = None
         if settings.mlflow_tracking_uri is not None:
@@ -72,7 +73,10 @@ def finish(facts: RunFacts, settings: Settings, run_dir: Path, stop: StopRequest
             tracking, failure = track_run(pending, run_dir, settings, stop, failure)
         report, failure = write_run_report(facts, settings, run_dir, failure, champion, tracking)
         if failure is None:
-            report = publish_run(report, facts, settings, run_dir, stop, champion)
+            return publish_run(report, facts, settings, run_dir, stop, champion)
+        if tracking is not None and tracking.champion_moved:  # tracked to publish, then the report failed
+            tracking = restore_champion_in_mlflow(tracking, settings, failure)
+            report, _ = write_run_report(facts, settings, run_dir, failure, champion, tracking)
         return report
 
 
@@ -208,9 +212,15 @@ def publish_run(report: Report, facts: RunFacts, settings: Settings, run_dir: Pa
         failure = failure_of(error)
         tracking = report.tracking
         if tracking is not None and tracking.champion_moved:
-            from job.outcome.tracking import restore_champion
-
-            tracking = restore_champion(tracking, settings, "KILLED" if isinstance(error, Interrupted) else "FAILED")
+            tracking = restore_champion_in_mlflow(tracking, settings, failure)
         return write_run_report(facts, settings, run_dir, failure, champion, tracking)[0]
     prune_runs(settings.output_dir, settings.keep_runs, report.run_id)
     return report
+
+
+def restore_champion_in_mlflow(tracking: Tracking, settings: Settings, failure: RunFailure) -> Tracking:
+    """A run that moved MLflow's `champion` and is not published after all: the alias goes back, and the MLflow run
+    is marked KILLED (a stop) or FAILED."""
+    from job.outcome.tracking import restore_champion
+
+    return restore_champion(tracking, settings, "KILLED" if isinstance(failure, Interrupted) else "FAILED")

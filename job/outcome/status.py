@@ -83,7 +83,8 @@ class RunFailure(Exception):
             self.suffix = suffix
 
     def line(self) -> str:
-        return f"{self.prefix}{self}{self.suffix}"
+        """One line, whatever the message holds (torch's and onnx's errors often span several)."""
+        return " ".join(f"{self.prefix}{self}{self.suffix}".splitlines())
 
     def __reduce__(self):  # a worker process sends it back whole, its status included
         return (type(self), (str(self), self.status, self.suffix))

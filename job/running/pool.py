@@ -22,8 +22,9 @@ import select
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
@@ -71,7 +72,14 @@ def might_share_the_cpu(settings: Settings) -> bool:
     """Before torch is imported: could variants_share_the_cpu say yes? (`auto` counts as the CPU: on a machine
     with an accelerator the early server then goes unused.)"""
     device_type = "cpu" if settings.device == "auto" else settings.device
-    return variants_share_the_cpu(settings, device_type, settings.num_threads or os.cpu_count() or 1)
+    return variants_share_the_cpu(settings, device_type, settings.num_threads or usable_cpus())
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may use (its affinity, `taskset`, as torch counts them), not the machine's."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def worker_context() -> BaseContext:
@@ -140,10 +148,13 @@ def train_one(variant: str, settings: Settings, device: str, run_id: str, run_di
         # No progress bar: two processes drawing on one terminal line would garble it.
         return train_variant(variant, data.to(torch.device(device)), recipe, settings, torch.device(device), _stop,
                              run_id, run_dir, progress_bar=False)
-    except Exception as error:
+    except BaseException as error:  # SystemExit too: the job must hear of it as an error, not a dead worker
         try:
-            pickle.dumps(error)
-        except Exception:  # an error that cannot cross the process boundary still must say what it was
+            pickle.loads(pickle.dumps(error))
+            crosses = isinstance(error, Exception)
+        except Exception:  # e.g. an exception whose __init__ takes other arguments than its args (some of torch's)
+            crosses = False
+        if not crosses:  # an error that cannot cross the process boundary still must say what it was
             raise RuntimeError(f"{type(error).__name__}: {error}") from None
         raise
 
@@ -170,22 +181,33 @@ def train_in_parallel(settings: Settings, device: torch.device, stop: StopReques
         # stop signals ignored; a forked one inherits the forkserver's, and the job must not ignore signals while it
         # waits for the forkserver's imports (seconds).
         with helpers_ignore_stop_signals() if context.get_start_method() == "spawn" else contextlib.nullcontext():
-            futures = [pool.submit(train_one, variant, settings, str(device), run_id, run_dir, threads)
-                       for variant in settings.variants]
+            pending = {pool.submit(train_one, variant, settings, str(device), run_id, run_dir, threads)
+                       for variant in settings.variants}
         workers = list(pool._processes.values())  # private: to tell how a dead one ended
-        for future in as_completed(futures):
-            try:
-                result = future.result()
-            except BrokenProcessPool:
-                raise WorkerDied(dead_worker(workers, pids, settings.variants)) from None
-            except Exception as error:
-                errors.append(error)
-                continue
-            results[result.variant] = result
-            on_result(result)
+        stopped_at = None
+        while pending:
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            for future in done:
+                try:
+                    result = future.result()
+                except BrokenProcessPool:  # the others are killed below, after the dead one is named
+                    raise WorkerDied(dead_worker(workers, pids, settings.variants)) from None
+                except Exception as error:
+                    errors.append(error)
+                    continue
+                results[result.variant] = result
+                on_result(result)
+            if stop():  # each worker ends at its next batch; one that does not (stopped, stuck) is killed
+                stopped_at = stopped_at or time.monotonic()
+                if time.monotonic() - stopped_at > STOP_GRACE_SECONDS:
+                    stop.check()
+    except BrokenProcessPool:  # at submit: a worker died as it started
+        workers = list(pool._processes.values())  # private, as above
+        message = dead_worker(workers, pids, settings.variants)
+        kill(workers, pids)
+        raise WorkerDied(message) from None
     except BaseException:
-        for worker in workers:  # nothing of this run is published: the survivors stop at once (they ignore SIGTERM)
-            worker.kill()
+        kill(workers, pids)  # nothing of this run is published: the survivors stop at once
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -195,6 +217,20 @@ def train_in_parallel(settings: Settings, device: torch.device, stop: StopReques
     if errors:
         raise next((e for e in errors if isinstance(e, Interrupted)), errors[0]) if stop() else errors[0]
     return [results[variant] for variant in settings.variants]
+
+
+# A stopped worker ends at its next batch, within a second; one that does not within this (stopped with SIGSTOP,
+# stuck in native code) is killed, so that a stop ends the job before a scheduler's SIGKILL.
+STOP_GRACE_SECONDS = 5
+
+
+def kill(workers: list[BaseProcess], pids: ctypes.Array[ctypes.c_int]) -> None:
+    """SIGKILL every worker (they ignore SIGTERM), by pid: Process.kill does nothing once the forkserver that
+    reports on them is gone."""
+    for pid in {worker.pid for worker in workers} | {pid for pid in pids if pid}:
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def stop_worker_server() -> None:
