@@ -181,6 +181,8 @@ def track_run(report: Report, run_dir: Path, settings: Settings, stop: StopReque
     from job.outcome.tracking import TrackingFailed, restore_champion, track
 
     publishing = failure is None
+    if publishing and stop():  # the stop came after judging: no request that only a new signal could cut short;
+        return None, failure  # publish_run's stop check ends the run as interrupted
     try:
         with raising_on_stop(stop):  # a stop does not wait for a server's timeouts
             return track(report, run_dir, settings, publishing), failure

@@ -69,14 +69,13 @@ def helpers_ignore_stop_signals() -> Iterator[None]:
 def raising_on_stop(stop: StopRequest) -> Iterator[None]:
     """For a blocking call that a stop must cut short (a request to a tracking server that does not answer): within
     the block a stop signal sets the flag and raises Interrupted at once, instead of waiting for the call's timeout
-    (a scheduler's grace period before SIGKILL is often 30 s). A stop that came before the block raises at once."""
+    (a scheduler's grace period before SIGKILL is often 30 s)."""
     def request(number: int, frame: object) -> None:
         stop._request(number, frame)
         raise Interrupted(number)
 
     previous = {number: signal.signal(number, request) for number in STOP_SIGNALS}
     try:
-        stop.check()  # a stop that came just before the block: the call would not be cut short
         yield
     finally:
         for number, handler in previous.items():
