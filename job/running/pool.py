@@ -211,8 +211,6 @@ def train_in_parallel(settings: Settings, device: torch.device, stop: StopReques
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        if context.get_start_method() == "forkserver":
-            stop_worker_server()
         remove_partial_files(run_dir)
     if errors:
         raise next((e for e in errors if isinstance(e, Interrupted)), errors[0]) if stop() else errors[0]
@@ -235,8 +233,9 @@ def kill(workers: list[BaseProcess], pids: ctypes.Array[ctypes.c_int]) -> None:
 
 def stop_worker_server() -> None:
     """The forkserver exits with the job, but its exit (torch's teardown, about a second) holds the job's stdout
-    open for whoever reads it, after the job's last line. Its work is done once the pool's is: it is killed now (it
-    holds nothing but imported modules), and started anew if needed. multiprocessing has no public call for this."""
+    open for whoever reads it, after the job's last line. job.cli kills it once the run is over, whatever its path
+    (it holds nothing but imported modules); it is started anew if needed. multiprocessing has no public call for
+    this."""
     pid = multiprocessing.forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]
     if pid is not None:
         with contextlib.suppress(ProcessLookupError):
