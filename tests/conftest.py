@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -117,6 +118,35 @@ def run_in_process(monkeypatch, outputs, data_dir, **settings):
             monkeypatch.setenv(key, value)
     monkeypatch.chdir(outputs.parent)
     return main()
+
+
+def job_in_process(monkeypatch, capsys, outputs, data_dir, stop_at=None, number=signal.SIGTERM, **settings):
+    """The job run in this process as `python -m job` runs it, with the tiny settings: (exit status, stdout,
+    stderr). A subprocess adds nothing to what most outcome tests check, and costs ~3x the time (torch's import and
+    its exporters' first call). `stop_at`: this process gets the signal `number` once the log has written a line
+    that holds it, as a scheduler's stop lands on the job (real signal, real handler; the run's own process only:
+    not for lines that worker processes write)."""
+    import job.log
+    from job.running.stop import STOP_SIGNALS
+
+    if stop_at is not None:
+        write_line = job.log.write_line
+
+        def signal_on_marker(stream, message):
+            write_line(stream, message)
+            if stop_at in message:
+                os.kill(os.getpid(), number)
+
+        monkeypatch.setattr(job.log, "write_line", signal_on_marker)
+    handlers = {n: signal.getsignal(n) for n in STOP_SIGNALS}
+    capsys.readouterr()
+    try:
+        code = run_in_process(monkeypatch, outputs, data_dir, **settings)
+    finally:
+        for n, handler in handlers.items():
+            signal.signal(n, handler)
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def run_job(tmp_path, data_dir, *args, **settings):

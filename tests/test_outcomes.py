@@ -2,9 +2,11 @@
 `exit_code` and `published`, the summary line of the log, and what latest.json actually names. Each case below
 ends a run one way, including the failures that come after publishing has begun."""
 
+import errno
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,32 +16,32 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from conftest import PYTHON, TINY, job_env, published_files, published_id
+from conftest import PYTHON, TINY, job_env, job_in_process, published_files, published_id
 from job.outcome import status
 from job.outcome.report import read_report
 
-# Launchers: the job as `python -m job` runs it, with one library call made to fail the way a full disk or
-# another user's folder makes it fail.
-FAIL_ON_POINTER = """
-import errno, os, sys
-import job.outcome.publish as publish
-original = publish.write_text_atomically
-def full(path, text):
-    if path.name == "latest.json":
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-    original(path, text)
-publish.write_text_atomically = full
-from job.cli import main
-sys.exit(main())
-"""
-FAIL_ON_PRUNE = """
-import shutil, sys
-def refuse(path, *args, **kwargs):
-    raise PermissionError(13, "Permission denied", str(path))
-shutil.rmtree = refuse
-from job.cli import main
-sys.exit(main())
-"""
+
+# One library call made to fail the way a full disk or another user's folder makes it fail, in a run in this process.
+def fail_on_pointer(monkeypatch):
+    import job.outcome.publish as publish
+
+    original = publish.write_text_atomically
+
+    def full(path, text):
+        if path.name == "latest.json":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        original(path, text)
+
+    monkeypatch.setattr(publish, "write_text_atomically", full)
+
+
+def fail_on_prune(monkeypatch):
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(shutil, "rmtree", refuse)
+
+
 SUMMARY = re.compile(r"^(succeeded|accuracy_gate_failed|parity_failed|champion_check_failed|interrupted|failed|"
                      r"diverged) in [0-9.]+s: (.*)$", re.MULTILINE)
 
@@ -64,32 +66,27 @@ CASES = {  # name: (settings, launcher, prepare the output dir, expected exit st
     "publish lock held too long": ({"publish_wait_seconds": 1}, "hold the lock", None, status.LOCK_WAIT, False),
     "latest.json damaged": ({"champion_check": "true"}, None, damaged_pointer, status.DAMAGED, False),
     "latest.json is a folder": ({}, None, pointer_is_a_folder, status.OUTPUT, False),
-    "latest.json cannot be written": ({}, FAIL_ON_POINTER, None, status.OUTPUT, False),
-    "old runs cannot be pruned after publishing": ({"keep_runs": 1}, FAIL_ON_PRUNE, None, status.OK, True),
+    "latest.json cannot be written": ({}, fail_on_pointer, None, status.OUTPUT, False),
+    "old runs cannot be pruned after publishing": ({"keep_runs": 1}, fail_on_prune, None, status.OK, True),
 }
 
 
-def run_case(outputs, data_dir, settings, launcher):
-    env = job_env(outputs.parent, data_dir, **(TINY | settings))
-    command = [PYTHON, "-c", launcher] if launcher and "\n" in launcher else [PYTHON, "-m", "job"]
+def run_case(outputs, data_dir, settings, launcher, monkeypatch, capsys):
+    """(exit status, stdout, stderr) of a run in this process: `launcher` is a function that patches the library
+    first, or "hold the lock" (another run holds the publish lock), or "SIGTERM at MARKER"; a launcher that is
+    source code runs the job in a subprocess (for runs whose workers must see the patch)."""
+    if isinstance(launcher, str) and "\n" in launcher:
+        env = job_env(outputs.parent, data_dir, **(TINY | settings))
+        done = subprocess.run([PYTHON, "-c", launcher], env=env, cwd=outputs.parent, capture_output=True, text=True,
+                              timeout=300)
+        return done.returncode, done.stdout, done.stderr
+    if callable(launcher):
+        launcher(monkeypatch)
     if launcher == "hold the lock":
         with FileLock(outputs / ".publish.lock"):
-            done = subprocess.run(command, env=env, cwd=outputs.parent, capture_output=True, text=True, timeout=300)
-        return done.returncode, done.stdout, done.stderr
-    if launcher and launcher.startswith("SIGTERM at "):
-        marker = launcher.removeprefix("SIGTERM at ")
-        process = subprocess.Popen(command, env=env, cwd=outputs.parent, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True)
-        lines = []
-        for line in process.stdout:
-            lines.append(line)
-            if marker in line:
-                process.send_signal(signal.SIGTERM)
-                break
-        stdout, stderr = process.communicate(timeout=120)
-        return process.returncode, "".join(lines) + stdout, stderr
-    done = subprocess.run(command, env=env, cwd=outputs.parent, capture_output=True, text=True, timeout=300)
-    return done.returncode, done.stdout, done.stderr
+            return job_in_process(monkeypatch, capsys, outputs, data_dir, **settings)
+    stop_at = launcher.removeprefix("SIGTERM at ") if isinstance(launcher, str) else None
+    return job_in_process(monkeypatch, capsys, outputs, data_dir, stop_at=stop_at, **settings)
 
 
 def pointer_state(outputs):
@@ -98,7 +95,7 @@ def pointer_state(outputs):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_exit_status_report_log_and_pointer_agree(outputs, real_data_dir, case):
+def test_exit_status_report_log_and_pointer_agree(outputs, real_data_dir, case, monkeypatch, capsys):
     settings, launcher, prepare, expected, published = CASES[case]
     if prepare:
         prepare(outputs)
@@ -106,7 +103,7 @@ def test_exit_status_report_log_and_pointer_agree(outputs, real_data_dir, case):
     pointer_before = pointer_state(outputs)
     untouched = published_files(outputs) if pointer_before != "folder" and case != "latest.json damaged" else None
 
-    code, stdout, stderr = run_case(outputs, real_data_dir, settings, launcher)
+    code, stdout, stderr = run_case(outputs, real_data_dir, settings, launcher, monkeypatch, capsys)
 
     # 1. the exit status
     assert code == expected.code, (case, stdout[-1500:], stderr)
@@ -135,27 +132,28 @@ def test_exit_status_report_log_and_pointer_agree(outputs, real_data_dir, case):
     assert "Traceback" not in stderr
 
 
-def test_a_run_whose_old_runs_cannot_be_pruned_says_which_and_stays_published(outputs, real_data_dir):
+def test_a_run_whose_old_runs_cannot_be_pruned_says_which_and_stays_published(outputs, real_data_dir, monkeypatch,
+                                                                              capsys):
     old_id = published_id(outputs)
-    code, stdout, stderr = run_case(outputs, real_data_dir, {"keep_runs": 1}, FAIL_ON_PRUNE)
+    code, stdout, stderr = run_case(outputs, real_data_dir, {"keep_runs": 1}, fail_on_prune, monkeypatch, capsys)
     assert code == 0
     assert stderr.splitlines() == [f"lenet-mnist: warning: could not remove old run folder "
                                    f"{outputs / 'runs' / old_id}: Permission denied"]
     assert published_id(outputs) != old_id and (outputs / "runs" / old_id).is_dir()
 
 
-def test_a_pointer_that_is_a_folder_is_named_before_anything_is_published(outputs, real_data_dir):
+def test_a_pointer_that_is_a_folder_is_named_before_anything_is_published(outputs, real_data_dir, monkeypatch, capsys):
     pointer_is_a_folder(outputs)
-    code, _, stderr = run_case(outputs, real_data_dir, {}, None)
+    code, _, stderr = run_case(outputs, real_data_dir, {}, None, monkeypatch, capsys)
     assert code == status.OUTPUT.code
     assert f"{outputs / 'latest.json'} is a folder, not a file" in stderr and "remove it" in stderr
 
 
-def test_a_pointer_that_is_a_pipe_is_named_as_one(outputs, real_data_dir):
+def test_a_pointer_that_is_a_pipe_is_named_as_one(outputs, real_data_dir, monkeypatch, capsys):
     """It was named "a folder"."""
     (outputs / "latest.json").unlink()
     os.mkfifo(outputs / "latest.json")
-    code, _, stderr = run_case(outputs, real_data_dir, {}, None)
+    code, _, stderr = run_case(outputs, real_data_dir, {}, None, monkeypatch, capsys)
     assert code == status.OUTPUT.code and stderr.count("\n") == 1
     assert f"{outputs / 'latest.json'} is not a regular file (a pipe" in stderr and "remove it" in stderr
 
@@ -270,7 +268,7 @@ def test_a_figure_that_cannot_be_drawn_fails_the_run_once_every_variant_is_in(ou
     """Side by side, a variant's figures are drawn as its result arrives, while the other still trains: a failure
     there must wait for the other variant, so that the report holds both."""
     before, old_id = published_files(outputs), published_id(outputs)
-    code, stdout, stderr = run_case(outputs, real_data_dir, PARALLEL | {"epochs": 1}, FAIL_ON_PLAIN_CURVES)
+    code, stdout, stderr = run_case(outputs, real_data_dir, PARALLEL | {"epochs": 1}, FAIL_ON_PLAIN_CURVES, None, None)
     assert code == status.OUTPUT.code, (stdout[-1500:], stderr)
     assert stderr.count("\n") == 1 and "No space left on device" in stderr and "curves_plain" in stderr
     (run_dir,) = [p for p in (outputs / "runs").iterdir() if p.name != old_id]
