@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, TINY, job_env, published_files, published_id, run_in_process
+from conftest import PYTHON, TINY, job_env, job_in_process, published_files, published_id, run_in_process
 from job.outcome.report import read_report
 from job.settings import Settings
 
@@ -24,11 +24,10 @@ def no_partial_files(outputs):
     return not [p for p in outputs.rglob("*") if ".partial" in p.name]
 
 
-def start(outputs, data_dir, launcher=None, **settings):
+def start(outputs, data_dir, **settings):
     env = job_env(outputs.parent, data_dir, **(TINY | settings))
-    command = [PYTHON, "-c", launcher] if launcher else [PYTHON, "-m", "job"]
-    return subprocess.Popen(command, env=env, cwd=outputs.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen([PYTHON, "-m", "job"], env=env, cwd=outputs.parent, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def signal_when(process, marker, number=signal.SIGTERM):
@@ -43,36 +42,40 @@ def signal_when(process, marker, number=signal.SIGTERM):
     return process.returncode, "".join(lines) + stdout, stderr
 
 
-# Slows the report's rename so that the signal lands while the report is being written.
-SLOW_REPORT = """
-import sys, time
-import job.outcome.report as report
-original = report.write_text_atomically
-def slow(path, text):
-    if path.name == "report.json":
-        print("writing report", flush=True)
-        time.sleep(1.5)
-    original(path, text)
-report.write_text_atomically = slow
-from job.cli import main
-sys.exit(main())
-"""
+def stop_while_writing_the_report(monkeypatch):
+    """The stop signal lands while the report is being written."""
+    import job.outcome.report as report
+
+    original = report.write_text_atomically
+
+    def stopped(path, text):
+        if path.name == "report.json":
+            os.kill(os.getpid(), signal.SIGTERM)
+        original(path, text)
+
+    monkeypatch.setattr(report, "write_text_atomically", stopped)
 
 
-@pytest.mark.parametrize("moment, marker, settings, launcher", [
+@pytest.mark.parametrize("moment, marker, settings, patch", [
     ("loading data", ", recipe ", {}, None),
     ("mid-epoch", "[plain] Epoch: 1,", {"epochs": 3, "train_limit": 6000}, None),
     ("mid-epoch, variants side by side", "[bn_dropout] Epoch: 1,",
      {"epochs": 3, "train_limit": 6000, "variants": "plain,bn_dropout", "parallel_variants": "true"}, None),
     ("during export", "[plain] exporting", {}, None),
-    ("while writing the report", "writing report", {}, SLOW_REPORT),
+    ("while writing the report", None, {}, stop_while_writing_the_report),
 ])
 def test_sigterm_stops_the_run_and_leaves_the_published_model_alone(outputs, real_data_dir, moment, marker,
-                                                                     settings, launcher):
+                                                                     settings, patch, monkeypatch, capsys):
+    """In this process (the signal is real, its handler the job's), but side by side in a subprocess: the line
+    that the stop follows is a worker's."""
     before, old_id = published_files(outputs), published_id(outputs)
-    process = start(outputs, real_data_dir, launcher, **settings)
     started = time.monotonic()
-    code, stdout, stderr = signal_when(process, marker)
+    if "side by side" in moment:
+        code, stdout, stderr = signal_when(start(outputs, real_data_dir, **settings), marker)
+    else:
+        if patch:
+            patch(monkeypatch)
+        code, stdout, stderr = job_in_process(monkeypatch, capsys, outputs, real_data_dir, stop_at=marker, **settings)
     assert code == 143, (moment, stdout[-2000:], stderr)
     assert time.monotonic() - started < 60
     assert "interrupted by SIGTERM" in stderr and stderr.count("\n") == 1
@@ -85,10 +88,10 @@ def test_sigterm_stops_the_run_and_leaves_the_published_model_alone(outputs, rea
         assert not report.variants  # stopped inside training, at a batch boundary
 
 
-def test_sigint_exits_130(outputs, real_data_dir):
+def test_sigint_exits_130(outputs, real_data_dir, monkeypatch, capsys):
     before = published_files(outputs)
-    code, _, stderr = signal_when(start(outputs, real_data_dir, epochs=3, train_limit=6000), "[plain] Epoch: 1,",
-                                  signal.SIGINT)
+    code, _, stderr = job_in_process(monkeypatch, capsys, outputs, real_data_dir, stop_at="[plain] Epoch: 1,",
+                                     number=signal.SIGINT, epochs=3, train_limit=6000)
     assert code == 130 and "interrupted by SIGINT" in stderr
     assert published_files(outputs) == before
 
@@ -110,26 +113,23 @@ def test_two_runs_at_once_both_finish_and_the_pointer_names_a_complete_one(outpu
     assert no_partial_files(outputs)
 
 
-def test_old_runs_are_pruned_but_never_the_published_one(outputs, real_data_dir):
+def test_old_runs_are_pruned_but_never_the_published_one(outputs, real_data_dir, monkeypatch, capsys):
     published_run = published_id(outputs)
-    done = subprocess.run([PYTHON, "-m", "job"], env=job_env(outputs.parent, real_data_dir, **(TINY | {
-        "keep_runs": 1, "min_test_accuracy": 1.0})), cwd=outputs.parent, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 4
+    code, _, _ = job_in_process(monkeypatch, capsys, outputs, real_data_dir, keep_runs=1, min_test_accuracy=1.0)
+    assert code == 4
     assert published_run in {p.name for p in (outputs / "runs").iterdir()}  # a failed run prunes nothing
-    done = subprocess.run([PYTHON, "-m", "job"], env=job_env(outputs.parent, real_data_dir, keep_runs=1, **TINY),
-                          cwd=outputs.parent, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    code, _, stderr = job_in_process(monkeypatch, capsys, outputs, real_data_dir, keep_runs=1)
+    assert code == 0, stderr
     latest = json.loads((outputs / "latest.json").read_text())["run_id"]
     assert [p.name for p in (outputs / "runs").iterdir()] == [latest]
 
 
-def test_champion_check_refuses_a_worse_model(outputs, real_data_dir):
+def test_champion_check_refuses_a_worse_model(outputs, real_data_dir, monkeypatch, capsys):
     before, old_id = published_files(outputs), published_id(outputs)
-    done = subprocess.run([PYTHON, "-m", "job"], env=job_env(outputs.parent, real_data_dir, **(TINY | {
-        "champion_check": "true", "champion_tolerance": 0, "train_limit": 200})), cwd=outputs.parent,
-        capture_output=True, text=True, timeout=300)
-    assert done.returncode == 7, done.stderr
-    assert "worse than the published run" in done.stderr
+    code, _, stderr = job_in_process(monkeypatch, capsys, outputs, real_data_dir, champion_check="true",
+                                     champion_tolerance=0, train_limit=200)
+    assert code == 7, stderr
+    assert "worse than the published run" in stderr
     assert published_files(outputs) == before
     (run_dir,) = new_run_dirs(outputs, old_id)
     report = read_report(run_dir / "report.json")
@@ -213,30 +213,30 @@ def room_a_run_takes(real_data_dir, tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("share", DISK_SHARES)
 def test_a_disk_that_fills_at_any_write_is_one_line_exit_6_and_the_outcome_is_consistent(
-        room_a_run_takes, real_data_dir, tmp_path, share):
+        room_a_run_takes, real_data_dir, tmp_path, share, monkeypatch, capsys):
     folder = tmp_path / "small-disk"
     folder.mkdir()
     size = int(room_a_run_takes * DISK_SHARES[share]) // 4096 * 4096
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], check=True)
     try:
-        done = subprocess.run([PYTHON, "-m", "job"], env=job_env(folder, real_data_dir, **TINY), cwd=folder,
-                              capture_output=True, text=True, timeout=300)
+        code, stdout, stderr = job_in_process(monkeypatch, capsys, folder / "outputs", real_data_dir)
+        monkeypatch.chdir(tmp_path)  # out of the folder, so that it can be unmounted
         outputs = folder / "outputs"
         assert not [p for p in outputs.rglob("*") if ".partial" in p.name]
         (run_dir,) = (outputs / "runs").iterdir()
         report = read_report(run_dir / "report.json") if (run_dir / "report.json").exists() else None
-        summary = [line for line in done.stdout.splitlines() if " in " in line and line.split(" ")[0] in (
+        summary = [line for line in stdout.splitlines() if " in " in line and line.split(" ")[0] in (
             "succeeded", "failed")][-1]
         pointer = json.loads((outputs / "latest.json").read_text()) if (outputs / "latest.json").exists() else None
     finally:
         subprocess.run(["umount", str(folder)], check=True)
     if share == "room to spare":
-        assert done.returncode == 0, (done.stdout[-1000:], done.stderr)
-        assert done.stderr == "" and report.published and summary.startswith("succeeded")
+        assert code == 0, (stdout[-1000:], stderr)
+        assert stderr == "" and report.published and summary.startswith("succeeded")
         assert pointer["run_id"] == run_dir.name
     else:
-        assert done.returncode == 6, (done.stdout[-1000:], done.stderr)
-        assert done.stderr.count("\n") == 1 and "No space left on device" in done.stderr, done.stderr
+        assert code == 6, (stdout[-1000:], stderr)
+        assert stderr.count("\n") == 1 and "No space left on device" in stderr, stderr
         assert summary.startswith("failed") and pointer is None
         assert report is None or (report.exit_code, report.published) == (6, False)
         assert (report is None) == summary.endswith(f"no report could be written in {run_dir}")
@@ -260,7 +260,7 @@ def test_no_data_and_no_network_fails_with_3(monkeypatch, outputs, tmp_path, cap
 
 
 @pytest.mark.parametrize("damage", ["truncated", "corrupted", "wrong shape"])
-def test_damaged_idx_files_fail_with_3_before_training(outputs, real_data_dir, tmp_path, damage):
+def test_damaged_idx_files_fail_with_3_before_training(outputs, real_data_dir, tmp_path, damage, monkeypatch, capsys):
     data_dir = tmp_path / "data"
     shutil.copytree(real_data_dir, data_dir)
     path = data_dir / "MNIST" / "raw" / "train-images-idx3-ubyte"
@@ -273,22 +273,20 @@ def test_damaged_idx_files_fail_with_3_before_training(outputs, real_data_dir, t
         path.write_bytes(b"\x00\x00\x08\x03" + (60000).to_bytes(4, "big") + (30).to_bytes(4, "big") * 2
                          + content[16:])
     before = published_files(outputs)
-    done = subprocess.run([PYTHON, "-m", "job"], env=job_env(outputs.parent, data_dir, **TINY), cwd=outputs.parent,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 3
-    assert done.stderr.count("\n") == 1
-    assert "train-images-idx3-ubyte does not match its canonical checksum" in done.stderr
-    assert "Epoch" not in done.stdout
+    code, stdout, stderr = job_in_process(monkeypatch, capsys, outputs, data_dir)
+    assert code == 3
+    assert stderr.count("\n") == 1
+    assert "train-images-idx3-ubyte does not match its canonical checksum" in stderr
+    assert "Epoch" not in stdout
     assert published_files(outputs) == before
 
 
-def test_an_output_dir_that_is_a_file_fails_with_6(real_data_dir, tmp_path):
+def test_an_output_dir_that_is_a_file_fails_with_6(real_data_dir, tmp_path, monkeypatch, capsys):
     target = tmp_path / "outputs"
     target.write_text("precious")
-    done = subprocess.run([PYTHON, "-m", "job"], env=job_env(tmp_path, real_data_dir, **TINY), cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 6 and done.stderr.count("\n") == 1
-    assert "LENET_OUTPUT_DIR=" in done.stderr and "not a folder" in done.stderr
+    code, _, stderr = job_in_process(monkeypatch, capsys, target, real_data_dir)
+    assert code == 6 and stderr.count("\n") == 1
+    assert "LENET_OUTPUT_DIR=" in stderr and "not a folder" in stderr
     assert target.read_text() == "precious"
 
 
@@ -303,27 +301,25 @@ def make_unwritable(folder):
     pytest.skip("running as root where chattr +i is not available: root may write anywhere")
 
 
-def test_an_output_dir_that_is_not_writable_fails_with_6(real_data_dir, tmp_path):
+def test_an_output_dir_that_is_not_writable_fails_with_6(real_data_dir, tmp_path, monkeypatch, capsys):
     outputs = tmp_path / "outputs"
     outputs.mkdir()
     (outputs / "latest.json").write_text("precious")
     undo = make_unwritable(outputs)
     try:
-        done = subprocess.run([PYTHON, "-m", "job"], env=job_env(tmp_path, real_data_dir, **TINY), cwd=tmp_path,
-                              capture_output=True, text=True, timeout=300)
+        code, _, stderr = job_in_process(monkeypatch, capsys, outputs, real_data_dir)
     finally:
         undo()
-    assert done.returncode == 6, done.stderr
-    assert done.stderr.count("\n") == 1 and f"LENET_OUTPUT_DIR={outputs} cannot hold a run folder" in done.stderr
-    assert "Permission denied" in done.stderr or "Operation not permitted" in done.stderr
+    assert code == 6, stderr
+    assert stderr.count("\n") == 1 and f"LENET_OUTPUT_DIR={outputs} cannot hold a run folder" in stderr
+    assert "Permission denied" in stderr or "Operation not permitted" in stderr
     assert (outputs / "latest.json").read_text() == "precious" and list(outputs.iterdir()) == [outputs / "latest.json"]
 
 
-def test_a_device_that_is_not_present_fails_with_2(real_data_dir, tmp_path):
+def test_a_device_that_is_not_present_fails_with_2(real_data_dir, tmp_path, monkeypatch, capsys):
     """cuda:99 is missing on every machine, with CUDA or without."""
-    done = subprocess.run([PYTHON, "-m", "job"], env=job_env(tmp_path, real_data_dir, **(TINY | {"device": "cuda:99"})),
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "LENET_DEVICE=cuda:99: " in done.stderr
+    code, _, stderr = job_in_process(monkeypatch, capsys, tmp_path / "outputs", real_data_dir, device="cuda:99")
+    assert code == 2 and stderr.count("\n") == 1 and "LENET_DEVICE=cuda:99: " in stderr
     assert not (tmp_path / "outputs").exists()
 
 
@@ -368,32 +364,31 @@ def test_relative_folders_mean_the_jobs_folder_in_forked_workers(monkeypatch, re
     assert {p.name for p in (run_dir / "models").iterdir()} == {"plain", "bn_dropout"}
 
 
-def test_sigterm_while_waiting_for_another_runs_publish_lock_stops_at_once(outputs, real_data_dir):
+def test_sigterm_while_waiting_for_another_runs_publish_lock_stops_at_once(outputs, real_data_dir, monkeypatch,
+                                                                          capsys):
     """Another run holds .publish.lock (it is publishing, or hung): SIGTERM ends the waiting run within a second,
     not when the lock frees."""
     from filelock import FileLock
 
     before, old_id = published_files(outputs), published_id(outputs)
-    with FileLock(outputs / ".publish.lock"):
-        process = start(outputs, real_data_dir)
-        code, stdout, stderr = signal_when(process, "waiting for")
-        waited = time.monotonic()
+    with FileLock(outputs / ".publish.lock"):  # held until the run has returned
+        started = time.monotonic()
+        code, stdout, stderr = job_in_process(monkeypatch, capsys, outputs, real_data_dir, stop_at="waiting for",
+                                              publish_wait_seconds=600)
         assert code == 143, (stdout[-2000:], stderr)
-    assert time.monotonic() - waited < 5  # the signal was honoured while the lock was still held
+    assert time.monotonic() - started < 60  # the whole tiny run: the stop did not wait for the lock
     assert "interrupted by SIGTERM" in stderr and stderr.count("\n") == 1
     (interrupted,) = new_run_dirs(outputs, old_id)
     assert read_report(interrupted / "report.json").status == "interrupted"
     assert published_files(outputs) == before
 
 
-def test_a_publish_lock_held_longer_than_the_wait_allows_is_exit_10(outputs, real_data_dir):
+def test_a_publish_lock_held_longer_than_the_wait_allows_is_exit_10(outputs, real_data_dir, monkeypatch, capsys):
     from filelock import FileLock
 
     before = published_files(outputs)
     with FileLock(outputs / ".publish.lock"):
-        done = subprocess.run([PYTHON, "-m", "job"], env=job_env(outputs.parent, real_data_dir,
-                                                                **(TINY | {"publish_wait_seconds": 1})),
-                              cwd=outputs.parent, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 10 and done.stderr.count("\n") == 1, done.stderr
-    assert "LENET_PUBLISH_WAIT_SECONDS=1; nothing was published" in done.stderr
+        code, _, stderr = job_in_process(monkeypatch, capsys, outputs, real_data_dir, publish_wait_seconds=1)
+    assert code == 10 and stderr.count("\n") == 1, stderr
+    assert "LENET_PUBLISH_WAIT_SECONDS=1; nothing was published" in stderr
     assert published_files(outputs) == before
