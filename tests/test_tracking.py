@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, ROOT, TINY, job_env, published_files
+from conftest import PYTHON, ROOT, TINY, job_env, job_in_process, published_files
 
 mlflow = pytest.importorskip("mlflow", reason="the test extra installs mlflow")
 from mlflow import MlflowClient  # noqa: E402
@@ -120,13 +120,16 @@ def test_a_published_run_is_logged_and_its_models_are_the_champions(server, firs
 
 
 def test_a_run_that_misses_the_gate_is_logged_failed_and_the_champion_stays(server, first_published,
-                                                                            real_data_dir, tmp_path):
+                                                                            real_data_dir, tmp_path, monkeypatch,
+                                                                            capsys):
     report, _, _ = first_published
     before = {v: server.client.get_model_version_by_alias(f"lenet-mnist-{v}", "champion").version
               for v in ("plain", "bn_dropout")}
-    done = run_tracked(tmp_path, real_data_dir, server.uri, min_test_accuracy=0.999)
-    assert done.returncode == 4, done.stderr
-    failed = report_of(tmp_path / "outputs", done.stdout)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+    code, stdout, stderr = job_in_process(monkeypatch, capsys, tmp_path / "outputs", real_data_dir,
+                                          min_test_accuracy=0.999)
+    assert code == 4, stderr
+    failed = report_of(tmp_path / "outputs", stdout)
     run = server.client.get_run(failed["tracking"]["mlflow_run_id"])
     assert run.info.status == "FAILED" and run.data.tags["lenet.status"] == "accuracy_gate_failed"
     assert failed["tracking"]["model_versions"] == {} and not failed["tracking"]["champion_moved"]
@@ -135,27 +138,24 @@ def test_a_run_that_misses_the_gate_is_logged_failed_and_the_champion_stays(serv
 
 
 def test_an_unreachable_server_publishes_with_a_warning_or_with_required_tracking_publishes_nothing(
-        outputs, real_data_dir):
+        outputs, real_data_dir, monkeypatch, capsys):
     """Nothing listens on the port; a user name and password in the address never reach the report or the log."""
-    uri = f"http://someone:hunter2@127.0.0.1:{free_port()}"
-    tmp_path = outputs.parent
-    env = job_env(tmp_path, real_data_dir, **TINY) | {"MLFLOW_TRACKING_URI": uri}
-    warned = subprocess.run([PYTHON, "-m", "job"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert warned.returncode == 0, warned.stderr
-    assert warned.stderr.count("\n") == 1 and warned.stderr.startswith(
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://someone:hunter2@127.0.0.1:{free_port()}")
+    code, stdout, stderr = job_in_process(monkeypatch, capsys, outputs, real_data_dir)
+    assert code == 0, stderr
+    assert stderr.count("\n") == 1 and stderr.startswith(
         "lenet-mnist: warning: tracking failed, the run's own outputs are complete: MLflow at http://127.0.0.1:")
-    assert "Connection refused (3 tries)" in warned.stderr
-    report = report_of(outputs, warned.stdout)
+    assert "Connection refused (3 tries)" in stderr
+    report = report_of(outputs, stdout)
     assert report["published"] and not report["tracking"]["logged"] and report["tracking"]["mlflow_run_id"] is None
-    assert "hunter2" not in json.dumps(report) + warned.stdout + warned.stderr
+    assert "hunter2" not in json.dumps(report) + stdout + stderr
 
     before = published_files(outputs)
-    required = subprocess.run([PYTHON, "-m", "job"], env=env | {"LENET_TRACKING_REQUIRED": "true"}, cwd=tmp_path,
-                              capture_output=True, text=True, timeout=600)
-    assert required.returncode == 12, required.stderr
-    assert required.stderr.strip().endswith("; nothing was published") and required.stderr.count("\n") == 1
+    code, stdout, stderr = job_in_process(monkeypatch, capsys, outputs, real_data_dir, tracking_required="true")
+    assert code == 12, stderr
+    assert stderr.strip().endswith("; nothing was published") and stderr.count("\n") == 1
     assert published_files(outputs) == before
-    report = report_of(outputs, required.stdout)
+    report = report_of(outputs, stdout)
     assert report["status"] == "tracking_failed" and not report["published"]
     run_dir = outputs / "runs" / report["run_id"]
     assert all((run_dir / a["path"]).is_file() for v in report["variants"] for a in v["artifacts"].values())
@@ -317,19 +317,12 @@ def test_a_stop_signal_during_tracking_does_not_wait_for_the_servers_timeouts(ou
     assert published_files(outputs) == before
 
 
-def test_a_run_stopped_during_training_is_logged_killed(server, first_published, real_data_dir, tmp_path):
-    import signal
-
-    env = job_env(tmp_path, real_data_dir, **(TINY | dict(epochs=4, train_limit=6000))) | {
-        "MLFLOW_TRACKING_URI": server.uri}
-    job = subprocess.Popen([PYTHON, "-m", "job"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
-    for line in job.stdout:
-        if "Epoch:" in line:
-            job.send_signal(signal.SIGTERM)
-            break
-    stdout, stderr = job.communicate(timeout=300)
-    assert job.returncode == 143, stderr
+def test_a_run_stopped_during_training_is_logged_killed(server, first_published, real_data_dir, tmp_path,
+                                                        monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+    code, stdout, stderr = job_in_process(monkeypatch, capsys, tmp_path / "outputs", real_data_dir, stop_at="Epoch:",
+                                          epochs=4, train_limit=6000)
+    assert code == 143, stderr
     report = report_of(tmp_path / "outputs", stdout)
     run = server.client.get_run(report["tracking"]["mlflow_run_id"])
     assert run.info.status == "KILLED" and run.data.tags["lenet.status"] == "interrupted"
