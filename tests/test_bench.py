@@ -93,7 +93,8 @@ def test_the_gpu_script_skips_its_cuda_steps_cleanly_without_cuda(tmp_path):
     """bench/gpu.sh as the CPU dry run of the day a GPU is lent: every step runs or says why not, exit 0."""
     import os
 
-    env = os.environ | {"PYTHON": PYTHON, "OUT": str(tmp_path), "CUDA_VISIBLE_DEVICES": ""}
+    env = os.environ | {"PYTHON": PYTHON, "OUT": str(tmp_path), "CUDA_VISIBLE_DEVICES": "",
+                        "GPU_TESTS": "tests/test_device.py"}
     done = subprocess.run(["bash", str(ROOT / "bench" / "gpu.sh")], env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
