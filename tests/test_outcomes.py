@@ -130,6 +130,8 @@ def test_exit_status_report_log_and_pointer_agree(outputs, real_data_dir, case, 
     else:
         assert len(lines) == 1 and lines[0] == f"lenet-mnist: {report.message}", stderr
     assert "Traceback" not in stderr
+    if case == "accuracy gate missed":
+        assert "below LENET_MIN_TEST_ACCURACY=0.999: plain" in stderr
 
 
 def test_a_run_whose_old_runs_cannot_be_pruned_says_which_and_stays_published(outputs, real_data_dir, monkeypatch,
