@@ -12,26 +12,25 @@ from filelock import FileLock
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from conftest import PYTHON, TINY, job_env, published_files, published_id, run_in_process, run_job
+from conftest import PYTHON, TINY, job_env, job_in_process, published_files, published_id, run_in_process
 from job.outcome.report import read_report
 
 
-def run(outputs, data_dir, *args, **settings):
-    return run_job(outputs.parent, data_dir, *args, **(TINY | settings))
-
-
-def test_a_last_batch_of_one_image_does_not_stop_batchnorm(outputs, real_data_dir):
-    done = run(outputs, real_data_dir, variants="bn_dropout", train_limit=129, batch_size=128)
-    assert done.returncode == 0, done.stderr
+def test_a_last_batch_of_one_image_does_not_stop_batchnorm(outputs, real_data_dir, monkeypatch, capsys):
+    code, _, stderr = job_in_process(monkeypatch, capsys, outputs, real_data_dir, variants="bn_dropout",
+                                     train_limit=129, batch_size=128)
+    assert code == 0, stderr
 
 
 @pytest.mark.parametrize("settings, named", [({"batch_size": 1}, "LENET_BATCH_SIZE=1"),
                                              ({"train_limit": 1}, "LENET_TRAIN_LIMIT=1")])
-def test_a_batch_of_one_with_batchnorm_is_refused_before_any_work(outputs, real_data_dir, settings, named):
+def test_a_batch_of_one_with_batchnorm_is_refused_before_any_work(outputs, real_data_dir, settings, named,
+                                                                  monkeypatch, capsys):
     runs_before = sorted((outputs / "runs").iterdir())
-    done = run(outputs, real_data_dir, variants="plain,bn_dropout", **settings)
-    assert done.returncode == 2 and done.stderr.count("\n") == 1
-    assert named in done.stderr and "bn_dropout" in done.stderr and "allowed:" in done.stderr
+    code, _, stderr = job_in_process(monkeypatch, capsys, outputs, real_data_dir, variants="plain,bn_dropout",
+                                     **settings)
+    assert code == 2 and stderr.count("\n") == 1
+    assert named in stderr and "bn_dropout" in stderr and "allowed:" in stderr
     assert sorted((outputs / "runs").iterdir()) == runs_before
 
 
@@ -203,9 +202,10 @@ def test_a_reader_that_closes_stdout_early_does_not_fail_the_run(outputs, real_d
     assert read_report(outputs / json.loads((outputs / "latest.json").read_text())["report"]).status == "succeeded"
 
 
-def test_a_killed_run_is_marked_abandoned_and_pruned_and_a_live_one_is_kept(outputs, real_data_dir):
+def test_a_killed_run_is_marked_abandoned_and_pruned_and_a_live_one_is_kept(outputs, real_data_dir, monkeypatch,
+                                                                            capsys):
     process = subprocess.Popen([PYTHON, "-m", "job"], env=job_env(outputs.parent, real_data_dir, **(TINY | {
-        "epochs": 5, "train_limit": 20000})), cwd=outputs.parent, stdout=subprocess.PIPE, text=True)
+        "epochs": 3, "train_limit": 6000})), cwd=outputs.parent, stdout=subprocess.PIPE, text=True)
     for line in process.stdout:
         if "Epoch: 1," in line:
             process.send_signal(signal.SIGKILL)  # the OOM killer: no handler runs, no report is written
@@ -217,8 +217,8 @@ def test_a_killed_run_is_marked_abandoned_and_pruned_and_a_live_one_is_kept(outp
     live.mkdir()
     with FileLock(live / ".running.lock"):  # as a run in progress holds it
         time.sleep(0.1)
-        done = run(outputs, real_data_dir, keep_runs=1)
-        assert done.returncode == 0, done.stderr
+        code, _, stderr = job_in_process(monkeypatch, capsys, outputs, real_data_dir, keep_runs=1)
+        assert code == 0, stderr
     left = {p.name for p in (outputs / "runs").iterdir()}
     assert killed[0].name not in left and live.name in left and published_id(outputs) in left
     assert os.path.exists(live)
