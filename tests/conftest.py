@@ -91,9 +91,9 @@ def published_id(outputs):
     return json.loads((outputs / "latest.json").read_text())["run_id"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def published(real_data_dir, tmp_path_factory):
-    """An output dir that already holds one published run."""
+    """An output dir that already holds one published run: read only (tests change the `outputs` copy)."""
     tmp_path = tmp_path_factory.mktemp("published")
     done = subprocess.run([PYTHON, "-m", "job"], env=job_env(tmp_path, real_data_dir, **TINY), cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)

@@ -222,18 +222,17 @@ def extra_folder(tmp_path):
 
 
 def test_a_run_with_extra_data_reports_what_it_learned_from_and_how_it_reads_the_holdout(outputs, real_data_dir,
-                                                                                          extra_folder):
+                                                                                          extra_folder, monkeypatch,
+                                                                                          capsys):
     import json
-    import subprocess
 
-    from conftest import PYTHON, TINY, job_env
+    from conftest import TINY, job_in_process
     from job.outcome.report import read_report
 
     old_runs = {p.name for p in (outputs / "runs").iterdir()}
-    done = subprocess.run([PYTHON, "-m", "job"], env=job_env(outputs.parent, real_data_dir, **(TINY | {
-        "extra_data": extra_folder})), cwd=outputs.parent, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert done.stderr.splitlines() == [f"lenet-mnist: warning: LENET_EXTRA_DATA: {extra_folder / '7' / 'notes.txt'}: "
+    code, _, stderr = job_in_process(monkeypatch, capsys, outputs, real_data_dir, extra_data=extra_folder)
+    assert code == 0, stderr
+    assert stderr.splitlines() == [f"lenet-mnist: warning: LENET_EXTRA_DATA: {extra_folder / '7' / 'notes.txt'}: "
                                         f"not a picture file (allowed: {' '.join(PICTURE_SUFFIXES)}); "
                                         f"left out"]
     (run_dir,) = [p for p in (outputs / "runs").iterdir() if p.name not in old_runs]
@@ -252,18 +251,16 @@ def test_a_run_with_extra_data_reports_what_it_learned_from_and_how_it_reads_the
 
 
 def test_an_extra_folder_that_cannot_be_used_stops_the_run_before_training_with_exit_3(outputs, real_data_dir,
-                                                                                      extra_folder):
-    import subprocess
-
-    from conftest import PYTHON, TINY, job_env, published_files
+                                                                                      extra_folder, monkeypatch,
+                                                                                      capsys):
+    from conftest import job_in_process, published_files
     from job.outcome.report import read_report
 
     picture(extra_folder / "cat", "a.png", 1)
     before = published_files(outputs)
-    done = subprocess.run([PYTHON, "-m", "job"], env=job_env(outputs.parent, real_data_dir, **(TINY | {
-        "extra_data": extra_folder})), cwd=outputs.parent, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 3 and done.stderr.count("\n") == 1, done.stderr
-    assert "data problem: LENET_EXTRA_DATA=" in done.stderr and "class folder cat is not a digit" in done.stderr
+    code, _, stderr = job_in_process(monkeypatch, capsys, outputs, real_data_dir, extra_data=extra_folder)
+    assert code == 3 and stderr.count("\n") == 1, stderr
+    assert "data problem: LENET_EXTRA_DATA=" in stderr and "class folder cat is not a digit" in stderr
     assert published_files(outputs) == before
     (report,) = [read_report(p) for p in (outputs / "runs").glob("*/report.json") if read_report(p).status == "failed"]
     assert report.variants == [] and report.exit_code == 3
@@ -296,21 +293,20 @@ def test_the_champion_check_judges_the_published_model_again_on_todays_holdout(o
 
 
 def test_a_run_with_extra_data_and_the_champion_check_reports_both_models_on_the_holdout(outputs, real_data_dir,
-                                                                                        extra_folder):
-    import subprocess
-
-    from conftest import PYTHON, TINY, job_env
+                                                                                        extra_folder, monkeypatch,
+                                                                                        capsys):
+    from conftest import job_in_process
     from job.outcome.report import read_report
 
-    settings = TINY | {"extra_data": extra_folder}
-    first = subprocess.run([PYTHON, "-m", "job"], env=job_env(outputs.parent, real_data_dir, **settings),
-                           cwd=outputs.parent, capture_output=True, text=True, timeout=300)
-    assert first.returncode == 0, first.stderr
+    def run(**settings):
+        return job_in_process(monkeypatch, capsys, outputs, real_data_dir, extra_data=extra_folder, **settings)
+
+    code, _, stderr = run()
+    assert code == 0, stderr
     # The same data and seed again: the same model, so not worse anywhere; it publishes, and says why.
-    champion_on = settings | {"champion_check": "true", "champion_tolerance": 0}
-    done = subprocess.run([PYTHON, "-m", "job"], env=job_env(outputs.parent, real_data_dir, **champion_on),
-                          cwd=outputs.parent, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    champion_on = {"champion_check": "true", "champion_tolerance": 0}
+    code, _, stderr = run(**champion_on)
+    assert code == 0, stderr
     report = max((read_report(p) for p in (outputs / "runs").glob("*/report.json")), key=lambda r: r.started_at)
     champion = report.champion
     assert champion.holdout_images == report.extra_data.holdout_pictures["7"] > 0
@@ -321,12 +317,11 @@ def test_a_run_with_extra_data_and_the_champion_check_reports_both_models_on_the
     # The holdout grows: the published model is judged on the grown one, and the outcome follows the figures.
     for i in range(40, 100):
         picture(extra_folder / "7", f"{i}.png", i + 100)
-    done = subprocess.run([PYTHON, "-m", "job"], env=job_env(outputs.parent, real_data_dir, **champion_on),
-                          cwd=outputs.parent, capture_output=True, text=True, timeout=300)
+    code, _, stderr = run(**champion_on)
     grown = max((read_report(p) for p in (outputs / "runs").glob("*/report.json")), key=lambda r: r.started_at)
     champion = grown.champion
     assert champion.holdout_images == grown.extra_data.holdout_pictures["7"] > report.extra_data.holdout_pictures["7"]
     assert champion.compared_with_run == report.run_id and set(champion.published_holdout_accuracy) == {"plain"}
     fair = all(champion.new_accuracy[v] >= champion.published_accuracy[v] and
                champion.new_holdout_accuracy[v] >= champion.published_holdout_accuracy[v] for v in ["plain"])
-    assert champion.passed == fair == grown.published and done.returncode == (0 if fair else 7), done.stderr
+    assert champion.passed == fair == grown.published and code == (0 if fair else 7), stderr
