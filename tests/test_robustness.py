@@ -381,14 +381,3 @@ def test_sigterm_while_waiting_for_another_runs_publish_lock_stops_at_once(outpu
     (interrupted,) = new_run_dirs(outputs, old_id)
     assert read_report(interrupted / "report.json").status == "interrupted"
     assert published_files(outputs) == before
-
-
-def test_a_publish_lock_held_longer_than_the_wait_allows_is_exit_10(outputs, real_data_dir, monkeypatch, capsys):
-    from filelock import FileLock
-
-    before = published_files(outputs)
-    with FileLock(outputs / ".publish.lock"):
-        code, _, stderr = job_in_process(monkeypatch, capsys, outputs, real_data_dir, publish_wait_seconds=1)
-    assert code == 10 and stderr.count("\n") == 1, stderr
-    assert "LENET_PUBLISH_WAIT_SECONDS=1; nothing was published" in stderr
-    assert published_files(outputs) == before
