@@ -36,12 +36,15 @@ SAMPLE_PICTURE = Path("docs/images/digit-7.png")  # in a checkout of this reposi
 
 def usage() -> str:
     """Every LENET_* setting with its default and what it allows, from the settings' own definitions."""
-    lines = ["Settings (environment variables, or lines in .env; an empty value means the default):"]
-    width = max(map(len, map(env_name, Settings.model_fields)))
+    lines = ["Settings (environment variables, or lines in .env), each shown with its default value (an empty value "
+             "means the default):"]
+    defaults = {}
     for field, info in Settings.model_fields.items():
         default = info.default if not isinstance(info.default, tuple) else ",".join(info.default)
-        shown = "(empty)" if default is None else str(default).lower() if isinstance(default, bool) else default
-        lines.append(f"  {env_name(field):<{width}} default {shown}; {info.description}")
+        shown = "" if default is None else str(default).lower() if isinstance(default, bool) else default
+        defaults[f"{env_name(field)}={shown}"] = info.description
+    width = max(map(len, defaults))
+    lines += [f"  {setting:<{width}}  {description}" for setting, description in defaults.items()]
     lines.append("Exit status (README: Exit status):")
     lines += [f"  {s.code:>3}  {s.meaning}" for s in status.STATUSES]
     return "\n".join(lines)

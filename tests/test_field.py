@@ -165,6 +165,7 @@ def test_help_lists_every_setting_and_creates_nothing(tmp_path, flag):
     assert done.returncode == 0 and done.stderr == ""
     for field, info in Settings.model_fields.items():
         assert env_name(field) in done.stdout and info.description in done.stdout
+    assert "  LENET_RECIPE=default " in done.stdout and "  LENET_EXTRA_DATA= " in done.stdout  # as one would set it
     assert list(tmp_path.iterdir()) == []
 
 
