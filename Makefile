@@ -1,6 +1,6 @@
-# Two commands for a fresh machine: `make run` (set up, then train, export, verify and report)
-# and `make test` (set up, then the test suite). Both create .venv on first use; `make test` also installs the
-# browser app's pinned npm packages (web/node_modules), which its tests use.
+# Two commands for a fresh machine: `make setup && .venv/bin/lenet-mnist` (set up, then train, export, verify and
+# report, ending with the job's own exit status, which `make run` would turn into make's 2) and `make test` (set up,
+# then the test suite). `make test` also installs the browser app's pinned npm packages (web/node_modules).
 PYTHON ?= python3
 VENV ?= .venv
 
@@ -15,7 +15,7 @@ web/node_modules/.package-lock.json: web/package.json web/package-lock.json
 	npm ci --prefix web --no-audit --no-fund --loglevel=error
 
 .PHONY: setup run test test-fast lint bench web
-setup: $(VENV)/.installed web/node_modules/.package-lock.json
+setup: $(VENV)/.installed
 
 run: $(VENV)/.installed
 	$(VENV)/bin/python -m job

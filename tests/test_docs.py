@@ -4,9 +4,14 @@ which."""
 from __future__ import annotations
 
 import ast
+import re
+import subprocess
 import typing
 from pathlib import Path
 
+import pytest
+
+from conftest import TINY, job_env
 from job import settings
 from job.outcome import status
 from job.outcome.report import Status
@@ -72,3 +77,15 @@ def test_the_readme_is_read_in_five_minutes():
     """What it is, the two commands, what a run writes, the three uses and the tables; the rest is in docs/."""
     lines = (ROOT / "README.md").read_text().splitlines()
     assert len(lines) <= 200, f"README.md has {len(lines)} lines: move detail to docs/"
+
+
+@pytest.mark.slow
+def test_the_readmes_command_for_the_job_ends_with_the_jobs_own_exit_status(real_data_dir, tmp_path):
+    """A person and a scheduler read the documented status from the README's command: through make, every failure
+    would be make's 2, which the table defines as a bad setting. A missed accuracy gate must read 4."""
+    block = re.search(r"## Two commands.*?```sh\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    command = block.splitlines()[0].split("  #")[0].strip()
+    done = subprocess.run(["bash", "-c", command], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env=job_env(tmp_path, real_data_dir, **(TINY | {"min_test_accuracy": 1.0})))
+    assert done.returncode == status.ACCURACY_GATE.code, (command, done.stderr[-2000:])
+    assert "below LENET_MIN_TEST_ACCURACY=1.0" in done.stderr
