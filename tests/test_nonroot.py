@@ -49,17 +49,19 @@ def owned_by_nobody(path: Path) -> Path:
     return path
 
 
-def as_nobody(command, cwd, **settings):
+def as_nobody(command, cwd, tmpdir=None, **settings):
     """`command` as user nobody, with root's HOME (which nobody cannot write: matplotlib and onnxruntime must not
     complain about it) and the given LENET_* settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LENET_", "MPLCONFIGDIR", "XDG_"))}
-    env.update({"PYTHONPATH": str(ROOT), "HOME": "/root"})
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LENET_", "MPLCONFIGDIR", "XDG_", "TMPDIR"))}
+    env.update({"PYTHONPATH": str(ROOT), "HOME": "/root"} | ({"TMPDIR": str(tmpdir)} if tmpdir else {}))
     env.update({f"LENET_{key.upper()}": str(value) for key, value in settings.items()})
     return subprocess.run([*AS_NOBODY, *command], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
 def job_as_nobody(place, **settings):
-    return as_nobody([sys.executable, "-m", "job"], owned_by_nobody(place / "work"), **(TINY | {
+    """The job as nobody, with its temporary files in place/tmp."""
+    return as_nobody([sys.executable, "-m", "job"], owned_by_nobody(place / "work"), tmpdir=owned_by_nobody(
+        place / "tmp"), **(TINY | {
         "data_dir": owned_by_nobody(place / "data"), "output_dir": place / "outputs"} | settings))
 
 
@@ -75,6 +77,9 @@ def test_a_run_as_nobody_with_an_unwritable_home_succeeds_and_prints_nothing_on_
     (report,) = (place / "outputs" / "runs").glob("*/report.json")
     assert json.loads(report.read_text())["variants_in_parallel"] == again
     assert ("variants one after the other: this user may not run" in done.stdout) != again
+    # The folders it made for matplotlib and onnxruntime are gone; torch's own per-user files (torchinductor_nobody,
+    # .ses) keep one name and are reused by the next run.
+    assert {p.name for p in (place / "tmp").iterdir()} <= {"torchinductor_nobody", ".ses"}
 
 
 def test_an_output_folder_nobody_cannot_write_is_exit_6(place):

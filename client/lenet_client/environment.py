@@ -7,7 +7,9 @@ a home that is not writable), before any logging setting can silence it.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -29,4 +31,5 @@ def writable_or_temporary(variable: str, usual: Callable[[], Path], prefix: str)
             return
     except (OSError, RuntimeError):  # RuntimeError: no home directory can be determined
         pass
-    os.environ[variable] = tempfile.mkdtemp(prefix=prefix)
+    os.environ[variable] = folder = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # not one more folder in /tmp for every run
