@@ -109,6 +109,7 @@ def test_a_published_run_is_logged_and_its_models_are_the_champions(server, firs
              {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert {"report.json", "manifest.json", "plots/curves_plain.png", "plots/comparison.png"} <= logged
     assert f"MLflow: run {run.info.run_id}" in done.stdout and not done.stderr.strip()
+    assert "View run" not in done.stdout + done.stderr  # MLflow's own lines are not the job's log
     # Every tag that docs/tracking.md documents, with a real value: the source commit was "unknown" for months.
     documented = re.findall(r"`(lenet\.[a-z_]+)`", (ROOT / "docs" / "tracking.md").read_text().split("**Tags**")[1]
                             .split("\n- ")[0]) + ["mlflow.source.git.commit"]

@@ -61,6 +61,7 @@ def client_for(settings: Settings, cleanup: bool = False):
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0" if cleanup else str(settings.tracking_retries)
     os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
     os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_JITTER"] = "0"
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"  # its "View run" lines; the job logs its own
     from mlflow import MlflowClient
 
     logging.getLogger("mlflow").setLevel(logging.ERROR)  # its progress lines and hints are not the job's log
