@@ -2,6 +2,7 @@
 
     lenet-export reexport RUN/models/plain/model.pt OUT_DIR   # every format, then the parity check
     lenet-export verify model.onnx                            # accuracy under onnxruntime, both ways
+    lenet-export verify outputs --variant bn_dropout          # the published run's model, as lenet-predict takes it
 
 Exit status: 0 ok, 2 bad arguments or a damaged or foreign model file, 3 data problem, 5 parity or accuracy
 mismatch, 6 the output folder cannot be written.
@@ -100,22 +101,24 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     again = commands.add_parser("reexport", help="write every format again from a state_dict checkpoint")
     again.add_argument("checkpoint", type=Path, help="model.pt, with its model.json beside it")
-    again.add_argument("out_dir", type=Path)
+    again.add_argument("out_dir", type=Path, help="folder to write model.onnx, model.torchscript.pt and model.pt2 into")
     again.add_argument("--batch-size", type=bounded(int, 1, 10000), default=512,
                        help="the parity check's large batch, 1-10000 (default 512)")
     check = commands.add_parser("verify", help="test accuracy of an ONNX file, with and without optimizations")
-    check.add_argument("onnx", type=Path)
+    check.add_argument("model", type=Path, help="an ONNX file exported by this job, or a published run: an outputs "
+                                                "folder, its latest.json, or a run folder (as lenet-predict takes)")
+    check.add_argument("--variant", help="which model of a published run (default: the first it lists)")
     check.add_argument("--tolerance", type=bounded(float, 0, 1), default=0.0005,
                        help="largest accuracy difference from the recorded one (default 0.0005: 5 images)")
     args = parser.parse_args(argv)
     from job.training.data import DataError
     from job.training.model import CheckpointError
-    from lenet_client.predict import PredictError
+    from lenet_client.predict import PredictError, model_file
 
     try:
         if args.command == "reexport":
             return reexport(args.checkpoint, args.out_dir, args.data_dir, args.batch_size)
-        return verify(args.onnx, args.data_dir, args.tolerance)
+        return verify(model_file(args.model, args.variant), args.data_dir, args.tolerance)
     except DataError as error:
         print(f"lenet-export: data problem: {error}", file=sys.stderr)
         return EXIT_DATA

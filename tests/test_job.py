@@ -183,6 +183,20 @@ def test_verify_checks_an_onnx_file_against_its_recorded_accuracy(small_run, rea
         capsys.readouterr()
         assert lenet_export([*data, "verify", str(folder / "model.onnx")]) == expected_status, name
         assert f"test accuracy {100 * accuracy:.2f}% on 10000 images" in capsys.readouterr().out
+    # The published run, as lenet-predict takes it: the outputs folder, and a variant of it (its accuracy was
+    # recorded on 1,000 test images, hence the tolerance).
+    for variant in ([], ["--variant", "bn_dropout"]):
+        assert lenet_export([*data, "verify", str(outputs), "--tolerance", "1", *variant]) == 0, variant
+        onnx = json.loads((outputs / "latest.json").read_text())["models"][(variant or ["", "plain"])[1]]["onnx"]
+        assert f"{outputs / onnx}: ok, matches" in capsys.readouterr().out
+
+
+def test_every_argument_of_lenet_export_says_what_it_is():
+    for command in ("reexport", "verify"):
+        done = subprocess.run([PYTHON, "-m", "job.export_cli", command, "--help"], capture_output=True, text=True,
+                              timeout=60)
+        positional = done.stdout.split("positional arguments:")[1].split("options:")[0].strip().splitlines()
+        assert done.returncode == 0 and all(len(line.split(maxsplit=1)) == 2 for line in positional), done.stdout
 
 
 def test_verify_of_a_file_that_is_not_onnx_is_one_line_and_exit_2(real_data_dir, tmp_path):

@@ -319,3 +319,12 @@ def test_digits_drawn_with_a_finger_on_a_touch_screen_are_read(browser, publishe
         context.close()
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_the_server_answers_help_and_names_a_bad_option_in_one_line():
+    installed()
+    helped = subprocess.run([NODE, str(WEB / "serve.mjs"), "--help"], capture_output=True, text=True, timeout=30)
+    assert helped.returncode == 0 and helped.stderr == "", helped.stderr
+    assert all(option in helped.stdout for option in ("--outputs DIR", "--port N", "--host ADDRESS"))
+    bad = subprocess.run([NODE, str(WEB / "serve.mjs"), "--ports", "80"], capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "'--ports'" in bad.stderr and "--help" in bad.stderr

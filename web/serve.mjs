@@ -25,10 +25,20 @@ function fail(message) {
 let options;
 try {
   ({ values: options } = parseArgs({
-    options: { outputs: { type: "string" }, port: { type: "string", default: "8080" }, host: { type: "string", default: "127.0.0.1" } },
+    options: { outputs: { type: "string" }, port: { type: "string", default: "8080" }, host: { type: "string", default: "127.0.0.1" },
+               help: { type: "boolean", short: "h" } },
   }));
 } catch (error) {
-  fail(`${error.message} (allowed: --outputs DIR, --port N, --host ADDRESS)`);
+  fail(`${error.message} (allowed: --outputs DIR, --port N, --host ADDRESS, --help)`);
+}
+if (options.help) {
+  console.log(`usage: node web/serve.mjs [--outputs DIR] [--port N] [--host ADDRESS]
+
+Serves the browser app that reads digits with the run the job published in DIR, offline.
+  --outputs DIR     the job's outputs folder (default: $LENET_OUTPUT_DIR, else ./outputs)
+  --port N          0-65535 (default 8080; 0 picks a free port, named in the line printed at start)
+  --host ADDRESS    the address to listen on (default 127.0.0.1)`);
+  process.exit(0);
 }
 const port = Number(options.port);
 if (!Number.isInteger(port) || port < 0 || port > 65535) fail(`--port must be a whole number 0-65535, not ${options.port}`);

@@ -31,5 +31,5 @@ def writable_or_temporary(variable: str, usual: Callable[[], Path], prefix: str)
             return
     except (OSError, RuntimeError):  # RuntimeError: no home directory can be determined
         pass
-    os.environ[variable] = folder = tempfile.mkdtemp(prefix=prefix)
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # not one more folder in /tmp for every run
+    os.environ[variable] = temporary = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, temporary, ignore_errors=True)  # not one more folder in /tmp for every run
