@@ -78,6 +78,11 @@ def test_report_holds_every_figure_and_the_published_pointer_names_it(small_run)
     run_dir = outputs / latest["run_dir"]
     report = read_report(run_dir / "report.json")
     assert report.status == "succeeded" and report.exit_code == 0 and report.accuracy_gate_passed
+    # The headline, among the first fields a person reads: each variant's final test accuracy
+    assert list(json.loads((run_dir / "report.json").read_text()))[:5] == [
+        "schema_version", "status", "message", "exit_code", "test_accuracy"]
+    assert report.test_accuracy == {v.variant: v.final_test_accuracy for v in report.variants} and len(
+        report.test_accuracy) == 2
     assert report.device.type == "cpu" and report.device.threads >= 1
     assert report.device.processes == 2 and report.variants_in_parallel  # side by side, the CPU's default here
     assert {v.device for v in report.variants} == {"cpu"}

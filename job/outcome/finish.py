@@ -145,6 +145,7 @@ def report_of(facts: RunFacts, settings: Settings, run_dir: Path, failure: RunFa
     assert status.report_status is not None, f"exit {status.code} happens before a run has a report"
     return Report(
         status=status.report_status, exit_code=status.code, message=failure.line() if failure else "",
+        test_accuracy={r.variant: r.final_test_accuracy for r in facts.variants},
         run_id=facts.run_id, started_at=facts.started_at, finished_at=finished,
         elapsed_seconds=(finished - facts.started_at).total_seconds(), device=facts.device,
         versions=library_versions(), settings=used, recipe=asdict(recipe),

@@ -19,8 +19,9 @@ from job.outcome.status import ReportStatus
 from lenet_client.atomic import write_text_atomically
 from lenet_client.jsonfile import read_regular_text
 
-SCHEMA_VERSION = "1.5"  # 1.1: status "diverged"; parity max_scaled_diff. 1.2: device.processes, variants[].device.
-# 1.3: parity[].sample. 1.4: extra_data, variants[].extra_holdout. 1.5: tracking, status "tracking_failed"
+SCHEMA_VERSION = "1.6"  # 1.1: status "diverged"; parity max_scaled_diff. 1.2: device.processes, variants[].device.
+# 1.3: parity[].sample. 1.4: extra_data, variants[].extra_holdout. 1.5: tracking, status "tracking_failed".
+# 1.6: test_accuracy, the headline at the top
 Status = ReportStatus
 
 
@@ -141,6 +142,8 @@ class Report(Strict):
     status: Status
     message: str = Field("", description="Why the run did not succeed; empty when it did")
     exit_code: int
+    test_accuracy: dict[str, float] = Field(default_factory=dict, description="The headline: variant -> its final "
+                                            "test accuracy (variants[].final_test_accuracy), for each variant trained")
     run_id: str
     started_at: datetime = Field(description="UTC, ISO 8601")
     finished_at: datetime = Field(description="UTC, ISO 8601")
