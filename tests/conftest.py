@@ -120,12 +120,23 @@ def run_in_process(monkeypatch, outputs, data_dir, **settings):
     return main()
 
 
-def job_in_process(monkeypatch, capsys, outputs, data_dir, stop_at=None, number=signal.SIGTERM, **settings):
+def job_in_process(monkeypatch, capfd, outputs, data_dir, stop_at=None, number=signal.SIGTERM, **settings):
     """The job run in this process as `python -m job` runs it, with the tiny settings: (exit status, stdout,
     stderr). A subprocess adds nothing to what most outcome tests check, and costs ~3x the time (torch's import and
-    its exporters' first call). `stop_at`: this process gets the signal `number` once the log has written a line
-    that holds it, as a scheduler's stop lands on the job (real signal, real handler; the run's own process only:
-    not for lines that worker processes write)."""
+    its exporters' first call). What a process would have printed is all here: `capfd` reads the file descriptors
+    (native libraries' output too), and Python's warnings are printed to stderr as the interpreter would.
+
+    `stop_at`: this process gets the signal `number` once the log has written a line that holds it, as a
+    scheduler's stop lands on the job (real signal, the job's handler; the run's own process only: not for lines
+    that worker processes write). The handler only sets the stop flag, which every stage reads at its next check,
+    so a signal at a stage's first line is a signal during that stage.
+
+    The environment variables the run sets for itself (MLflow's timeouts, a temporary MPLCONFIGDIR) are undone
+    after it, as they end with a process; a run that hangs ends the test session after 300 s with every thread's
+    traceback."""
+    import faulthandler
+    import warnings
+
     import job.log
     from job.running.stop import STOP_SIGNALS
 
@@ -139,14 +150,27 @@ def job_in_process(monkeypatch, capsys, outputs, data_dir, stop_at=None, number=
 
         monkeypatch.setattr(job.log, "write_line", signal_on_marker)
     handlers = {n: signal.getsignal(n) for n in STOP_SIGNALS}
-    capsys.readouterr()
+    environment = dict(os.environ)
+    capfd.readouterr()
+    faulthandler.dump_traceback_later(300, exit=True)
     try:
-        code = run_in_process(monkeypatch, outputs, data_dir, **settings)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.resetwarnings()  # the interpreter's own filters, not pytest's
+            for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+                warnings.filterwarnings("ignore", category=category)
+            code = run_in_process(monkeypatch, outputs, data_dir, **settings)
     finally:
+        faulthandler.cancel_dump_traceback_later()
         for n, handler in handlers.items():
             signal.signal(n, handler)
-    out, err = capsys.readouterr()
-    return code, out, err
+        for name in [n for n in os.environ if not n.startswith("LENET_") and os.environ[n] != environment.get(n)]:
+            if name in environment:
+                os.environ[name] = environment[name]
+            else:
+                del os.environ[name]
+    out, err = capfd.readouterr()
+    return code, out, err + "".join(warnings.formatwarning(w.message, w.category, w.filename, w.lineno)
+                                    for w in caught)
 
 
 def run_job(tmp_path, data_dir, *args, **settings):

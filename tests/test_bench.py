@@ -2,6 +2,7 @@
 Their timings are not asserted (figures come from `make bench`, docs/performance.md)."""
 
 import json
+import re
 import subprocess
 
 import pytest
@@ -103,6 +104,9 @@ def test_the_gpu_script_skips_its_cuda_steps_cleanly_without_cuda(tmp_path):
     assert "cuda available: False" in (tmp_path / "machine.txt").read_text()
     assert " passed" in (tmp_path / "tests.log").read_text().splitlines()[-1]
     assert not (tmp_path / "job.log").exists()
+    # The dry run takes one file; the day a GPU is lent, the script runs its default list: every file must exist.
+    defaults = re.search(r"\$\{GPU_TESTS:-([^}]+)\}", (ROOT / "bench" / "gpu.sh").read_text()).group(1).split()
+    assert len(defaults) >= 3 and all((ROOT / name).is_file() for name in defaults), defaults
 
 
 @pytest.mark.parametrize("rounds", ["0", "-1", "2.5", "x"])

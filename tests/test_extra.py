@@ -223,14 +223,14 @@ def extra_folder(tmp_path):
 
 def test_a_run_with_extra_data_reports_what_it_learned_from_and_how_it_reads_the_holdout(outputs, real_data_dir,
                                                                                           extra_folder, monkeypatch,
-                                                                                          capsys):
+                                                                                          capfd):
     import json
 
     from conftest import TINY, job_in_process
     from job.outcome.report import read_report
 
     old_runs = {p.name for p in (outputs / "runs").iterdir()}
-    code, _, stderr = job_in_process(monkeypatch, capsys, outputs, real_data_dir, extra_data=extra_folder)
+    code, _, stderr = job_in_process(monkeypatch, capfd, outputs, real_data_dir, extra_data=extra_folder)
     assert code == 0, stderr
     assert stderr.splitlines() == [f"lenet-mnist: warning: LENET_EXTRA_DATA: {extra_folder / '7' / 'notes.txt'}: "
                                         f"not a picture file (allowed: {' '.join(PICTURE_SUFFIXES)}); "
@@ -252,13 +252,13 @@ def test_a_run_with_extra_data_reports_what_it_learned_from_and_how_it_reads_the
 
 def test_an_extra_folder_that_cannot_be_used_stops_the_run_before_training_with_exit_3(outputs, real_data_dir,
                                                                                       extra_folder, monkeypatch,
-                                                                                      capsys):
+                                                                                      capfd):
     from conftest import job_in_process, published_files
     from job.outcome.report import read_report
 
     picture(extra_folder / "cat", "a.png", 1)
     before = published_files(outputs)
-    code, _, stderr = job_in_process(monkeypatch, capsys, outputs, real_data_dir, extra_data=extra_folder)
+    code, _, stderr = job_in_process(monkeypatch, capfd, outputs, real_data_dir, extra_data=extra_folder)
     assert code == 3 and stderr.count("\n") == 1, stderr
     assert "data problem: LENET_EXTRA_DATA=" in stderr and "class folder cat is not a digit" in stderr
     assert published_files(outputs) == before
@@ -294,12 +294,12 @@ def test_the_champion_check_judges_the_published_model_again_on_todays_holdout(o
 
 def test_a_run_with_extra_data_and_the_champion_check_reports_both_models_on_the_holdout(outputs, real_data_dir,
                                                                                         extra_folder, monkeypatch,
-                                                                                        capsys):
+                                                                                        capfd):
     from conftest import job_in_process
     from job.outcome.report import read_report
 
     def run(**settings):
-        return job_in_process(monkeypatch, capsys, outputs, real_data_dir, extra_data=extra_folder, **settings)
+        return job_in_process(monkeypatch, capfd, outputs, real_data_dir, extra_data=extra_folder, **settings)
 
     code, _, stderr = run()
     assert code == 0, stderr

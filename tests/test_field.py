@@ -16,8 +16,8 @@ from conftest import PYTHON, TINY, job_env, job_in_process, published_files, pub
 from job.outcome.report import read_report
 
 
-def test_a_last_batch_of_one_image_does_not_stop_batchnorm(outputs, real_data_dir, monkeypatch, capsys):
-    code, _, stderr = job_in_process(monkeypatch, capsys, outputs, real_data_dir, variants="bn_dropout",
+def test_a_last_batch_of_one_image_does_not_stop_batchnorm(outputs, real_data_dir, monkeypatch, capfd):
+    code, _, stderr = job_in_process(monkeypatch, capfd, outputs, real_data_dir, variants="bn_dropout",
                                      train_limit=129, batch_size=128)
     assert code == 0, stderr
 
@@ -25,9 +25,9 @@ def test_a_last_batch_of_one_image_does_not_stop_batchnorm(outputs, real_data_di
 @pytest.mark.parametrize("settings, named", [({"batch_size": 1}, "LENET_BATCH_SIZE=1"),
                                              ({"train_limit": 1}, "LENET_TRAIN_LIMIT=1")])
 def test_a_batch_of_one_with_batchnorm_is_refused_before_any_work(outputs, real_data_dir, settings, named,
-                                                                  monkeypatch, capsys):
+                                                                  monkeypatch, capfd):
     runs_before = sorted((outputs / "runs").iterdir())
-    code, _, stderr = job_in_process(monkeypatch, capsys, outputs, real_data_dir, variants="plain,bn_dropout",
+    code, _, stderr = job_in_process(monkeypatch, capfd, outputs, real_data_dir, variants="plain,bn_dropout",
                                      **settings)
     assert code == 2 and stderr.count("\n") == 1
     assert named in stderr and "bn_dropout" in stderr and "allowed:" in stderr
@@ -100,7 +100,7 @@ def test_training_that_diverges_stops_at_once(real_data_dir):
                     eval_batch_size=100)
 
 
-def test_a_diverged_run_exits_9_reports_diverged_and_publishes_nothing(monkeypatch, outputs, real_data_dir, capsys):
+def test_a_diverged_run_exits_9_reports_diverged_and_publishes_nothing(monkeypatch, outputs, real_data_dir, capfd):
     import job.training.variant
     from job.training.train import Diverged
 
@@ -110,7 +110,7 @@ def test_a_diverged_run_exits_9_reports_diverged_and_publishes_nothing(monkeypat
     before = published_files(outputs)
     monkeypatch.setattr(job.training.variant, "train_model", diverging)
     assert run_in_process(monkeypatch, outputs, real_data_dir) == 9
-    error = capsys.readouterr().err
+    error = capfd.readouterr().err
     assert error.count("\n") == 1 and "[plain] the training loss became nan" in error
     run_dir = next(p for p in (outputs / "runs").iterdir() if p.name != published_id(outputs))
     assert read_report(run_dir / "report.json").status == "diverged"
@@ -118,14 +118,14 @@ def test_a_diverged_run_exits_9_reports_diverged_and_publishes_nothing(monkeypat
 
 
 @pytest.mark.parametrize("variant", ["plain", "bn_dropout"])
-def test_a_run_that_learns_nothing_is_named_diverged_before_export(monkeypatch, outputs, real_data_dir, capsys,
+def test_a_run_that_learns_nothing_is_named_diverged_before_export(monkeypatch, outputs, real_data_dir, capfd,
                                                                  variant):
     """LENET_LEARNING_RATE=10 on 2,000 images: plain's loss explodes to 1e10 while staying finite, bn_dropout's
     test loss ends near 40; both used to end as parity_failed or, with the gate lowered, publish a model at chance."""
     before = published_files(outputs)
     code = run_in_process(monkeypatch, outputs, real_data_dir, variants=variant, learning_rate=10, train_limit=2000,
                           test_limit=1000, parallel_variants="false")
-    error = capsys.readouterr().err
+    error = capfd.readouterr().err
     assert code == 9 and error.count("\n") == 1 and f"[{variant}] the " in error and "uniform guess" in error
     run_dir = next(p for p in (outputs / "runs").iterdir() if p.name != published_id(outputs))
     report = read_report(run_dir / "report.json")
@@ -204,7 +204,7 @@ def test_a_reader_that_closes_stdout_early_does_not_fail_the_run(outputs, real_d
 
 
 def test_a_killed_run_is_marked_abandoned_and_pruned_and_a_live_one_is_kept(outputs, real_data_dir, monkeypatch,
-                                                                            capsys):
+                                                                            capfd):
     process = subprocess.Popen([PYTHON, "-m", "job"], env=job_env(outputs.parent, real_data_dir, **(TINY | {
         "epochs": 3, "train_limit": 6000})), cwd=outputs.parent, stdout=subprocess.PIPE, text=True)
     for line in process.stdout:
@@ -218,7 +218,7 @@ def test_a_killed_run_is_marked_abandoned_and_pruned_and_a_live_one_is_kept(outp
     live.mkdir()
     with FileLock(live / ".running.lock"):  # as a run in progress holds it
         time.sleep(0.1)
-        code, _, stderr = job_in_process(monkeypatch, capsys, outputs, real_data_dir, keep_runs=1)
+        code, _, stderr = job_in_process(monkeypatch, capfd, outputs, real_data_dir, keep_runs=1)
         assert code == 0, stderr
     left = {p.name for p in (outputs / "runs").iterdir()}
     assert killed[0].name not in left and live.name in left and published_id(outputs) in left

@@ -122,13 +122,13 @@ def test_a_published_run_is_logged_and_its_models_are_the_champions(server, firs
 
 def test_a_run_that_misses_the_gate_is_logged_failed_and_the_champion_stays(server, first_published,
                                                                             real_data_dir, tmp_path, monkeypatch,
-                                                                            capsys):
+                                                                            capfd):
     report, _, _ = first_published
     before = {v: server.client.get_model_version_by_alias(f"lenet-mnist-{v}", "champion").version
               for v in ("plain", "bn_dropout")}
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
-    code, stdout, stderr = job_in_process(monkeypatch, capsys, tmp_path / "outputs", real_data_dir,
-                                          min_test_accuracy=0.999)
+    code, stdout, stderr = job_in_process(monkeypatch, capfd, tmp_path / "outputs", real_data_dir,
+                                          min_test_accuracy=0.999, variants="plain,bn_dropout", epochs=2)
     assert code == 4, stderr
     failed = report_of(tmp_path / "outputs", stdout)
     run = server.client.get_run(failed["tracking"]["mlflow_run_id"])
@@ -139,10 +139,10 @@ def test_a_run_that_misses_the_gate_is_logged_failed_and_the_champion_stays(serv
 
 
 def test_an_unreachable_server_publishes_with_a_warning_or_with_required_tracking_publishes_nothing(
-        outputs, real_data_dir, monkeypatch, capsys):
+        outputs, real_data_dir, monkeypatch, capfd):
     """Nothing listens on the port; a user name and password in the address never reach the report or the log."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://someone:hunter2@127.0.0.1:{free_port()}")
-    code, stdout, stderr = job_in_process(monkeypatch, capsys, outputs, real_data_dir)
+    code, stdout, stderr = job_in_process(monkeypatch, capfd, outputs, real_data_dir)
     assert code == 0, stderr
     assert stderr.count("\n") == 1 and stderr.startswith(
         "lenet-mnist: warning: tracking failed, the run's own outputs are complete: MLflow at http://127.0.0.1:")
@@ -152,7 +152,7 @@ def test_an_unreachable_server_publishes_with_a_warning_or_with_required_trackin
     assert "hunter2" not in json.dumps(report) + stdout + stderr
 
     before = published_files(outputs)
-    code, stdout, stderr = job_in_process(monkeypatch, capsys, outputs, real_data_dir, tracking_required="true")
+    code, stdout, stderr = job_in_process(monkeypatch, capfd, outputs, real_data_dir, tracking_required="true")
     assert code == 12, stderr
     assert stderr.strip().endswith("; nothing was published") and stderr.count("\n") == 1
     assert published_files(outputs) == before
@@ -319,9 +319,9 @@ def test_a_stop_signal_during_tracking_does_not_wait_for_the_servers_timeouts(ou
 
 
 def test_a_run_stopped_during_training_is_logged_killed(server, first_published, real_data_dir, tmp_path,
-                                                        monkeypatch, capsys):
+                                                        monkeypatch, capfd):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
-    code, stdout, stderr = job_in_process(monkeypatch, capsys, tmp_path / "outputs", real_data_dir, stop_at="Epoch:",
+    code, stdout, stderr = job_in_process(monkeypatch, capfd, tmp_path / "outputs", real_data_dir, stop_at="Epoch:",
                                           epochs=4, train_limit=6000)
     assert code == 143, stderr
     report = report_of(tmp_path / "outputs", stdout)
