@@ -187,6 +187,7 @@ def load_settings(**overrides: Any) -> Settings:  # Any: pydantic validates each
         problem = first["msg"].removeprefix("Value error, ")
         message = f"{env_name(field)}={printable(got)}: {problem}" if not isinstance(got, dict) else \
             f"{env_name(field)}: {problem}"
+        message = f".env: {message}" if from_dotenv(env_name(field)) else message
         raise SettingsError(f"{message} (allowed: {allowed})" if allowed else message) from None
     reject_untrainable(settings)
     return settings
@@ -201,7 +202,14 @@ def reject_unknown_names() -> None:
         if name.upper() not in known:
             close = difflib.get_close_matches(name.upper(), sorted(known), n=1)
             hint = f"did you mean {close[0]}? " if close else ""
-            raise SettingsError(f"{name}: not a setting of this job ({hint}all of them: python -m job --help)")
+            where = ".env: " if from_dotenv(name) else ""
+            raise SettingsError(f"{where}{name}: not a setting of this job ({hint}all of them: python -m job --help)")
+
+
+def from_dotenv(name: str) -> bool:
+    """Whether the value of `name` came from .env: the environment, which wins, does not set it."""
+    return name.upper() not in {n.upper() for n in os.environ} and name.upper() in {
+        n.upper() for n in dotenv_names(Path(".env"))}
 
 
 def dotenv_names(path: Path) -> list[str]:

@@ -44,6 +44,18 @@ def test_dotenv_is_read(tmp_path):
     assert settings.epochs == 5 and settings.device == "cpu"
 
 
+def test_a_bad_setting_from_dotenv_says_it_came_from_there(tmp_path, monkeypatch):
+    (tmp_path / ".env").write_text("LENET_EPOCHS=0\nLENET_EPOCHSS=3\n")
+    with pytest.raises(SettingsError, match=r"^\.env: LENET_EPOCHSS: not a setting of this job \(did you mean"):
+        load_settings()
+    (tmp_path / ".env").write_text("LENET_EPOCHS=0\n")
+    with pytest.raises(SettingsError, match=r"^\.env: LENET_EPOCHS=0: "):
+        load_settings()
+    monkeypatch.setenv("LENET_EPOCHS", "-1")  # the environment wins over .env, and is not .env
+    with pytest.raises(SettingsError, match=r"^LENET_EPOCHS=-1: "):
+        load_settings()
+
+
 @pytest.mark.parametrize("kind, message", [
     ("folder", ".env is a folder, not a file"),  # was ignored: every setting meant for it kept its default
     ("pipe", ".env is not a regular file"),  # was a wait for a writer that never came
