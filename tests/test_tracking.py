@@ -283,7 +283,7 @@ def test_the_tracking_address_is_read_from_dotenv_too(tmp_path):
     done = subprocess.run([PYTHON, "-m", "job"], env=job_env(tmp_path, tmp_path / "no-data"), cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.startswith(
-        "lenet-mnist: bad setting: MLFLOW_TRACKING_URI=ftp://from-dotenv: is not an http"), done.stderr
+        "lenet-mnist: bad setting: .env: MLFLOW_TRACKING_URI=ftp://from-dotenv: is not an http"), done.stderr
 
 
 @pytest.mark.slow
