@@ -22,12 +22,16 @@ setup: $(VENV)/.installed
 run: $(VENV)/.installed
 	$(VENV)/bin/python -m job
 
+# One pytest worker per core (pytest-xdist), each taking whole files, so that a module's fixtures (a trained run,
+# an MLflow server, a browser) are made once. Most of a test's time is one core's Python (exports, plots).
+PYTEST = $(VENV)/bin/python -m pytest -n auto --dist loadfile
+
 test: $(VENV)/.installed web/node_modules/.package-lock.json
-	$(VENV)/bin/python -m pytest
+	$(PYTEST)
 
 # The edit loop: every test but those marked slow (whole job runs, training on the real MNIST, new environments).
 test-fast: $(VENV)/.installed web/node_modules/.package-lock.json
-	$(VENV)/bin/python -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # Style, complexity and argument-count rules (ruff), and types (mypy): both must stay clean (CI runs this).
 lint: $(VENV)/.installed

@@ -1,6 +1,6 @@
 """The parity check of a run's models, piece by piece: each format at batch 1 and at the large batch, timed alone.
 
-    python -m bench.parity RUN_DIR [--data-dir data] [--batch 512]
+    python -m bench.parity RUN_DIR [--data-dir data] [--batch 512] [--test-limit N]
 
 One thread, as each variant's worker has when the variants train side by side. The reference is the eager model
 at the large batch, as in export.parity.check_parity.
@@ -26,11 +26,12 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--data-dir", type=Path, default=Path("data"))
     parser.add_argument("--batch", type=int, default=512)
+    parser.add_argument("--test-limit", type=int, default=None, help="the first N test images (default: all 10,000)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated")
     torch.set_num_threads(1)
     ensure_mnist(args.data_dir, download=False)
-    raw_images, labels = read_split(args.data_dir, train=False, limit=None)
+    raw_images, labels = read_split(args.data_dir, train=False, limit=args.test_limit)
     print(f"{'variant':<11} {'runner':<30} {'batch 1':>8} {'batch ' + str(args.batch):>10}")
     for model_dir in sorted((args.run_dir / "models").iterdir()):
         model, metadata = load_trained(model_dir / "model.pt")
