@@ -239,3 +239,22 @@ def test_a_tight_crop_of_a_bold_digit_touching_all_four_edges_is_read_as_with_a_
 def test_a_low_resolution_digit_enlarged_blocky_or_blurred_is_read_as_the_sharp_one(resample, height):
     sharp = seven(size=(112, 112), box=(30, 14, 82, 98), width=10)
     assert differs(to_mnist(low_resolution(sharp, height, resample)), to_mnist(sharp)) < 0.06  # a 1 and this 7: 0.105
+
+
+def test_a_thick_dark_digit_filling_a_tight_crop_is_dark_ink_and_a_framed_light_digit_is_light():
+    """Polarity when the border band is uneven (docs/model-contract.md, step 4). A thick pen's 0 cropped to its
+    own box makes the ink most of the band and most of the picture, so both paper estimates are the ink (v3 read
+    it inverted: four dots); a light digit on dark paper inside a thin light frame has an uneven band too, and the
+    frame is what says that its light side is the ink."""
+    from lenet_client.ink import oriented
+
+    rows, cols = np.mgrid[0:32, 0:24] - np.array([15.5, 11.5])[:, None, None]
+    outer = (rows / 16) ** 4 + (cols / 12) ** 4  # a squarish ring, as a broad marker draws it
+    zero = np.where((outer <= 1.0) & ((rows / 16) ** 2 + (cols / 12) ** 2 >= 0.3), 0.0, 1.0)
+    assert (zero == 0).mean() > 0.6  # dark on white, touching all four edges
+    assert np.array_equal(oriented(zero), 1 - zero)
+    framed = np.full((100, 100), 0.1)
+    framed[[0, -1], :] = framed[:, [0, -1]] = 0.9  # a one-pixel light frame along every edge
+    framed[20:80, 45:55] = 0.9  # a light "1"
+    assert np.array_equal(oriented(framed), framed)
+    assert to_mnist(Image.fromarray((255 * zero).astype(np.uint8)))[14, 14] == 0  # the 0's hole stays paper

@@ -8,7 +8,7 @@
 //                                     ImageData). Throws NoDigitError when the picture holds no digit.
 //   toInput(mnist, scale, mean, std) -> Float32Array(784), the model's input
 
-export const METHOD = "mnist-fit-20-center-of-mass-28 v3"; // the ONNX metadata's preprocess.method
+export const METHOD = "mnist-fit-20-center-of-mass-28 v4"; // the ONNX metadata's preprocess.method
 const MAX_PIXELS = 40_000_000, MIN_SIDE = 8, WORK_SIDE = 512, FINE_SIDE = 80;
 const MIN_STROKE = 1.5, MAX_STROKE = 3.0, BOX = 20, FIELD = 28, CENTER = 14.0, OPAQUE_PICTURE = 0.7;
 const BORDER_BAND = 0.05, BORDER_UNIFORM = 0.5, MIN_CONTRAST = 0.05, MIN_COHERENCE = 0.5, NOISE_SIGMAS = 5;
@@ -174,7 +174,8 @@ function oriented(gray) {
   const border = select(gray, inBand);
   const spreadLow = percentile(border, 10), level = percentile(border, 50), spreadHigh = percentile(border, 90);
   const inkIsLight = [level, median(gray.d)].map((p) => high - p > p - low);
-  const light = spreadHigh - spreadLow <= BORDER_UNIFORM * (high - low) ? inkIsLight[0] : inkIsLight[0] && inkIsLight[1];
+  const light = spreadHigh - spreadLow <= BORDER_UNIFORM * (high - low) ? inkIsLight[0]
+    : inkIsLight[0] && inkIsLight[1] && lightSideHasFrame(gray);
   return light ? gray : map(gray, (v) => 1 - v);
 }
 
@@ -241,6 +242,11 @@ function frameLines(cover) { // [[start, end), paper inside] of a line along the
   return [[start, start + after], cover[start + after] <= FRAME_GAP];
 }
 
+function lightSideHasFrame(gray) {
+  const t = otsu(gray.d);
+  const mask = map(gray, (v) => (v > t ? 1 : 0));
+  return withoutFrame(mask) !== mask;
+}
 function withoutFrame(mask) {
   const found = [];
   for (const axis of [0, 1]) {

@@ -56,9 +56,10 @@ def otsu(values: np.ndarray) -> float:
 def oriented(gray: np.ndarray) -> np.ndarray:
     """Ink bright on dark, as MNIST's. The ink is the extreme of the picture's range (its 0.1 and 99.9 percentiles)
     farther from the paper's level. Two estimates of that level: the median of the border band (the outer 5 %)
-    and the median of the whole picture. A uniform band decides alone; otherwise (a digit touching the edges) the
-    two decide when they agree, and when they do not (a bold digit covering most of a tight crop, a frame along
-    the edges) the ink is dark on light paper, as in most pictures."""
+    and the median of the whole picture. A uniform band decides alone. Otherwise the ink touches the edges (a
+    tight crop) or a frame runs along them, and the ink is dark on light paper, as in most pictures, unless both
+    estimates say light ink and the light side of Otsu's split has a frame: a thick dark digit filling a tight crop
+    makes both estimates the ink, and only a frame explains a light-ink picture's uneven border."""
     low, high = np.percentile(gray, [0.1, 99.9])
     band = max(2, int(np.floor(BORDER_BAND * min(gray.shape) + 0.5)))
     inside = np.zeros(gray.shape, dtype=bool)
@@ -68,7 +69,7 @@ def oriented(gray: np.ndarray) -> np.ndarray:
     if spread_high - spread_low <= BORDER_UNIFORM * (high - low):
         light = ink_is_light[0]
     else:
-        light = ink_is_light[0] and ink_is_light[1]
+        light = ink_is_light[0] and ink_is_light[1] and has_frame(gray > otsu(gray))
     return gray if light else 1 - gray
 
 
@@ -159,6 +160,10 @@ def without_frame(mask: np.ndarray) -> np.ndarray:
         else:
             mask[:, rows] = False
     return mask
+
+
+def has_frame(mask: np.ndarray) -> bool:
+    return without_frame(mask) is not mask
 
 
 def without_specks(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:

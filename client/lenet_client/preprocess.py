@@ -17,7 +17,7 @@ from PIL import Image, ImageOps
 
 from lenet_client.ink import NoDigitError, digit_ink, window_max
 
-METHOD = "mnist-fit-20-center-of-mass-28 v3"  # the ONNX metadata's preprocess.method names this algorithm
+METHOD = "mnist-fit-20-center-of-mass-28 v4"  # the ONNX metadata's preprocess.method names this algorithm
 MAX_PIXELS = 40_000_000  # larger pictures are refused before decoding...
 MAX_SIDE = 20_000  # ...and so are longer sides: a strip of 8 x 4,000,000 pixels is 31 KB as a PNG
 MIN_SIDE = 8  # a smaller picture cannot hold a recognizable digit
