@@ -106,7 +106,7 @@ def main() -> None:
         print("ablation: lenet_client's preprocessing with one step left out")
         table(models, families, {"all steps": to_mnist} | {
             f"no {step}": (lambda image, step=step: to_mnist(image, leave_out=(step,)))
-            for step in (*STEPS, "thin strokes", "bold strokes")})
+            for step in (*STEPS, "thin strokes")})
     if args.pen_sweep:
         sweep_pen_widths(args.run_dir, 300)
         fainter_mnist(args.run_dir, args.data_dir)

@@ -258,3 +258,17 @@ def test_a_thick_dark_digit_filling_a_tight_crop_is_dark_ink_and_a_framed_light_
     framed[20:80, 45:55] = 0.9  # a light "1"
     assert np.array_equal(oriented(framed), framed)
     assert to_mnist(Image.fromarray((255 * zero).astype(np.uint8)))[14, 14] == 0  # the 0's hole stays paper
+
+
+def test_a_low_resolution_scan_of_a_thick_digit_keeps_all_its_ink():
+    """A broad marker's 0 scanned at 10x8 pixels and enlarged without smoothing (each scan pixel a 10x10 block),
+    cropped to its own box: the 28x28 holds the scan's ink as the scan has it (its 20x16 area average), hole and
+    all. v3 kept a third of it: the polarity read it inverted and the bold-stroke step thinned what was left."""
+    from lenet_client.preprocess import resize_area
+
+    rows, cols = np.mgrid[0:10, 0:8] - np.array([4.5, 3.5])[:, None, None]
+    ring = ((rows / 5) ** 4 + (cols / 4) ** 4 <= 1.0) & ((rows / 5) ** 2 + (cols / 4) ** 2 >= 0.3)
+    scan = Image.fromarray(np.where(ring, 0, 255).astype(np.uint8)).resize((80, 100), Image.Resampling.NEAREST)
+    seen = to_mnist(scan).astype(float) / 255
+    assert seen.sum() == pytest.approx(resize_area(ring.astype(float), 20, 16).sum(), rel=0.05)
+    assert seen[14, 14] == 0

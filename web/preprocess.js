@@ -10,7 +10,7 @@
 
 export const METHOD = "mnist-fit-20-center-of-mass-28 v4"; // the ONNX metadata's preprocess.method
 const MAX_PIXELS = 40_000_000, MIN_SIDE = 8, WORK_SIDE = 512, FINE_SIDE = 80;
-const MIN_STROKE = 1.5, MAX_STROKE = 3.0, BOX = 20, FIELD = 28, CENTER = 14.0, OPAQUE_PICTURE = 0.7;
+const MIN_STROKE = 1.5, BOX = 20, FIELD = 28, CENTER = 14.0, OPAQUE_PICTURE = 0.7;
 const BORDER_BAND = 0.05, BORDER_UNIFORM = 0.5, MIN_CONTRAST = 0.05, MIN_COHERENCE = 0.5, NOISE_SIGMAS = 5;
 const FRAME_MARGIN = 0.08, FRAME_COVERAGE = 0.8, FRAME_SIDES = 3, FRAME_GAP = 0.2, FRAME_GAPS = 2, MIN_PART = 0.05;
 
@@ -317,19 +317,12 @@ function strokeWidth(ink) {
   return boundary ? (2 * area) / boundary : 0;
 }
 
-// Step 9's stroke widths: thin strokes grown, bold ones thinned, to MNIST's.
+// Step 9's stroke widths: thin strokes grown to MNIST's (bold ones are left as they are).
 function stroked(fine) {
   const width = (strokeWidth(fine) * BOX) / FINE_SIDE;
   if (width < MIN_STROKE) {
     const radius = Math.floor((((MIN_STROKE - width) / 2) * FINE_SIDE) / BOX + 0.5);
     return radius ? windowMax(padded(fine, radius), 2 * radius + 1) : fine;
-  }
-  if (width > MAX_STROKE) {
-    const radius = Math.floor((((width - MAX_STROKE) / 2) * FINE_SIDE) / BOX + 0.5);
-    if (radius) {
-      const thinned = cropped(windowMin(padded(fine, radius), 2 * radius + 1), radius, radius, fine.h, fine.w);
-      return thinned.d.some((v) => v > 0) ? thinned : fine;
-    }
   }
   return fine;
 }

@@ -24,7 +24,6 @@ MIN_SIDE = 8  # a smaller picture cannot hold a recognizable digit
 WORK_SIDE = 512  # pictures are first reduced so that their longer side is at most this
 FINE_SIDE = 80  # strokes are measured and grown with the digit at this size (4 x the 20x20 box)
 MIN_STROKE = 1.5  # strokes thinner than this once fitted into 20x20 are grown to it (MNIST: 10th percentile)
-MAX_STROKE = 3.0  # strokes wider than this are thinned to it (MNIST: at most 2.8)
 OPAQUE_PICTURE = 0.7  # a picture with an alpha channel at least this opaque on average is not ink on a canvas
 BOX, FIELD, CENTER = 20, 28, 14.0  # MNIST: fit into 20x20, place in 28x28, center of mass at (14, 14)
 
@@ -108,26 +107,22 @@ def stroke_width(ink: np.ndarray) -> float:
 
 
 def stroked(fine: np.ndarray, leave_out: tuple[str, ...] = ()) -> np.ndarray:
-    """The strokes brought within MNIST's widths (1.3-2.8 pixels in the 20x20 box, median 2.0): models read thin
-    strokes badly, the BatchNorm variant worst (docs/results.md), and bold ones fill a digit's holes. `fine` is the
-    digit at FINE_SIDE; strokes thinner than MIN_STROKE at 20x20 are grown to it (a square maximum filter, on a
-    margin wide enough to grow into), strokes wider than MAX_STROKE thinned to it (a square minimum filter)."""
+    """Thin strokes grown to MNIST's widths (1.3-2.8 pixels in the 20x20 box, median 2.0): models read thin strokes
+    badly, the BatchNorm variant worst (docs/results.md). `fine` is the digit at FINE_SIDE; strokes thinner than
+    MIN_STROKE at 20x20 are grown to it (a square maximum filter, on a margin wide enough to grow into). Bold
+    strokes are left as they are: thinning them (v3) removed the ink of low-resolution scans, and the held-out
+    families read better without it (docs/results.md)."""
     width = stroke_width(fine) * BOX / FINE_SIDE
     if width < MIN_STROKE and "thin strokes" not in leave_out:
         radius = int(np.floor((MIN_STROKE - width) / 2 * FINE_SIDE / BOX + 0.5))
         return window_max(np.pad(fine, radius), 2 * radius + 1) if radius else fine
-    if width > MAX_STROKE and "bold strokes" not in leave_out:
-        radius = int(np.floor((width - MAX_STROKE) / 2 * FINE_SIDE / BOX + 0.5))
-        if radius:  # zeros around the crop, so that strokes along its edges thin from that side too
-            thinned = -window_max(-np.pad(fine, radius), 2 * radius + 1)[radius:-radius, radius:-radius]
-            return thinned if thinned.max() > 0 else fine  # a solid blob has no strokes to thin: keep it
     return fine
 
 
 def to_mnist(image: Image.Image, leave_out: tuple[str, ...] = ()) -> np.ndarray:
     """uint8 [28, 28]: the digit's ink fitted into 20x20 (aspect kept, area-averaged), its center of mass placed at
     (14, 14) of the 28x28 field, white on black as in MNIST's files. `leave_out` names steps to skip (ink.STEPS,
-    "thin strokes", "bold strokes"): for the benchmark's ablation only."""
+    "thin strokes"): for the benchmark's ablation only."""
     check_size(*image.size)
     image = ImageOps.exif_transpose(image)
     gray, drawing = grayscale(image)
