@@ -483,3 +483,23 @@ def test_a_stop_signal_ends_the_predictor_with_one_line_and_no_half_copy(small_t
         pytest.skip("the machine read all 600 pictures before the signal")
     assert process.returncode == status and stderr == f"lenet-predict: interrupted by {signal.Signals(number).name}\n"
     assert not [p for p in tmp_path.rglob("*") if ".partial" in p.name]
+
+
+def test_a_phone_photo_of_48_megapixels_is_read_reduced_and_pictures_too_large_are_refused(tmp_path):
+    """Phones take 48-200 MP: a JPEG is decoded at 1/2-1/8 of its size (its shorter side kept at least the working
+    size), so it is read; a PNG as large cannot be decoded reduced and is refused from its header, as is a JPEG
+    longer than 20,000 pixels; both with the same words."""
+    from lenet_client.pictures import PictureError, open_picture
+    from lenet_client.preprocess import to_mnist
+
+    photo = tmp_path / "phone.jpg"
+    seven((8000, 6000), (3000, 1500, 5000, 4500), 120, mode="RGB").save(photo, quality=80)
+    image = open_picture(photo)
+    assert image.size == (1000, 750)  # 1/8: decoded as 0.75 MP, not 48
+    assert to_mnist(image).max() == 255
+    for name, size in (("large.png", (8000, 6000)), ("strip.jpg", (20001, 8))):
+        Image.new("L", size, 255).save(tmp_path / name)
+        with pytest.raises(PictureError, match=rf"^{tmp_path / name}: too large, {size[0]}x{size[1]} = .* pixels "
+                                               r"\(allowed: a JPEG up to 20,000 on each side, read reduced; any other "
+                                               r"picture up to 40,000,000 pixels, each side up to 20,000\)$"):
+            open_picture(tmp_path / name)
