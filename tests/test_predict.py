@@ -485,21 +485,50 @@ def test_a_stop_signal_ends_the_predictor_with_one_line_and_no_half_copy(small_t
     assert not [p for p in tmp_path.rglob("*") if ".partial" in p.name]
 
 
-def test_a_phone_photo_of_48_megapixels_is_read_reduced_and_pictures_too_large_are_refused(tmp_path):
+def test_a_phone_photo_of_48_megapixels_is_read_reduced_and_pictures_too_large_are_refused(tmp_path, monkeypatch):
     """Phones take 48-200 MP: a JPEG is decoded at 1/2-1/8 of its size (its shorter side kept at least the working
-    size), so it is read; a PNG as large cannot be decoded reduced and is refused from its header, as is a JPEG
-    longer than 20,000 pixels; both with the same words."""
+    size), so it is read as the same digit drawn small; Pillow's own bound (here lowered under 48 MP, as 200 MP
+    passes Pillow's 89) does not refuse it first. A PNG as large cannot be decoded reduced, nor can a progressive
+    JPEG (its decoder holds the whole picture's coefficients): refused from the header, as is a JPEG longer than
+    20,000 pixels, all with the same words."""
     from lenet_client.pictures import PictureError, open_picture
     from lenet_client.preprocess import to_mnist
 
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000_000)
     photo = tmp_path / "phone.jpg"
-    seven((8000, 6000), (3000, 1500, 5000, 4500), 120, mode="RGB").save(photo, quality=80)
+    seven((8000, 6000), (3000, 1500, 5000, 4500), 120, mode="RGB").save(photo, quality=90)
     image = open_picture(photo)
     assert image.size == (1000, 750)  # 1/8: decoded as 0.75 MP, not 48
-    assert to_mnist(image).max() == 255
-    for name, size in (("large.png", (8000, 6000)), ("strip.jpg", (20001, 8))):
-        Image.new("L", size, 255).save(tmp_path / name)
-        with pytest.raises(PictureError, match=rf"^{tmp_path / name}: too large, {size[0]}x{size[1]} = .* pixels "
-                                               r"\(allowed: a JPEG up to 20,000 on each side, read reduced; any other "
-                                               r"picture up to 40,000,000 pixels, each side up to 20,000\)$"):
+    small = to_mnist(seven((1000, 750), (375, 187, 625, 562), 15)).astype(int)
+    assert np.abs(to_mnist(image).astype(int) - small).mean() < 8
+    seven((8000, 6000), (3000, 1500, 5000, 4500), 120).save(tmp_path / "progressive.jpg", progressive=True)
+    for name, size in (("large.png", (8000, 6000)), ("strip.jpg", (20001, 8)), ("progressive.jpg", (8000, 6000))):
+        if not (tmp_path / name).exists():
+            Image.new("L", size, 255).save(tmp_path / name)
+        with pytest.raises(PictureError, match=rf"^{tmp_path / name}: too large(, {size[0]}x{size[1]} = .* pixels)? "
+                                               r"\(allowed: a JPEG up to 20,000 on each side, read reduced; a "
+                                               r"progressive JPEG or any other picture up to 40,000,000 pixels, each "
+                                               r"side up to 20,000\)$"):
             open_picture(tmp_path / name)
+
+
+def test_a_damaged_jpeg_header_or_exif_block_is_one_clear_outcome(tmp_path):
+    """A file that starts as a JPEG and stops (4 bytes) is not a picture, in the words any other such file gets; an
+    EXIF block whose orientation is set but whose resolution tag has the wrong type (Pillow raised TypeError from
+    exif_transpose: a traceback, exit 1, and the other pictures lost) leaves the picture read as it is, with none of
+    Pillow's warnings."""
+    import warnings
+
+    from lenet_client.pictures import PictureError, open_picture
+    from lenet_client.preprocess import to_mnist
+
+    (tmp_path / "cut.jpg").write_bytes(b"\xff\xd8\xff\xe0")
+    with pytest.raises(PictureError, match=r"cut\.jpg: not a picture that Pillow can read$"):
+        open_picture(tmp_path / "cut.jpg")
+    # "Exif", a big-endian TIFF header and two tags: orientation 6 (SHORT), XResolution 0 as a BYTE (not a RATIONAL)
+    exif = bytes.fromhex("4578696600004d4d002a00000008000201120003000000010006000001"
+                         "1a00010000000100000026000000000000004800000001")
+    seven(mode="RGB").save(tmp_path / "exif.jpg", exif=exif)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert to_mnist(open_picture(tmp_path / "exif.jpg")).max() == 255

@@ -241,23 +241,37 @@ def test_a_low_resolution_digit_enlarged_blocky_or_blurred_is_read_as_the_sharp_
     assert differs(to_mnist(low_resolution(sharp, height, resample)), to_mnist(sharp)) < 0.06  # a 1 and this 7: 0.105
 
 
-def test_a_thick_dark_digit_filling_a_tight_crop_is_dark_ink_and_a_framed_light_digit_is_light():
-    """Polarity when the border band is uneven (docs/model-contract.md, step 4). A thick pen's 0 cropped to its
-    own box makes the ink most of the band and most of the picture, so both paper estimates are the ink (v3 read
-    it inverted: four dots); a light digit on dark paper inside a thin light frame has an uneven band too, and the
-    frame is what says that its light side is the ink."""
-    from lenet_client.ink import oriented
-
+def polarity_cases() -> dict[str, tuple[np.ndarray, bool]]:
+    """Pictures whose border band is uneven (0-1 gray), with whether their ink is light. Also the JavaScript port's
+    test pictures (tests/test_web.py)."""
     rows, cols = np.mgrid[0:32, 0:24] - np.array([15.5, 11.5])[:, None, None]
     outer = (rows / 16) ** 4 + (cols / 12) ** 4  # a squarish ring, as a broad marker draws it
     zero = np.where((outer <= 1.0) & ((rows / 16) ** 2 + (cols / 12) ** 2 >= 0.3), 0.0, 1.0)
-    assert (zero == 0).mean() > 0.6  # dark on white, touching all four edges
-    assert np.array_equal(oriented(zero), 1 - zero)
     framed = np.full((100, 100), 0.1)
     framed[[0, -1], :] = framed[:, [0, -1]] = 0.9  # a one-pixel light frame along every edge
     framed[20:80, 45:55] = 0.9  # a light "1"
-    assert np.array_equal(oriented(framed), framed)
-    assert to_mnist(Image.fromarray((255 * zero).astype(np.uint8)))[14, 14] == 0  # the 0's hole stays paper
+    seven = np.zeros((40, 30))  # a light 7 cropped to its own box: its bar and stroke touch the edges
+    seven[:6, :] = 1.0
+    for row in range(6, 40):
+        column = int(29 - (row - 6) * 0.6)
+        seven[row, max(0, column - 5):column + 1] = 1.0
+    return {"thick dark 0, tight crop": (zero, False), "light 1 in a light frame": (framed, True),
+            "light 7, tight crop": (seven, True)}
+
+
+@pytest.mark.parametrize("case", ["thick dark 0, tight crop", "light 1 in a light frame", "light 7, tight crop"])
+def test_the_ink_of_a_picture_whose_border_is_uneven_is_found_on_the_right_side(case):
+    """Polarity when the border band is uneven (docs/model-contract.md, step 4). A thick pen's 0 cropped to its own
+    box is most of the band and most of the picture, so both paper estimates are the ink (v3 read it inverted: four
+    dots); a light 7 cropped to its box has dark corners (v4's first rule read it inverted); a light digit inside a
+    thin light frame has an uneven band too, and the frame says to trust the medians."""
+    from lenet_client.ink import oriented
+
+    gray, light = polarity_cases()[case]
+    assert np.array_equal(oriented(gray), gray if light else 1 - gray)
+    if case.startswith("thick"):
+        assert (gray == 0).mean() > 0.6  # dark on white, touching all four edges
+        assert to_mnist(Image.fromarray((255 * gray).astype(np.uint8)))[14, 14] == 0  # the hole stays paper
 
 
 def test_a_low_resolution_scan_of_a_thick_digit_keeps_all_its_ink():

@@ -57,6 +57,11 @@ def varied_pictures(data_dir: Path):
         ImageDraw.Draw(mask).rounded_rectangle([(0, 0), (framed.width - 1, framed.height - 1)], radius, fill=255)
         framed.putalpha(mask)
         yield f"rounded corners {radius}", framed
+    from test_preprocess import polarity_cases
+
+    for name, (gray, _) in polarity_cases().items():  # each branch of step 4's polarity
+        yield name, Image.fromarray((255 * gray).astype(np.uint8)).resize((gray.shape[1] * 4, gray.shape[0] * 4),
+                                                                         Image.Resampling.NEAREST)
     yield "blank", Image.new("L", (60, 40), 255)
     yield "noise only", Image.fromarray(np.random.default_rng(3).integers(0, 256, (80, 80), dtype=np.uint8))
 

@@ -13,6 +13,7 @@ const MAX_PIXELS = 40_000_000, MIN_SIDE = 8, WORK_SIDE = 512, FINE_SIDE = 80;
 const MIN_STROKE = 1.5, BOX = 20, FIELD = 28, CENTER = 14.0, OPAQUE_PICTURE = 0.7;
 const BORDER_BAND = 0.05, BORDER_UNIFORM = 0.5, MIN_CONTRAST = 0.05, MIN_COHERENCE = 0.5, NOISE_SIGMAS = 5;
 const FRAME_MARGIN = 0.08, FRAME_COVERAGE = 0.8, FRAME_SIDES = 3, FRAME_GAP = 0.2, FRAME_GAPS = 2, MIN_PART = 0.05;
+const CORNER = 0.1;
 
 export class NoDigitError extends Error {
   constructor(message) { super(message); this.name = "NoDigitError"; }
@@ -163,7 +164,8 @@ function otsu(values) {
   return (best + 0.5) / 255;
 }
 
-// Step 4: the ink made bright.
+// Step 4: the ink made bright. A uniform band decides; else the four corners vote (a digit cropped to its own box
+// leaves most of them empty), unless a frame (either side of Otsu's split) or a tie: then both medians must say light.
 function oriented(gray) {
   const low = percentile(gray.d, 0.1), high = percentile(gray.d, 99.9);
   const band = Math.max(2, round(BORDER_BAND * Math.min(gray.h, gray.w)));
@@ -173,9 +175,16 @@ function oriented(gray) {
   };
   const border = select(gray, inBand);
   const spreadLow = percentile(border, 10), level = percentile(border, 50), spreadHigh = percentile(border, 90);
-  const inkIsLight = [level, median(gray.d)].map((p) => high - p > p - low);
-  const light = spreadHigh - spreadLow <= BORDER_UNIFORM * (high - low) ? inkIsLight[0]
-    : inkIsLight[0] && inkIsLight[1] && lightSideHasFrame(gray);
+  const inkIsLight = (paper) => high - paper > paper - low;
+  if (spreadHigh - spreadLow <= BORDER_UNIFORM * (high - low)) return inkIsLight(level) ? gray : map(gray, (v) => 1 - v);
+  const side = Math.max(2, round(CORNER * Math.min(gray.h, gray.w)));
+  const corner = (top, left) => select(gray, (i) => {
+    const r = Math.floor(i / gray.w) - top, c = (i % gray.w) - left;
+    return r >= 0 && r < side && c >= 0 && c < side;
+  });
+  const corners = [[0, 0], [0, gray.w - side], [gray.h - side, 0], [gray.h - side, gray.w - side]];
+  const votes = corners.filter(([top, left]) => inkIsLight(median(corner(top, left)))).length;
+  const light = votes === 2 || eitherSideFramed(gray) ? inkIsLight(level) && inkIsLight(median(gray.d)) : votes > 2;
   return light ? gray : map(gray, (v) => 1 - v);
 }
 
@@ -242,12 +251,13 @@ function frameLines(cover) { // [[start, end), paper inside] of a line along the
   return [[start, start + after], cover[start + after] <= FRAME_GAP];
 }
 
-function lightSideHasFrame(gray) {
+function eitherSideFramed(gray) {
   const t = otsu(gray.d);
-  const mask = map(gray, (v) => (v > t ? 1 : 0));
-  return withoutFrame(mask) !== mask;
+  return frameSides(map(gray, (v) => (v > t ? 1 : 0))) !== null || frameSides(map(gray, (v) => (v <= t ? 1 : 0))) !== null;
 }
-function withoutFrame(mask) {
+// Step 7's frame: its lines (axis, [start, end], paper inside) along at least FRAME_SIDES sides, FRAME_GAPS of them
+// with paper inside; else null.
+function frameSides(mask) {
   const found = [];
   for (const axis of [0, 1]) {
     const counts = axis === 0 ? rowSums(mask) : columnSums(mask), across = axis === 0 ? mask.w : mask.h;
@@ -257,7 +267,12 @@ function withoutFrame(mask) {
     const far = frameLines(cover.slice().reverse());
     if (far) found.push([axis, [size - far[0][1], size - far[0][0]], far[1]]);
   }
-  if (found.length < FRAME_SIDES || found.filter(([, , gap]) => gap).length < FRAME_GAPS) return mask;
+  if (found.length < FRAME_SIDES || found.filter(([, , gap]) => gap).length < FRAME_GAPS) return null;
+  return found;
+}
+function withoutFrame(mask) {
+  const found = frameSides(mask);
+  if (found === null) return mask;
   const out = plane(mask.h, mask.w, mask.d.slice());
   for (const [axis, [start, end]] of found) clearLines(out, axis, start, end);
   return out;

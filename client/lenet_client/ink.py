@@ -21,6 +21,7 @@ FRAME_MARGIN = 0.08  # a frame line lies within this share of a side (at least 4
 FRAME_COVERAGE = 0.8  # ...runs along this share of it...
 FRAME_SIDES = 3  # ...is found along at least this many sides...
 FRAME_GAP, FRAME_GAPS = 0.2, 2  # ...with paper inside it (a row covering at most this share) on this many
+CORNER = 0.1  # the corner squares that decide the polarity of a digit cropped to its own box: this share of a side
 MIN_PART = 0.05  # a part separated from the rest by empty rows or columns, lighter than this share: a speck
 STEPS = ("shading", "noise floor", "frame", "specks")  # the steps that can be left out (bench.pictures' ablation)
 
@@ -55,21 +56,31 @@ def otsu(values: np.ndarray) -> float:
 
 def oriented(gray: np.ndarray) -> np.ndarray:
     """Ink bright on dark, as MNIST's. The ink is the extreme of the picture's range (its 0.1 and 99.9 percentiles)
-    farther from the paper's level. Two estimates of that level: the median of the border band (the outer 5 %)
-    and the median of the whole picture. A uniform band decides alone. Otherwise the ink touches the edges (a
-    tight crop) or a frame runs along them, and the ink is dark on light paper, as in most pictures, unless both
-    estimates say light ink and the light side of Otsu's split has a frame: a thick dark digit filling a tight crop
-    makes both estimates the ink, and only a frame explains a light-ink picture's uneven border."""
+    farther from the paper's level. A uniform border band (the outer 5 %) is paper: its median decides. An uneven
+    band is a digit touching the edges or a frame along them. Without a frame (on either side of Otsu's split), the
+    four corners vote (each its median, squares of 10 % of the shorter side): a digit cropped to its own box
+    leaves most of its corners empty, whether it is thick dark ink filling most of the picture (where both medians
+    below are the ink) or light ink on dark (a crop of MNIST, chalk). With a frame, or two corners each way (a 7's
+    bar), the band's median and the whole picture's must both say light ink, else the ink is dark, as in most
+    pictures."""
     low, high = np.percentile(gray, [0.1, 99.9])
     band = max(2, int(np.floor(BORDER_BAND * min(gray.shape) + 0.5)))
     inside = np.zeros(gray.shape, dtype=bool)
     inside[band:-band, band:-band] = True
     spread_low, border, spread_high = np.percentile(gray[~inside], [10, 50, 90])
-    ink_is_light = [high - level > level - low for level in (border, float(np.median(gray)))]
+
+    def ink_is_light(paper: float) -> bool:
+        return bool(high - paper > paper - low)
+
     if spread_high - spread_low <= BORDER_UNIFORM * (high - low):
-        light = ink_is_light[0]
+        return gray if ink_is_light(border) else 1 - gray
+    side = max(2, int(np.floor(CORNER * min(gray.shape) + 0.5)))
+    corners = [gray[:side, :side], gray[:side, -side:], gray[-side:, :side], gray[-side:, -side:]]
+    votes = sum(ink_is_light(float(np.median(corner))) for corner in corners)  # corners whose paper is dark
+    if votes == 2 or frame_found(gray > otsu(gray)) or frame_found(gray <= otsu(gray)):
+        light = ink_is_light(border) and ink_is_light(float(np.median(gray)))
     else:
-        light = ink_is_light[0] and ink_is_light[1] and has_frame(gray > otsu(gray))
+        light = votes > 2
     return gray if light else 1 - gray
 
 
@@ -140,8 +151,9 @@ def frame_lines(cover: np.ndarray) -> tuple[slice, bool] | None:
     return slice(start, end), bool(cover[end] <= FRAME_GAP)
 
 
-def without_frame(mask: np.ndarray) -> np.ndarray:
-    """Drop a frame: lines along at least FRAME_SIDES sides, at least FRAME_GAPS of them with paper inside."""
+def frame_sides(mask: np.ndarray) -> list[tuple[int, slice, bool]] | None:
+    """The frame's lines, (axis, rows, paper inside) per side, when there are lines along at least FRAME_SIDES sides
+    and at least FRAME_GAPS of them have paper inside; else None."""
     found = []
     for axis in (0, 1):
         cover = mask.mean(axis=1 - axis)
@@ -152,6 +164,14 @@ def without_frame(mask: np.ndarray) -> np.ndarray:
             rows, gap = far
             found.append((axis, slice(size - rows.stop, size - rows.start), gap))
     if len(found) < FRAME_SIDES or sum(gap for _, _, gap in found) < FRAME_GAPS:
+        return None
+    return found
+
+
+def without_frame(mask: np.ndarray) -> np.ndarray:
+    """Drop a frame: lines along at least FRAME_SIDES sides, at least FRAME_GAPS of them with paper inside."""
+    found = frame_sides(mask)
+    if found is None:
         return mask
     mask = mask.copy()
     for axis, rows, _ in found:
@@ -162,8 +182,10 @@ def without_frame(mask: np.ndarray) -> np.ndarray:
     return mask
 
 
-def has_frame(mask: np.ndarray) -> bool:
-    return without_frame(mask) is not mask
+def frame_found(mask: np.ndarray) -> bool:
+    """Whether the mask holds a frame as without_frame finds one (lines along FRAME_SIDES sides, FRAME_GAPS of them
+    with paper inside)."""
+    return frame_sides(mask) is not None
 
 
 def without_specks(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:

@@ -4,6 +4,7 @@ line that names the file when it cannot be. lenet-predict and the job's LENET_EX
 from __future__ import annotations
 
 import os
+import struct
 import warnings
 from pathlib import Path
 
@@ -54,14 +55,15 @@ def open_picture(path: Path) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = jpeg_file(path) or Image.open(path)
-            width, height = image.size  # read from the header: nothing is decoded yet
-            if image.format in JPEG_FORMATS and max(width, height) <= MAX_SIDE:
-                image.draft("L" if image.mode in ("L", "RGB") else image.mode, (WORK_SIDE, WORK_SIDE))
-            decoded = image.size[0] * image.size[1]  # after draft: the size the decoder will produce
-            if decoded > MAX_PIXELS or max(width, height) > MAX_SIDE:
-                raise PictureError(too_large(path, width, height))
-            image.load()
+            warnings.simplefilter("ignore", UserWarning)  # Pillow's notes on a damaged EXIF block: not the user's
+            image = opened_as_jpeg(path)
+            if image is None:
+                image = Image.open(path)
+            try:
+                decoded(image, path)
+            except BaseException:
+                image.close()
+                raise
     except FileNotFoundError:
         raise PictureError(f"{printable(path)}: no such file") from None
     except UnidentifiedImageError:
@@ -75,24 +77,40 @@ def open_picture(path: Path) -> Image.Image:
     return image
 
 
-JPEG_FORMATS = ("JPEG", "MPO")  # MPO: a JPEG with extra frames, as some cameras save them
+def decoded(image: Image.Image, path: Path) -> None:
+    """Decode `image` in place: a JPEG reduced, as far as keeps both sides at least WORK_SIDE, to its gray (luma)
+    channel when it has one; anything too large once decoded is refused first. A progressive JPEG is not reduced
+    where it counts: its decoder holds every coefficient of the full picture, so it is bounded as any other."""
+    width, height = image.size  # read from the header: nothing is decoded yet
+    reducible = image.format == "JPEG" and not image.info.get("progressive")
+    if reducible and max(width, height) <= MAX_SIDE:
+        image.draft("L" if image.mode in ("L", "RGB") else image.mode, (WORK_SIDE, WORK_SIDE))
+    decoded_pixels = image.size[0] * image.size[1] if reducible else width * height  # image.size: after draft
+    if decoded_pixels > MAX_PIXELS or max(width, height) > MAX_SIDE:
+        raise PictureError(too_large(path, width, height))
+    image.load()
+
+
 JPEG_START = b"\xff\xd8\xff"
 
 
-def jpeg_file(path: Path) -> Image.Image | None:
-    """A JPEG opened by its own plugin, whatever its name: Image.open would refuse one over Pillow's general
-    decompression-bomb bound (89 megapixels) from its full size, before it could be decoded reduced. Its size is
-    checked here instead, after the reduction (open_picture)."""
+def opened_as_jpeg(path: Path) -> Image.Image | None:
+    """A file that starts as a JPEG does, opened by Pillow's JPEG plugin itself, whatever its name (an MPO, a
+    camera's JPEG with extra frames, gives its first); None for any other file. Image.open would refuse a JPEG over
+    Pillow's general decompression-bomb bound (89 megapixels) from its full size, before it could be decoded
+    reduced: open_picture bounds its size instead, once reduced. A damaged header is not a picture."""
     with open(path, "rb") as file:
         if file.read(3) != JPEG_START:
             return None
     from PIL import JpegImagePlugin
 
-    return JpegImagePlugin.JpegImageFile(path)
+    try:
+        return JpegImagePlugin.JpegImageFile(path)
+    except (SyntaxError, OSError, ValueError, IndexError, KeyError, TypeError, struct.error):
+        raise UnidentifiedImageError(f"cannot identify image file {path}") from None
 
 
 def too_large(path: Path, width: int | None = None, height: int | None = None) -> str:
     size = f", {width}x{height} = {width * height:,} pixels" if width and height else ""
-    return (f"{printable(path)}: too large{size} (allowed: a JPEG up to "
-            f"{MAX_SIDE:,} on each side, read reduced; any other picture up to {MAX_PIXELS:,} pixels, each side up "
-            f"to {MAX_SIDE:,})")
+    return (f"{printable(path)}: too large{size} (allowed: a JPEG up to {MAX_SIDE:,} on each side, read reduced; "
+            f"a progressive JPEG or any other picture up to {MAX_PIXELS:,} pixels, each side up to {MAX_SIDE:,})")

@@ -12,13 +12,16 @@ a test vector, for ports to other languages.
 
 from __future__ import annotations
 
+import struct
+import warnings
+
 import numpy as np
 from PIL import Image, ImageOps
 
 from lenet_client.ink import NoDigitError, digit_ink, window_max
 
 METHOD = "mnist-fit-20-center-of-mass-28 v4"  # the ONNX metadata's preprocess.method names this algorithm
-MAX_PIXELS = 40_000_000  # larger pictures are refused before decoding...
+MAX_PIXELS = 40_000_000  # larger pictures are refused before decoding (a JPEG: once reduced, lenet_client.pictures)...
 MAX_SIDE = 20_000  # ...and so are longer sides: a strip of 8 x 4,000,000 pixels is 31 KB as a PNG
 MIN_SIDE = 8  # a smaller picture cannot hold a recognizable digit
 WORK_SIDE = 512  # pictures are first reduced so that their longer side is at most this
@@ -124,13 +127,24 @@ def to_mnist(image: Image.Image, leave_out: tuple[str, ...] = ()) -> np.ndarray:
     (14, 14) of the 28x28 field, white on black as in MNIST's files. `leave_out` names steps to skip (ink.STEPS,
     "thin strokes"): for the benchmark's ablation only."""
     check_size(*image.size)
-    image = ImageOps.exif_transpose(image)
+    image = upright(image)
     gray, drawing = grayscale(image)
     ink = digit_ink(gray, leave_out, dark_ink=True if drawing else None)
     rows, cols = np.nonzero(ink)
     crop = ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
     fine = stroked(resize_area(crop, *fit_size(crop.shape[0], crop.shape[1], FINE_SIDE)), leave_out)
     return centered(resize_area(fine, *fit_size(fine.shape[0], fine.shape[1], BOX)))
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """The picture turned as its EXIF orientation tag says. A damaged EXIF block (a tag of the wrong type, one that
+    runs past the end) leaves the picture as it is, without Pillow's warnings: the pixels are still good."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            return ImageOps.exif_transpose(image)
+        except (TypeError, ValueError, KeyError, IndexError, SyntaxError, OSError, struct.error):
+            return image
 
 
 def centered(patch: np.ndarray) -> np.ndarray:
