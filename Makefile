@@ -23,7 +23,8 @@ run: $(VENV)/.installed
 	$(VENV)/bin/python -m job
 
 # One pytest worker per core (pytest-xdist), each taking whole files, so that a module's fixtures (a trained run,
-# an MLflow server, a browser) are made once. Most of a test's time is one core's Python (exports, plots).
+# an MLflow server, a browser) are made once (a session's, once per worker). Most of a test's time is one core's
+# Python (exports, plots), so two workers on two cores take about 3/4 of the time of one.
 PYTEST = $(VENV)/bin/python -m pytest -n auto --dist loadfile
 
 test: $(VENV)/.installed web/node_modules/.package-lock.json

@@ -21,12 +21,19 @@ from job.training.data import ensure_mnist, read_split, to_split
 from job.training.model import load_trained
 
 
+def positive(text: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.parity", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--data-dir", type=Path, default=Path("data"))
     parser.add_argument("--batch", type=int, default=512)
-    parser.add_argument("--test-limit", type=int, default=None, help="the first N test images (default: all 10,000)")
+    parser.add_argument("--test-limit", type=positive, default=None,
+                        help="the first N test images (default: all 10,000)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated")
     torch.set_num_threads(1)

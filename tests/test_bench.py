@@ -50,7 +50,8 @@ def test_job_run_times_the_job_from_process_start_and_reads_its_stages(real_data
     # The same run's models, piece by piece (bench.parity): every runner of every variant gets its seconds.
     (run_dir,) = (tmp_path / "outputs" / "runs").iterdir()
     pieces = subprocess.run([PYTHON, "-m", "bench.parity", str(run_dir), "--data-dir", str(real_data_dir),
-                             "--test-limit", "256"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                             "--test-limit", "256", "--batch", "128"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)
     assert pieces.returncode == 0, pieces.stderr[-2000:]
     rows = [line.split() for line in pieces.stdout.splitlines()[1:]]
     assert {(row[0], row[1]) for row in rows if row[1] in ("torchscript", "torch_export", "total")} == {
