@@ -310,3 +310,25 @@ def test_a_run_stopped_during_training_is_logged_killed(server, first_published,
     run = server.client.get_run(report["tracking"]["mlflow_run_id"])
     assert run.info.status == "KILLED" and run.data.tags["lenet.status"] == "interrupted"
     assert report["tracking"]["model_versions"] == {}
+
+
+def test_the_job_speaks_to_mlflow_only_once_the_work_is_done(outputs, real_data_dir, monkeypatch, capfd):
+    """Every MLflow client is made after the run's report and models are on disk: a server that goes away while the
+    job trains is the unreachable server above (docs/failure-modes.md), and a slow one never holds the training."""
+    import job.outcome.tracking
+
+    made_when = []
+    original = job.outcome.tracking.client_for
+
+    def client_for(settings, cleanup=False):
+        runs = [d for d in (outputs / "runs").iterdir() if d.name not in published_before]
+        made_when.append([(run / "report.json").is_file() and (run / "models" / "plain" / "model.onnx").is_file()
+                          for run in runs])
+        return original(settings, cleanup)
+
+    published_before = {d.name for d in (outputs / "runs").iterdir()}
+    monkeypatch.setattr(job.outcome.tracking, "client_for", client_for)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    code, _, stderr = job_in_process(monkeypatch, capfd, outputs, real_data_dir, tracking_retries=0)
+    assert code == 0 and "tracking failed" in stderr, stderr
+    assert made_when and all(state == [True] for state in made_when), made_when
