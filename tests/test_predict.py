@@ -473,9 +473,12 @@ def test_a_stop_signal_ends_the_predictor_with_one_line_and_no_half_copy(small_t
     seven().save(pictures / "0.png")
     for i in range(1, 3000):
         (pictures / f"{i}.png").write_bytes((pictures / "0.png").read_bytes() + str(i).encode())
+    # SIGINT as a terminal delivers it: a shell starts background jobs with SIGINT ignored, which a child inherits
+    # (and Python then installs no handler for it); CI may run the suite so.
     process = subprocess.Popen([sys.executable, "-m", "lenet_client", str(model), str(pictures), "--sort-into",
                                 str(tmp_path / "sorted")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True, start_new_session=True)
+                               text=True, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while not any((tmp_path / "sorted").rglob("*.png")):  # signalled while it reads and copies, not before
         assert process.poll() is None and time.monotonic() < deadline
