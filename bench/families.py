@@ -149,7 +149,7 @@ def mnist_low_scan(images: np.ndarray, index: int, resample) -> Image.Image:
     four sides, enlarged to 112."""
     ink = Image.fromarray(images[index])
     if index % 2:
-        ink = Image.fromarray(np.asarray(ink.filter(ImageFilter.MaxFilter(3))))
+        ink = ink.filter(ImageFilter.MaxFilter(3))
     ink = ink.crop(ink.getbbox())
     height = 8 + index % 5
     return on_paper(blocky(fit_height(ink, height, Image.Resampling.BOX), resample))

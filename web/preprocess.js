@@ -178,12 +178,8 @@ function oriented(gray) {
   const inkIsLight = (paper) => high - paper > paper - low;
   if (spreadHigh - spreadLow <= BORDER_UNIFORM * (high - low)) return inkIsLight(level) ? gray : map(gray, (v) => 1 - v);
   const side = Math.max(2, round(CORNER * Math.min(gray.h, gray.w)));
-  const corner = (top, left) => select(gray, (i) => {
-    const r = Math.floor(i / gray.w) - top, c = (i % gray.w) - left;
-    return r >= 0 && r < side && c >= 0 && c < side;
-  });
   const corners = [[0, 0], [0, gray.w - side], [gray.h - side, 0], [gray.h - side, gray.w - side]];
-  const votes = corners.filter(([top, left]) => inkIsLight(median(corner(top, left)))).length;
+  const votes = corners.filter(([top, left]) => inkIsLight(median(cropped(gray, top, left, side, side).d))).length;
   const light = votes === 2 || eitherSideFramed(gray) ? inkIsLight(level) && inkIsLight(median(gray.d)) : votes > 2;
   return light ? gray : map(gray, (v) => 1 - v);
 }

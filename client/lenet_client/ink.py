@@ -77,7 +77,8 @@ def oriented(gray: np.ndarray) -> np.ndarray:
     side = max(2, int(np.floor(CORNER * min(gray.shape) + 0.5)))
     corners = [gray[:side, :side], gray[:side, -side:], gray[-side:, :side], gray[-side:, -side:]]
     votes = sum(ink_is_light(float(np.median(corner))) for corner in corners)  # corners whose paper is dark
-    if votes == 2 or frame_found(gray > otsu(gray)) or frame_found(gray <= otsu(gray)):
+    split = otsu(gray)
+    if votes == 2 or frame_found(gray > split) or frame_found(gray <= split):
         light = ink_is_light(border) and ink_is_light(float(np.median(gray)))
     else:
         light = votes > 2

@@ -4,13 +4,12 @@ line that names the file when it cannot be. lenet-predict and the job's LENET_EX
 from __future__ import annotations
 
 import os
-import struct
 import warnings
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from lenet_client.preprocess import MAX_PIXELS, MAX_SIDE, WORK_SIDE
+from lenet_client.preprocess import DAMAGED_HEADER_ERRORS, MAX_PIXELS, MAX_SIDE, WORK_SIDE
 from lenet_client.text import printable
 
 # What cameras, phones, browsers and scanners save, and Pillow reads: .jfif is a JPEG as Windows browsers save it,
@@ -82,11 +81,11 @@ def decoded(image: Image.Image, path: Path) -> None:
     channel when it has one; anything too large once decoded is refused first. A progressive JPEG is not reduced
     where it counts: its decoder holds every coefficient of the full picture, so it is bounded as any other."""
     width, height = image.size  # read from the header: nothing is decoded yet
-    reducible = image.format == "JPEG" and not image.info.get("progressive")
-    if reducible and max(width, height) <= MAX_SIDE:
+    if max(width, height) > MAX_SIDE:
+        raise PictureError(too_large(path, width, height))
+    if image.format == "JPEG" and not image.info.get("progressive"):
         image.draft("L" if image.mode in ("L", "RGB") else image.mode, (WORK_SIDE, WORK_SIDE))
-    decoded_pixels = image.size[0] * image.size[1] if reducible else width * height  # image.size: after draft
-    if decoded_pixels > MAX_PIXELS or max(width, height) > MAX_SIDE:
+    if image.size[0] * image.size[1] > MAX_PIXELS:  # image.size: what the decoder will produce, after draft
         raise PictureError(too_large(path, width, height))
     image.load()
 
@@ -106,7 +105,7 @@ def opened_as_jpeg(path: Path) -> Image.Image | None:
 
     try:
         return JpegImagePlugin.JpegImageFile(path)
-    except (SyntaxError, OSError, ValueError, IndexError, KeyError, TypeError, struct.error):
+    except DAMAGED_HEADER_ERRORS:
         raise UnidentifiedImageError(f"cannot identify image file {path}") from None
 
 

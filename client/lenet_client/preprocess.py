@@ -29,6 +29,8 @@ FINE_SIDE = 80  # strokes are measured and grown with the digit at this size (4 
 MIN_STROKE = 1.5  # strokes thinner than this once fitted into 20x20 are grown to it (MNIST: 10th percentile)
 OPAQUE_PICTURE = 0.7  # a picture with an alpha channel at least this opaque on average is not ink on a canvas
 BOX, FIELD, CENTER = 20, 28, 14.0  # MNIST: fit into 20x20, place in 28x28, center of mass at (14, 14)
+# What Pillow raises on reading a damaged header or EXIF block (a tag of the wrong type, one past the end)
+DAMAGED_HEADER_ERRORS = (SyntaxError, OSError, ValueError, IndexError, KeyError, TypeError, struct.error)
 
 
 def check_size(width: int, height: int) -> None:
@@ -143,7 +145,7 @@ def upright(image: Image.Image) -> Image.Image:
         warnings.simplefilter("ignore", UserWarning)
         try:
             return ImageOps.exif_transpose(image)
-        except (TypeError, ValueError, KeyError, IndexError, SyntaxError, OSError, struct.error):
+        except DAMAGED_HEADER_ERRORS:
             return image
 
 
