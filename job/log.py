@@ -1,7 +1,9 @@
-"""The job's log: one line per event on stdout, flushed at once so that a scheduler's log shows it live."""
+"""The job's log: one line per event on stdout, flushed at once so that a scheduler's log shows it live. On a
+terminal, a status line (variants' progress side by side) may stand below the log; each log line replaces it."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 from typing import TYPE_CHECKING, TextIO
 
@@ -11,14 +13,25 @@ if TYPE_CHECKING:  # not at run time: the log is imported before torch, which jo
     from job.training.train import EpochMetrics
 
 
-def write_line(stream: TextIO, message: str) -> None:
+# A terminal's cursor back to the start of the line, and the line erased: where a status line stands (any process
+# of the job may have drawn it), a log line then takes its place instead of being appended to it.
+CLEAR_LINE = "\r\x1b[K"
+
+
+def write_line(stream: TextIO, message: str, end: str = "\n") -> None:
     """A reader that went away takes nothing from the run's outcome: stdout closed early (`python -m job | head`,
     EPIPE) or the terminal hung up (an SSH session that dropped, EIO). The rest goes nowhere and the run goes on;
     its report still says how it ended."""
     try:
-        print(message, file=stream, flush=True)
+        print(f"{CLEAR_LINE}{message}" if stream.isatty() else message, file=stream, end=end, flush=True)
     except OSError:
         discard(stream)
+
+
+def show_status(text: str) -> None:
+    """On a terminal only, `text` as the status line below the log (cut to the terminal's width; "" erases it)."""
+    if sys.stdout.isatty():
+        write_line(sys.stdout, text[:shutil.get_terminal_size().columns - 1], end="")
 
 
 def log(message: str) -> None:

@@ -143,8 +143,8 @@ def job_in_process(monkeypatch, capfd, outputs, data_dir, stop_at=None, number=s
     if stop_at is not None:
         write_line = job.log.write_line
 
-        def signal_on_marker(stream, message):
-            write_line(stream, message)
+        def signal_on_marker(stream, message, end="\n"):
+            write_line(stream, message, end)
             if stop_at in message:
                 os.kill(os.getpid(), number)
 

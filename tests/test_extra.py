@@ -230,7 +230,8 @@ def test_a_run_with_extra_data_reports_what_it_learned_from_and_how_it_reads_the
     from job.outcome.report import read_report
 
     old_runs = {p.name for p in (outputs / "runs").iterdir()}
-    code, _, stderr = job_in_process(monkeypatch, capfd, outputs, real_data_dir, extra_data=extra_folder)
+    code, _, stderr = job_in_process(monkeypatch, capfd, outputs, real_data_dir, extra_data=extra_folder,
+                                     extra_min_holdout=0)
     assert code == 0, stderr
     assert stderr.splitlines() == [f"lenet-mnist: warning: LENET_EXTRA_DATA: {extra_folder / '7' / 'notes.txt'}: "
                                         f"not a picture file (allowed: {' '.join(PICTURE_SUFFIXES)}); "
@@ -248,6 +249,37 @@ def test_a_run_with_extra_data_reports_what_it_learned_from_and_how_it_reads_the
     assert holdout.images == info.holdout_pictures["7"] == sum(map(sum, holdout.confusion_matrix))
     assert "confusion_extra_plain" in report.plots
     assert json.loads((outputs / "latest.json").read_text())["run_id"] == run_dir.name
+
+
+def test_too_few_pictures_to_judge_are_said_and_do_not_replace_the_published_model(outputs, real_data_dir,
+                                                                                    monkeypatch, capfd, tmp_path):
+    """The README's own example: one picture, sorted into labelled/, then a run on it. The retrained model's reading
+    of pictures of that kind is unseen; it may not replace the published model, and where none is published yet it
+    is published (nothing to lose), with the same warning."""
+    from conftest import job_in_process, published_files
+    from job.outcome.report import read_report
+
+    labelled = tmp_path / "labelled"
+    (labelled / "7").mkdir(parents=True)
+    seven().save(labelled / "7" / "digit-7.png")
+    before = published_files(outputs)
+    code, stdout, stderr = job_in_process(monkeypatch, capfd, outputs, real_data_dir, extra_data=labelled)
+    warning, failure = stderr.splitlines()
+    held_out = 0 if "1 for training" in stdout else 1
+    assert warning.startswith(f"lenet-mnist: warning: LENET_EXTRA_DATA: {held_out} pictures held out, fewer than "
+                              f"LENET_EXTRA_MIN_HOLDOUT=20: too few to learn from and to judge"), warning
+    assert "label at least 100" in warning
+    assert code == 7, stderr
+    assert failure.startswith(f"lenet-mnist: LENET_EXTRA_DATA has {held_out} pictures held out"), stderr
+    assert published_files(outputs) == before
+    (report,) = [r for r in map(read_report, (outputs / "runs").glob("*/report.json")) if r.extra_data]
+    assert not report.published and report.status == "champion_check_failed" and "too few to judge" in report.message
+
+    fresh = tmp_path / "fresh" / "outputs"
+    fresh.parent.mkdir()
+    code, _, stderr = job_in_process(monkeypatch, capfd, fresh, real_data_dir, extra_data=labelled)
+    assert code == 0 and stderr.count("\n") == 1 and "too few to learn from" in stderr, stderr
+    assert (fresh / "latest.json").is_file()
 
 
 def test_an_extra_folder_that_cannot_be_used_stops_the_run_before_training_with_exit_3(outputs, real_data_dir,
@@ -299,7 +331,8 @@ def test_a_run_with_extra_data_and_the_champion_check_reports_both_models_on_the
     from job.outcome.report import read_report
 
     def run(**settings):
-        return job_in_process(monkeypatch, capfd, outputs, real_data_dir, extra_data=extra_folder, **settings)
+        return job_in_process(monkeypatch, capfd, outputs, real_data_dir, extra_data=extra_folder,
+                              extra_min_holdout=0, **settings)
 
     code, _, stderr = run()
     assert code == 0, stderr

@@ -1,6 +1,7 @@
 """End to end: `python -m job` as a scheduler starts it, on a subset of the real MNIST."""
 
 import json
+import re
 import shutil
 import subprocess
 
@@ -265,7 +266,13 @@ def test_a_terminal_gets_a_progress_bar_within_the_epoch(real_data_dir, tmp_path
 
 
 @pytest.mark.slow
-def test_variants_side_by_side_draw_no_bars_on_a_terminal(real_data_dir, tmp_path):
-    output = run_on_a_terminal(tmp_path, real_data_dir, train_limit=3000, test_limit=200, epochs=1,
+def test_variants_side_by_side_share_one_status_line_on_a_terminal_and_each_log_line_replaces_it(real_data_dir,
+                                                                                                tmp_path):
+    output = run_on_a_terminal(tmp_path, real_data_dir, train_limit=6000, test_limit=200, epochs=1,
                                min_test_accuracy=0, parallel_variants="true")
-    assert "[###" not in output and "[bn_dropout] Epoch: 1, Train_acc:" in output
+    statuses = re.findall(r"\r\x1b\[K([^\r\n]*)(?=\r\x1b\[K)", output)  # drawn, then erased by the next write
+    both = [s for s in statuses if re.fullmatch(r"\[plain\] Epoch: 1 \[[#.]{10}\] \d+/47  "
+                                                   r"\[bn_dropout\] Epoch: 1 \[[#.]{10}\] \d+/47", s)]
+    assert both, statuses
+    for variant in ("plain", "bn_dropout"):  # every log line whole, on a line of its own
+        assert re.search(rf"\r\x1b\[K\[{variant}\] Epoch: 1, Train_acc:[^\r]*\r?\n", output), variant

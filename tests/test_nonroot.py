@@ -114,7 +114,7 @@ def test_extra_pictures_in_a_data_folder_nobody_may_not_write_are_all_used_and_t
         (extra / str(digit)).mkdir(parents=True)
         seven(box=(40 + 3 * digit, 30, 150, 170)).save(extra / str(digit) / "a.png")
     extra.chmod(0o755)
-    done = job_as_nobody(place, data_dir=place / "shared", extra_data=extra)
+    done = job_as_nobody(place, data_dir=place / "shared", extra_data=extra, extra_min_holdout=0)
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("\n") == 1 and "not cached" in done.stderr and "Permission denied" in done.stderr
     used = re.search(r"extra pictures from .*: (\d+) for training .*, (\d+) held out", done.stdout)

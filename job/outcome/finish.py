@@ -19,6 +19,7 @@ from job.log import warn
 from job.outcome.champion import SameGround, check_champion
 from job.outcome.metadata import library_versions
 from job.outcome.publish import (
+    POINTER,
     LockWaitTooLong,
     check_pointer_replaceable,
     point_latest_at,
@@ -41,6 +42,7 @@ from job.outcome.status import ACCURACY_GATE, CHAMPION, OK, TRACKING, RunFailure
 from job.running.stop import Interrupted, StopRequest, raising_on_stop
 from job.settings import Settings
 from job.training.data import DataError
+from job.training.extra import HOLDOUT_EVERY
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,8 @@ def finish(facts: RunFacts, settings: Settings, run_dir: Path, stop: StopRequest
 def judge(facts: RunFacts, settings: Settings, stop: StopRequest,
           error: Exception | None) -> tuple[RunFailure | None, ChampionCheck | None]:
     """Why the run fails (None: it passed), and the champion check when it was made. In order: what ended the run
-    early, a stop, a pointer that could not be replaced, the accuracy gate, then (if on) the champion check."""
+    early, a stop, a pointer that could not be replaced, the accuracy gate, too few extra pictures held out to judge a
+    retrained model, then (if on) the champion check."""
     if error is None:
         try:
             stop.check()
@@ -96,6 +99,8 @@ def judge(facts: RunFacts, settings: Settings, stop: StopRequest,
     if missed:
         return RunFailure(f"below LENET_MIN_TEST_ACCURACY={settings.min_test_accuracy}: {', '.join(missed)}",
                           ACCURACY_GATE, suffix=""), None
+    if (unjudged := too_few_to_judge(facts, settings)) is not None:
+        return unjudged, None
     if not settings.champion_check:
         return None, None
     new = {r.variant: r.final_test_accuracy for r in facts.variants}
@@ -110,6 +115,21 @@ def judge(facts: RunFacts, settings: Settings, stop: StopRequest,
                           f"LENET_CHAMPION_TOLERANCE={settings.champion_tolerance}: new {champion.new_accuracy}, "
                           f"published {champion.published_accuracy}{holdout}", CHAMPION, suffix=""), champion
     return None, champion
+
+
+def too_few_to_judge(facts: RunFacts, settings: Settings) -> RunFailure | None:
+    """A run that learned from extra pictures but holds too few of them out: how it reads pictures of their kind is
+    unseen, so it may not replace a published model (where none is published yet, it is: there is nothing to lose)."""
+    extra = facts.extra_data
+    if extra is None or not (settings.output_dir / POINTER).exists():
+        return None
+    held_out = sum(extra.holdout_pictures.values())
+    if held_out >= settings.extra_min_holdout:
+        return None
+    return RunFailure(f"LENET_EXTRA_DATA has {held_out} pictures held out, fewer than LENET_EXTRA_MIN_HOLDOUT="
+                      f"{settings.extra_min_holdout}: too few to judge the retrained model on pictures of their kind, "
+                      f"so it does not replace the published run; label more pictures (about 1 in {HOLDOUT_EVERY} is "
+                      f"held out)", CHAMPION, suffix="")
 
 
 def same_ground(facts: RunFacts, settings: Settings) -> SameGround | None:

@@ -41,7 +41,9 @@ PARITY = ExitStatus(5, "parity_failed", "an exported file does not predict what 
                     "no")
 OUTPUT = ExitStatus(6, "failed", "output dir is a file or not writable, disk full while writing, no writable "
                                "temporary folder", "when possible", "no")
-CHAMPION = ExitStatus(7, "champion_check_failed", "champion check failed (`LENET_CHAMPION_CHECK`)", "yes", "no")
+CHAMPION = ExitStatus(7, "champion_check_failed", "champion check failed (`LENET_CHAMPION_CHECK`), or too few extra "
+                                                  "pictures held out to judge a retrained model "
+                                                  "(`LENET_EXTRA_MIN_HOLDOUT`) where a run is published", "yes", "no")
 DAMAGED = ExitStatus(8, "failed", "latest.json or the report it names is damaged (the champion check cannot read "
                                "it): the message names the file", "yes", "no")
 DIVERGED = ExitStatus(9, "diverged", "training diverged: the loss became infinite, NaN or far above a uniform guess's "

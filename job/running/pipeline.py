@@ -23,7 +23,7 @@ from job.running.pool import can_start_workers, train_in_parallel, variants_shar
 from job.running.stop import StopRequest
 from job.settings import Settings
 from job.training.data import MnistData
-from job.training.extra import load_run_data
+from job.training.extra import HOLDOUT_EVERY, load_run_data
 from job.training.variant import train_variant
 from lenet_client.text import printable
 
@@ -88,8 +88,14 @@ def load_data(settings: Settings, normalize: bool) -> tuple[MnistData, ExtraData
         warn(f"LENET_EXTRA_DATA: the same picture under labels {conflict['labels']}: "
              f"{', '.join(map(printable, conflict['paths']))}; left out")
     counts = extra.counts()
+    held_out = sum(counts["holdout"].values())
     log(f"extra pictures from {settings.extra_data}: {sum(counts['train'].values())} for training (x{repeats} per "
-        f"epoch), {sum(counts['holdout'].values())} held out, data version {extra.version[:12]}")
+        f"epoch), {held_out} held out, data version {extra.version[:12]}")
+    if held_out < settings.extra_min_holdout:
+        warn(f"LENET_EXTRA_DATA: {held_out} pictures held out, fewer than LENET_EXTRA_MIN_HOLDOUT="
+             f"{settings.extra_min_holdout}: too few to learn from and to judge the retrained model on (about 1 "
+             f"picture in {HOLDOUT_EVERY} is held out: label at least {HOLDOUT_EVERY * settings.extra_min_holdout}); "
+             f"this run will not replace a published model")
     return data, ExtraDataInfo(
         folder=str(settings.extra_data), version=extra.version, share=settings.extra_share, repeats=repeats,
         train_pictures=counts["train"], holdout_pictures=counts["holdout"],

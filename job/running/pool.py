@@ -31,7 +31,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from job.log import log
+from job.log import log, show_status
 from job.outcome.report import VariantResult
 from job.outcome.status import WORKER_KILLED, RunFailure
 from job.running.stop import STOP_SIGNALS, Interrupted, StopRequest, helpers_ignore_stop_signals
@@ -101,20 +101,24 @@ def start_worker_server() -> None:
     """Start the forkserver now, so that its imports overlap the job's own (job.preflight)."""
     worker_context()
 
-# Set in each worker process by `worker_started`: the job's stop flag and the table where each worker writes its
-# pid by its variant's place, which only inheritance can pass.
+# Set in each worker process by `worker_started`: the job's stop flag, the table where each worker writes its pid by
+# its variant's place, and the one where it writes its progress (PROGRESS_FIELDS per variant), which only
+# inheritance can pass.
 _stop: StopRequest | None = None
 _pids: ctypes.Array[ctypes.c_int] | None = None
+_progress: ctypes.Array[ctypes.c_int] | None = None
+PROGRESS_FIELDS = 3  # epoch, step, steps per epoch
 
 
-def worker_started(stop: StopRequest, pids: ctypes.Array[ctypes.c_int], job: int) -> None:
+def worker_started(stop: StopRequest, pids: ctypes.Array[ctypes.c_int], progress: ctypes.Array[ctypes.c_int],
+                   job: int) -> None:
     """Each worker's first step. The stop signals are ignored: the job handles them and stops its workers through
     the shared stop flag (job.running.stop). And the worker ends the moment the job does, however
     the job ends (SIGKILL, the OOM killer, a node drain): it must never go on training and writing into a run whose
     job is gone. Its parent is the forkserver, which waits for its workers before it exits, so the kernel's
     parent-death signal would not do: a thread waits on the job's pidfd instead (Linux; elsewhere nothing)."""
-    global _stop, _pids
-    _stop, _pids = stop, pids
+    global _stop, _pids, _progress
+    _stop, _pids, _progress = stop, pids, progress
     for number in STOP_SIGNALS:
         signal.signal(number, signal.SIG_IGN)
     try:
@@ -139,15 +143,21 @@ def train_one(variant: str, settings: Settings, device: str, run_id: str, run_di
     from job.training.extra import load_run_data
     from job.training.variant import train_variant
 
-    assert _stop is not None and _pids is not None, "worker_started ran first"
-    _pids[settings.variants.index(variant)] = os.getpid()
+    assert _stop is not None and _pids is not None and _progress is not None, "worker_started ran first"
+    place = settings.variants.index(variant)
+    _pids[place] = os.getpid()
     torch.set_num_threads(threads)
+    progress = _progress
+
+    def on_step(epoch: int, step: int, steps: int) -> None:
+        progress[PROGRESS_FIELDS * place:PROGRESS_FIELDS * (place + 1)] = [epoch, step, steps]
+
     try:
         recipe = settings.resolved_recipe()
         data, _, _ = load_run_data(settings, recipe.normalize)  # the job has warned about the extra pictures
-        # No progress bar: two processes drawing on one terminal line would garble it.
+        # No bar of its own (two processes drawing on one terminal line would garble it): the job draws the status.
         return train_variant(variant, data.to(torch.device(device)), recipe, settings, torch.device(device), _stop,
-                             run_id, run_dir, progress_bar=False)
+                             run_id, run_dir, on_step=on_step)
     except BaseException as error:  # SystemExit too: the job must hear of it as an error, not a dead worker
         try:
             pickle.loads(pickle.dumps(error))
@@ -171,8 +181,11 @@ def train_in_parallel(settings: Settings, device: torch.device, stop: StopReques
     log(f"training {', '.join(settings.variants)} side by side on {device}: one process each, {threads} "
         f"thread{'s' if threads > 1 else ''} each, {start}")
     pids = context.RawArray("i", len(settings.variants))
+    progress = context.RawArray("i", PROGRESS_FIELDS * len(settings.variants))
     pool = ProcessPoolExecutor(len(settings.variants), mp_context=context, initializer=worker_started,
-                               initargs=(stop, pids, os.getpid()))
+                               initargs=(stop, pids, progress, os.getpid()))
+    epochs = settings.resolved_recipe().epochs
+    on_a_terminal, status = sys.stdout.isatty(), ""
     results: dict[str, VariantResult] = {}
     errors: list[Exception] = []
     workers: list[BaseProcess] = []
@@ -186,7 +199,7 @@ def train_in_parallel(settings: Settings, device: torch.device, stop: StopReques
         workers = list(pool._processes.values())  # private: to tell how a dead one ended
         stopped_at = None
         while pending:
-            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            done, pending = wait(pending, timeout=0.2 if on_a_terminal else 0.5, return_when=FIRST_COMPLETED)
             for future in done:
                 try:
                     result = future.result()
@@ -201,6 +214,8 @@ def train_in_parallel(settings: Settings, device: torch.device, stop: StopReques
                 stopped_at = stopped_at or time.monotonic()
                 if time.monotonic() - stopped_at > STOP_GRACE_SECONDS:
                     stop.check()
+            if on_a_terminal and status != (status := status_line(settings.variants, progress, epochs, results)):
+                show_status(status)
     except BrokenProcessPool:  # at submit: a worker died as it started
         workers = list(pool._processes.values())  # private, as above
         message = dead_worker(workers, pids, settings.variants)
@@ -210,11 +225,31 @@ def train_in_parallel(settings: Settings, device: torch.device, stop: StopReques
         kill(workers, pids)  # nothing of this run is published: the survivors stop at once
         raise
     finally:
+        if on_a_terminal:
+            show_status("")
         pool.shutdown(wait=True, cancel_futures=True)
         remove_partial_files(run_dir)
     if errors:
         raise next((e for e in errors if isinstance(e, Interrupted)), errors[0]) if stop() else errors[0]
     return [results[variant] for variant in settings.variants]
+
+
+def status_line(variants: tuple[str, ...], progress: ctypes.Array[ctypes.c_int], epochs: int,
+                finished: dict[str, VariantResult]) -> str:
+    """Where each variant still at work stands, as the one-variant bar shows it (job.training.train)."""
+    parts = []
+    for place, variant in enumerate(variants):
+        epoch, step, steps = progress[PROGRESS_FIELDS * place:PROGRESS_FIELDS * (place + 1)]
+        if variant in finished:
+            continue
+        if not steps:
+            parts.append(f"[{variant}] starting")
+        elif epoch == epochs and step == steps:
+            parts.append(f"[{variant}] exporting, checking parity")
+        else:
+            done = step * 10 // steps
+            parts.append(f"[{variant}] Epoch:{epoch:2d} [{'#' * done}{'.' * (10 - done)}] {step}/{steps}")
+    return "  ".join(parts)
 
 
 # A stopped worker ends at its next batch, within a second; one that does not within this (stopped with SIGSTOP,

@@ -28,6 +28,29 @@ from job.training.data import Split, batches
 tqdm.set_lock(threading.RLock())
 
 
+class EpochBar:
+    """A progress bar within each epoch, for a terminal only (logs get one line per epoch), erased when the epoch
+    ends. Its size is fixed: tqdm hides bars on a terminal that reports no size (a fresh pty, `docker run -t`)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.bar: tqdm | None = None
+        self.on_a_terminal = sys.stdout.isatty()
+
+    def __call__(self, epoch: int, step: int, steps: int) -> None:
+        if not self.on_a_terminal:
+            return
+        if step == 1:
+            self.bar = tqdm(total=steps, desc=f"{self.label} Epoch:{epoch:2d}", file=sys.stdout, leave=False,
+                            ascii=".#", bar_format="{desc} [{bar:30}] {n_fmt}/{total_fmt}", mininterval=0,
+                            miniters=max(1, steps // 100), ncols=80, nrows=2)
+        if self.bar is not None:
+            self.bar.update()
+            if step == steps:
+                self.bar.close()
+                self.bar = None
+
+
 @dataclass(frozen=True)
 class EpochMetrics:
     epoch: int
@@ -115,10 +138,11 @@ def train_model(model: nn.Module, train: Split, test: Split, recipe: Recipe, *, 
                 eval_batch_size: int,
                 on_epoch: Callable[[EpochMetrics], None] = lambda metrics: None,
                 check_stop: Callable[[], None] = lambda: None,
-                progress_label: str | None = None) -> tuple[list[EpochMetrics], Evaluation]:
+                on_step: Callable[[int, int, int], None] = lambda epoch, step, steps: None
+                ) -> tuple[list[EpochMetrics], Evaluation]:
     """Train for the recipe's epochs; return each epoch's metrics and the final model's test evaluation.
-    `model`, `train` and `test` must be on `device`. With a `progress_label`, a terminal also gets a progress bar
-    within each epoch."""
+    `model`, `train` and `test` must be on `device`. `on_step(epoch, step, steps per epoch)` is called as each step
+    starts: a terminal's progress bar (EpochBar), or the status line of variants side by side (job.running.pool)."""
     generator = torch.Generator(device=device).manual_seed(seed)
     optimizer = sgd(model, recipe)
     steps_per_epoch = -(-len(train) // recipe.batch_size)
@@ -134,14 +158,9 @@ def train_model(model: nn.Module, train: Split, test: Split, recipe: Recipe, *, 
         correct = torch.zeros((), dtype=torch.long, device=device)
         loss_sum = torch.zeros((), device=device)
         seen = 0
-        # A bar within the epoch for terminals only (logs get one line per epoch), erased when the epoch ends. Its
-        # size is fixed: tqdm hides bars on a terminal that reports no size (a fresh pty, `docker run -t`).
-        progress = tqdm(total=steps_per_epoch, desc=f"{progress_label} Epoch:{epoch:2d}", file=sys.stdout,
-                        leave=False, ascii=".#", bar_format="{desc} [{bar:30}] {n_fmt}/{total_fmt}",
-                        mininterval=0, miniters=max(1, steps_per_epoch // 100), ncols=80, nrows=2,
-                        disable=not (progress_label and sys.stdout.isatty()))
-        for images, labels in batches(train, recipe.batch_size, generator):
+        for step, (images, labels) in enumerate(batches(train, recipe.batch_size, generator), 1):
             check_stop()  # raises Interrupted once a stop signal came
+            on_step(epoch, step, steps_per_epoch)
             if len(labels) == 1 and batch_norm:  # a last batch of one image: BatchNorm cannot normalize it
                 continue
             seen += len(labels)
@@ -155,8 +174,6 @@ def train_model(model: nn.Module, train: Split, test: Split, recipe: Recipe, *, 
             with torch.no_grad():
                 loss_sum += loss.detach() * len(labels)
                 correct += (logits.argmax(1) == labels).sum()
-            progress.update()
-        progress.close()
         evaluation = evaluate(model, test, eval_batch_size)
         metrics = EpochMetrics(epoch, correct.item() / seen, loss_sum.item() / seen,
                                evaluation.accuracy, evaluation.loss, time.perf_counter() - started,

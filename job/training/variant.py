@@ -7,6 +7,7 @@ The pipeline calls this once per variant, either in its own process (job.running
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,14 +22,16 @@ from job.running.stop import StopRequest
 from job.settings import Recipe, Settings
 from job.training.data import MnistData
 from job.training.model import build_model, parameter_count
-from job.training.train import Diverged, evaluate, train_model
+from job.training.train import Diverged, EpochBar, evaluate, train_model
 from lenet_client.atomic import write_text_atomically
 
 
 def train_variant(variant: str, data: MnistData, recipe: Recipe, settings: Settings, device: torch.device,
-                  stop: StopRequest, run_id: str, run_dir: Path, progress_bar: bool = True) -> VariantResult:
+                  stop: StopRequest, run_id: str, run_dir: Path,
+                  on_step: Callable[[int, int, int], None] | None = None) -> VariantResult:
     """Train one variant on `device` (where `data` already is), then export it and check that every exported file
-    predicts what it predicts."""
+    predicts what it predicts. A terminal gets a progress bar within each epoch, unless `on_step` takes the progress
+    (variants side by side: the job draws one status line for all of them)."""
     from export.checks import describe  # torch.export / onnx are loaded only when a model is ready
     from export.formats import export_model
     from export.parity import check_parity
@@ -47,7 +50,7 @@ def train_variant(variant: str, data: MnistData, recipe: Recipe, settings: Setti
     try:
         history, final = train_model(model, data.train, data.test, recipe, device=device, seed=settings.seed,
                                      eval_batch_size=settings.eval_batch_size, check_stop=stop.check,
-                                     progress_label=f"[{variant}]" if progress_bar else None,
+                                     on_step=on_step or EpochBar(f"[{variant}]"),
                                      on_epoch=lambda metrics: log(epoch_line(variant, metrics)))
     except Diverged as error:
         raise Diverged(f"[{variant}] {error}") from None
