@@ -101,8 +101,11 @@ def start_run(stop: StopRequest) -> Report:
     started = datetime.now(UTC)
     run_id = new_run_id(started)
     try:
+        new_output_dir = not settings.output_dir.exists()
         run_dir = create_run_dir(settings.output_dir, run_id)
         run_lock = hold_run(run_dir)
+        if new_output_dir:  # run from another folder, the default makes one there: say where
+            log(f"outputs: created {settings.output_dir.resolve()} (LENET_OUTPUT_DIR)")
     except OSError as error:
         raise RunFailure(f"LENET_OUTPUT_DIR={printable(settings.output_dir)} cannot hold a run folder: "
                          f"{error.strerror or error} (allowed: a writable folder, created if missing)", OUTPUT,

@@ -135,6 +135,21 @@ def test_every_artifact_is_there_with_its_recorded_checksum(small_run):
             assert image.format == "PNG" and image.width >= 300 and image.height >= 200
 
 
+@pytest.mark.slow
+def test_a_run_says_where_it_unpacked_mnist_and_made_the_output_folder(tmp_path, monkeypatch, capfd):
+    """The defaults are folders in the working folder: a run started from another folder makes them there, and
+    says so (data/ holds 53 MB)."""
+    from conftest import job_in_process
+
+    code, stdout, stderr = job_in_process(monkeypatch, capfd, tmp_path / "outputs", tmp_path / "data")
+    assert code == 0, stderr
+    assert f"outputs: created {tmp_path / 'outputs'} (LENET_OUTPUT_DIR)\n" in stdout
+    assert f"MNIST unpacked from the vendored copy into {tmp_path / 'data' / 'MNIST' / 'raw'} (kept for the next " \
+           f"runs: LENET_DATA_DIR): 1500 training" in stdout
+    code, stdout, stderr = job_in_process(monkeypatch, capfd, tmp_path / "outputs", tmp_path / "data")
+    assert code == 0 and "outputs: created" not in stdout and "MNIST from data_dir: 1500 training" in stdout, stderr
+
+
 def test_a_data_problem_exits_3_with_one_line(tmp_path):
     data_dir = tmp_path / "data" / "MNIST" / "raw"
     data_dir.mkdir(parents=True)

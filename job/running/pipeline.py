@@ -76,7 +76,9 @@ def load_data(settings: Settings, normalize: bool) -> tuple[MnistData, ExtraData
     itself. Each extra file left out gets a warning line."""
     data, extra, repeats = load_run_data(settings, normalize)
     mnist_images = len(data.train) - repeats * (len(extra.train_labels) if extra else 0)
-    log(f"MNIST from {data.source}: {mnist_images} training and {len(data.test)} test images, checksums ok")
+    source = (f"unpacked from the vendored copy into {data.raw_dir.resolve()} (kept for the next runs: "
+              f"LENET_DATA_DIR)" if data.source == "vendored" else f"from {data.source}")
+    log(f"MNIST {source}: {mnist_images} training and {len(data.test)} test images, checksums ok")
     if extra is None:
         return data, None
     for skipped in extra.skipped:
