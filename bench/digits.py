@@ -6,7 +6,7 @@ Each picture varies what real ones vary: size and aspect of the picture, the dig
 light paper, or chalk on a board), paper noise, a shadow across the page, a thin frame, grayscale or RGB or RGBA
 on a transparent background, PNG or JPEG. Everything is drawn from one seed.
 
-    python -m bench.digits OUT_DIR [--count N] [--seed S]   # writes OUT_DIR/<digit>/<n>.<png|jpg>
+    .venv/bin/python -m bench.digits OUT_DIR [--count N] [--seed S]   # writes OUT_DIR/<digit>/<n>.<png|jpg>
 """
 
 from __future__ import annotations

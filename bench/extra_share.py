@@ -1,6 +1,6 @@
 """Choose LENET_EXTRA_SHARE on a validation split: how much of each epoch the extra pictures should be.
 
-    python -m bench.extra_share --variant plain --shares 0 0.05 0.1 0.2
+    .venv/bin/python -m bench.extra_share --variant plain --shares 0 0.05 0.1 0.2
 
 The extra pictures stand in for what the apps collect: pictures of the tuning families the models read worst
 (bench.families: "bold marker", "low resolution, nearest"), 300 per family, labelled. The model trains on the

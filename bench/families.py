@@ -4,7 +4,7 @@ The families are split in two. Tuning families may be looked at while the prepro
 families are measured only at the end of a change, to tell whether it generalizes or was fitted to what it was
 tuned on (docs/results.md reports both, separately).
 
-    python -m bench.families OUT_DIR [--count N] [--seed S] [--held-out]   # OUT_DIR/<family>/<digit>/<n>.png
+    .venv/bin/python -m bench.families OUT_DIR [--count N] [--seed S] [--held-out]   # OUT_DIR/<family>/<digit>/<n>.png
 
 Every picture is a dark digit on white unless its family says otherwise, as the people who scan or photograph
 digits mostly give them.

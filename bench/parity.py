@@ -1,6 +1,6 @@
 """The parity check of a run's models, piece by piece: each format at batch 1 and at the large batch, timed alone.
 
-    python -m bench.parity RUN_DIR [--data-dir data] [--batch 512] [--test-limit N]
+    .venv/bin/python -m bench.parity RUN_DIR [--data-dir data] [--batch 512] [--test-limit N]
 
 One thread, as each variant's worker has when the variants train side by side. The reference is the eager model
 at the large batch, as in export.parity.check_parity.

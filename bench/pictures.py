@@ -1,7 +1,7 @@
 """Accuracy of exported models on pictures of digits that are not MNIST, family by family (bench.families), through
 the shipped torch-free path (lenet_client), against two simpler preprocessings, in one run; then which steps pay.
 
-    python -m bench.pictures RUN_DIR [--count 100] [--seed 0] [--held-out] [--ablation] [--pen-sweep]
+    .venv/bin/python -m bench.pictures RUN_DIR [--count 100] [--seed 0] [--held-out] [--ablation] [--pen-sweep]
 
 RUN_DIR/models/<variant>/model.onnx are the models read. Tuning families are always measured; --held-out adds the
 families kept back to tell whether the preprocessing generalizes (measure them only at the end of a change).

@@ -1,9 +1,9 @@
 """Score a predictor's JSON output on pictures written by bench.families, family by family: any version of the
 predictor (an older commit's, a port's) is measured the same way, through its own command line.
 
-    python -m bench.families PICTURES --held-out
+    .venv/bin/python -m bench.families PICTURES --held-out
     lenet-predict --json MODEL PICTURES/*/* > results.json     # each PICTURES/<family>/<digit>/ folder
-    python -m bench.score results.json [more.json ...]           # one column per file
+    .venv/bin/python -m bench.score results.json [more.json ...]           # one column per file
 """
 
 from __future__ import annotations

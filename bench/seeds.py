@@ -1,7 +1,7 @@
 """Train the full job for several seeds and recipes, and print the table of docs/results.md.
 
-    python -m bench.seeds                       # recipes default and seed, seeds 0 1 2 (~15 min on 2 cores)
-    python -m bench.seeds --table DIR [DIR...]  # only print the table of runs already made
+    .venv/bin/python -m bench.seeds                       # recipes default and seed, seeds 0 1 2 (~15 min on 2 cores)
+    .venv/bin/python -m bench.seeds --table DIR [DIR...]  # only print the table of runs already made
 
 Each run is the real job (`python -m job`) with LENET_RECIPE and LENET_SEED set; the table shows the final
 epoch's test accuracy, read from each run's report.

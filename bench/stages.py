@@ -1,7 +1,7 @@
 """Where a run's CPU time goes, by stage of the job: py-spy's raw samples of every process, summed per stage.
 
     py-spy record --subprocesses -r 100 -f raw -o samples.txt -- python -m job
-    python -m bench.stages samples.txt 100
+    .venv/bin/python -m bench.stages samples.txt 100
 
 Each sample is a whole call stack; it counts for the first stage in STAGES whose rule matches it (the order
 matters: the parity check's formats before the parity check as a whole).

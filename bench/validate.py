@@ -1,6 +1,6 @@
 """Compare recipe candidates on a validation split carved from the training set; the test set is not touched.
 
-    python -m bench.validate --seeds 0 1 2 --set batch_size=128 learning_rate=0.1
+    .venv/bin/python -m bench.validate --seeds 0 1 2 --set batch_size=128 learning_rate=0.1
 
 Trains on the first 55,000 training images and prints the accuracy on the last 5,000, per variant and seed.
 """

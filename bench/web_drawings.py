@@ -1,6 +1,6 @@
 """Digits drawn with the mouse on the browser app, as a user would, in places and shapes that demos misread.
 
-    python -m bench.web_drawings [OUTPUTS] [--variant NAME] [--screenshot PNG]
+    .venv/bin/python -m bench.web_drawings [OUTPUTS] [--variant NAME] [--screenshot PNG]
 
 Serves the page with `node web/serve.mjs` (the documented command) on OUTPUTS (default: outputs), opens it in
 headless Chromium, draws each digit's strokes (bench.digits.STROKES, first style) into each box of the 280x280 pad

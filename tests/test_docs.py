@@ -89,3 +89,41 @@ def test_the_readmes_command_for_the_job_ends_with_the_jobs_own_exit_status(real
                           env=job_env(tmp_path, real_data_dir, **(TINY | {"min_test_accuracy": 1.0})))
     assert done.returncode == status.ACCURACY_GATE.code, (command, done.stderr[-2000:])
     assert "below LENET_MIN_TEST_ACCURACY=1.0" in done.stderr
+
+
+def shell_commands(document: str) -> list[str]:
+    """The commands of a document's ```sh blocks, comments and continuation lines joined, as a reader pastes them."""
+    blocks = re.findall(r"```sh\n(.*?)```", (ROOT / document).read_text(), re.S)
+    commands = []
+    for block in blocks:
+        for command in re.sub(r"\\\n\s*", "", block).splitlines():
+            command = re.sub(r"\s+#.*$", "", command).strip()
+            if command and not command.startswith("#"):
+                commands.append(command)
+    return commands
+
+
+# Pasted elsewhere, or not here: make's (test_the_readmes_command_for_the_job... and CI), Docker's (no engine here;
+# CI validates compose.yaml), the client's own venv (tests/test_client.py installs it so), a server's (test_web,
+# test_tracking).
+RUN_ELSEWHERE = ("make ", "mkdir -p outputs", "export HOST_UID", "docker ", "python3 -m venv client-venv",
+                 "client-venv/bin/", "MLFLOW_TRACKING_URI=")
+
+
+@pytest.mark.slow
+def test_the_readmes_commands_paste_as_they_are_and_end_as_it_says(real_data_dir, tmp_path):
+    """Every command of the README's and the retraining guide's blocks, run as pasted in a checkout after the
+    README's first command (the job's own settings made tiny through the environment): each ends as the text says."""
+    for name in (".venv", "docs"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    tiny = job_env(tmp_path, real_data_dir, **(TINY | {"variants": "plain,bn_dropout", "parallel_variants": "false"}))
+    assert subprocess.run([".venv/bin/lenet-mnist"], cwd=tmp_path, env=tiny, capture_output=True).returncode == 0
+    commands = [c for document in ("README.md", "docs/retraining.md") for c in shell_commands(document)]
+    pasted = [c for c in commands if not c.startswith(RUN_ELSEWHERE)]
+    assert len(pasted) >= 5 and all(c.startswith((".venv/bin/", "LENET_")) for c in pasted), pasted
+    for command in pasted:
+        # The retraining example's one picture is too few to judge a retrained model on: exit 7, as the text says.
+        expected = status.CHAMPION.code if "LENET_EXTRA_DATA=" in command else status.OK.code
+        done = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                              env=tiny)
+        assert done.returncode == expected, (command, done.stderr[-2000:])
