@@ -1,9 +1,9 @@
 """Time the tutorial's pipeline against this job's on the same machine, in one run, and print the ratios.
 
-    .venv/bin/python -m bench            # full (~9 minutes on 2 cores): the fixed cost, 2 epochs, 8 epochs, the full job
-    .venv/bin/python -m bench --quick    # the fixed cost, then 1 epoch on 10,000 training images: a two-minute check
+    .venv/bin/python -m bench             # full (~9 min on 2 cores): the fixed cost, 2 epochs, 8 epochs, the full job
+    .venv/bin/python -m bench --quick     # the fixed cost, then 1 epoch on 10,000 training images: a 2-minute check
     .venv/bin/python -m bench --baseline /tmp/before   # only the job of another checkout against this one, alternating
-    .venv/bin/python -m bench --targets 3   # issue 21's three ratios, each job run beside its own tutorial run (~10 min)
+    .venv/bin/python -m bench --targets 3   # issue 21's three ratios, each job run beside its own tutorial run (~10 m)
 
 Each measurement runs in a fresh subprocess (same interpreter, same threads), alternating the tutorial's code
 and the job's, so that neither inherits the other's warm caches or memory. Figures are wall times; the job's are
