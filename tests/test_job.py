@@ -8,7 +8,7 @@ import subprocess
 import pytest
 from PIL import Image
 
-from conftest import PYTHON, ROOT, job_env, run_job
+from conftest import PYTHON, ROOT, TINY, job_env, run_job
 from job.outcome.report import Report, read_report
 
 
@@ -291,3 +291,43 @@ def test_variants_side_by_side_share_one_status_line_on_a_terminal_and_each_log_
     assert both, statuses
     for variant in ("plain", "bn_dropout"):  # every log line whole, on a line of its own
         assert re.search(rf"\r\x1b\[K\[{variant}\] Epoch: 1, Train_acc:[^\r]*\r?\n", output), variant
+
+
+def shell_commands(document: str) -> list[str]:
+    """The commands of a document's ```sh blocks, comments and continuation lines joined, as a reader pastes them."""
+    blocks = re.findall(r"```sh\n(.*?)```", (ROOT / document).read_text(), re.S)
+    commands = []
+    for block in blocks:
+        for command in re.sub(r"\\\n\s*", "", block).splitlines():
+            command = re.sub(r"\s+#.*$", "", command).strip()
+            if command and not command.startswith("#"):
+                commands.append(command)
+    return commands
+
+
+# Pasted elsewhere, or not here: make's (test_the_readmes_command_for_the_job... and CI), Docker's (no engine here;
+# CI validates compose.yaml), the client's own venv (tests/test_client.py installs it so), a server's (test_web,
+# test_tracking).
+RUN_ELSEWHERE = ("make ", "mkdir -p outputs", "export HOST_UID", "docker ", "python3 -m venv client-venv",
+                 "client-venv/bin/", "MLFLOW_TRACKING_URI=")
+
+
+@pytest.mark.slow
+def test_the_readmes_commands_paste_as_they_are_and_end_as_it_says(small_run, real_data_dir, tmp_path):
+    """Every command of the README's and the retraining guide's blocks, run as pasted in a checkout with a published
+    run of both variants (the job's own settings made tiny through the environment): each ends as the text says."""
+    from job.outcome import status
+
+    for name in (".venv", "docs"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    shutil.copytree(small_run[0], tmp_path / "outputs")
+    tiny = job_env(tmp_path, real_data_dir, **TINY)
+    commands = [c for document in ("README.md", "docs/retraining.md") for c in shell_commands(document)]
+    pasted = [c for c in commands if not c.startswith(RUN_ELSEWHERE)]
+    assert len(pasted) >= 5 and all(c.startswith((".venv/bin/", "LENET_")) for c in pasted), pasted
+    for command in pasted:
+        # The retraining example's one picture is too few to judge a retrained model on: exit 7, as the text says.
+        expected = status.CHAMPION.code if "LENET_EXTRA_DATA=" in command else status.OK.code
+        done = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                              env=tiny)
+        assert done.returncode == expected, (command, done.stderr[-2000:])
