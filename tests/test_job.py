@@ -237,7 +237,7 @@ def test_the_same_seed_gives_the_same_figures_on_cpu(real_data_dir, tmp_path):
         folder = tmp_path / attempt
         folder.mkdir()
         temporary_folder.mkdir(exist_ok=True)
-        env = job_env(folder, real_data_dir, train_limit=2000, test_limit=500, epochs=2, min_test_accuracy=0,
+        env = job_env(folder, real_data_dir, train_limit=1000, test_limit=200, epochs=2, min_test_accuracy=0,
                       device="cpu", seed=7) | {"TMPDIR": str(temporary_folder)}
         done = subprocess.run([PYTHON, "-m", "job"], env=env, cwd=folder, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr

@@ -186,9 +186,10 @@ BOXES = {"centered": (80, 40, 200, 240), "small in the top left corner": (6, 6, 
 @pytest.mark.slow
 def test_digits_drawn_with_the_mouse_anywhere_on_the_pad_are_read(page):
     assert re.match(r"Model plain of run \S+, \d+\.\d\d % on MNIST's test set\.$", page.page.text_content("#status"))
-    # Every digit centred; four per other place, in turn, so that each digit is drawn somewhere off centre too.
+    # Every digit centred; three per other place, in turn, so that each digit is drawn somewhere off centre too.
     drawings = [("centered", digit) for digit in range(10)] + [
-        (where, (3 * index + k) % 10) for index, where in enumerate(list(BOXES)[1:]) for k in range(4)]
+        (where, (3 * index + k) % 10) for index, where in enumerate(list(BOXES)[1:]) for k in range(3)]
+    assert {digit for where, digit in drawings if where != "centered"} == set(range(10))
     read = {(where, digit): page.draw(digit, BOXES[where]) for where, digit in drawings}
     wrong = {key: got for key, got in read.items() if got != str(key[1])}
     assert not wrong, f"{len(wrong)} of {len(read)} drawings misread: {wrong}"
