@@ -375,10 +375,10 @@ def test_sigterm_while_waiting_for_another_runs_publish_lock_stops_at_once(outpu
     waiting_since = []
     write_line = job.log.write_line
 
-    def note_the_wait(stream, message):
+    def note_the_wait(stream, message, end="\n"):
         if "waiting for" in message:
             waiting_since.append(time.monotonic())
-        write_line(stream, message)
+        write_line(stream, message, end)
 
     monkeypatch.setattr(job.log, "write_line", note_the_wait)  # job_in_process sends the signal at the same line
     before, old_id = published_files(outputs), published_id(outputs)
