@@ -4,6 +4,9 @@ predictor (an older commit's, a port's) is measured the same way, through its ow
     .venv/bin/python -m bench.families PICTURES --held-out
     lenet-predict --json MODEL PICTURES/*/* > results.json     # each PICTURES/<family>/<digit>/ folder
     .venv/bin/python -m bench.score results.json [more.json ...]           # one column per file
+
+Then, for each file, how far its confidence can be trusted on all those pictures together: the calibration error
+(15 bins), the accuracy on the 80 % it is surest of, and the share it calls unsure with its accuracy on the rest.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from bench.families import HELD_OUT, TUNING, slug
+
+BINS = 15  # as job.training.calibrate
 
 
 def scores(path: Path) -> dict[str, tuple[float, int, int]]:
@@ -39,6 +44,28 @@ def main() -> None:
             cells = [found.get(slug(family)) for found in columns.values()]
             if any(cells):
                 print(f"| {family} ({group}) | " + " | ".join(map(cell, cells)) + " |")
+    print()
+    print("| file | calibration error | right on the surest 80 % | unsure | right when sure |")
+    print("|---|---|---|---|---|")
+    for path in args.results:
+        error, surest, unsure, sure = confidence(path)
+        print(f"| {path.stem} | {error:.3f} | {surest:.1f} % | {unsure:.1f} % | {sure:.1f} % |")
+
+
+def confidence(path: Path) -> tuple[float, float, float, float]:
+    """(calibration error, % right on the surest 80 %, % unsure, % right on the sure ones) over every picture read."""
+    read = [(r["probability"], r.get("unsure", False), r["digit"] == int(Path(r["path"]).parts[-2]))
+            for r in json.loads(path.read_text())["results"] if "error" not in r]
+    error = 0.0
+    for index in range(BINS):
+        members = [(p, right) for p, _, right in read if min(int(p * BINS), BINS - 1) == index]
+        if members:
+            gap = sum(p for p, _ in members) / len(members) - sum(right for _, right in members) / len(members)
+            error += len(members) / len(read) * abs(gap)
+    surest = sorted(read, key=lambda r: -r[0])[:max(1, round(0.8 * len(read)))]
+    sure = [right for _, unsure, right in read if not unsure]
+    return (error, 100 * sum(right for _, _, right in surest) / len(surest),
+            100 * (len(read) - len(sure)) / len(read), 100 * sum(sure) / max(1, len(sure)))
 
 
 def cell(figures: tuple[float, int, int] | None) -> str:

@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     parity_min_agreement: float = Field(1.0, ge=0, le=1, description="a number 0-1")
     parallel_variants: bool | None = Field(None, description="true, false, or empty for auto (on a CPU with a "
                                                              "core per variant)")
+    min_confidence: float = Field(0.9, ge=0, le=1, description="a number 0-1: the calibrated confidence below which "
+                                                               "lenet-predict answers `unsure` (kept in each model's "
+                                                               "metadata)")
     keep_runs: int = Field(10, ge=1, le=100000, description="an integer >= 1")
     champion_check: bool = Field(False, description="true or false")
     champion_tolerance: float = Field(0.001, ge=0, le=1, description="a number 0-1")

@@ -75,7 +75,7 @@ def test_stages_sums_py_spy_samples_per_stage_of_the_job():
 
 def test_every_picture_family_draws_its_digits_and_score_counts_a_predictors_json(real_data_dir, tmp_path):
     from bench.families import HELD_OUT, TUNING, family_samples, slug
-    from bench.score import scores
+    from bench.score import confidence, scores
     from job.training.data import read_split
 
     images, labels = read_split(real_data_dir, train=False, limit=None)
@@ -86,10 +86,16 @@ def test_every_picture_family_draws_its_digits_and_score_counts_a_predictors_jso
         for index, sample in enumerate(samples):  # a predictor that reads the first picture right, refuses the last
             path = f"{slug(family)}/{sample.digit}/{index}.png"
             results.append({"path": path, "error": "no ink", "status": 5} if index == 2 else
-                           {"path": path, "digit": sample.digit if index == 0 else (sample.digit + 1) % 10})
+                           {"path": path, "digit": sample.digit if index == 0 else (sample.digit + 1) % 10,
+                            "probability": 0.9 if index == 0 else 0.6, "unsure": index == 1})
     (tmp_path / "results.json").write_text(json.dumps({"results": results}))
     found = scores(tmp_path / "results.json")
     assert found == {slug(f): (100 / 3, 1, 3) for f in TUNING + HELD_OUT}
+    # Read right at 0.9, wrong at 0.6 (and unsure): gaps of 0.1 and 0.6 over equal halves; the surest 80 % (4 in 5
+    # of the pictures read) hold every right answer; every sure answer is right.
+    error, surest, unsure, sure = confidence(tmp_path / "results.json")
+    assert error == pytest.approx(0.35) and surest == pytest.approx(100 * 0.5 / 0.8, rel=0.05) and unsure == 50 \
+        and sure == 100
 
 
 def test_the_gpu_script_skips_its_cuda_steps_cleanly_without_cuda(tmp_path):

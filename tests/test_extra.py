@@ -164,7 +164,7 @@ def test_a_damaged_cache_entry_is_made_again(tmp_path, damage):
 
 @pytest.mark.parametrize("layout, message", [
     ("missing", "no such folder"),
-    ("empty", "holds no pictures"),
+    ("empty", "holds no labelled pictures"),
     ("a class folder named cat", "class folder cat is not a digit"),
     ("mostly bad", "3 of 4 files cannot be used"),
 ])
@@ -181,6 +181,19 @@ def test_a_folder_that_cannot_be_used_is_one_named_error(tmp_path, layout, messa
     with pytest.raises(ExtraDataError) as raised:
         load_extra(extra, tmp_path / "cache")
     assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_pictures_waiting_in_unsure_are_counted_not_trained_on(tmp_path):
+    """`lenet-predict --sort-into` puts the pictures the model was unsure of in unsure/: a person labels them by
+    moving each into its digit's folder. Until then they are no digit's."""
+    extra = tmp_path / "extra"
+    for i in range(3):
+        picture(extra / "unsure", f"{i}.png", i)
+    with pytest.raises(ExtraDataError, match=r"holds no labelled pictures; 3 in unsure/ wait for a person to move"):
+        load_extra(extra, tmp_path / "cache")
+    picture(extra / "4", "a.png", 9)
+    pictures = load_extra(extra, tmp_path / "cache")
+    assert pictures.waiting == 3 and len(pictures.train_labels) + len(pictures.holdout_labels) == 1
 
 
 def test_the_holdout_rule_is_about_one_in_five():

@@ -536,3 +536,79 @@ def test_a_damaged_jpeg_header_or_exif_block_is_one_clear_outcome(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert to_mnist(open_picture(tmp_path / "exif.jpg")).max() == 255
+
+
+def calibrated_copy(onnx_path: Path, folder: Path, **keys: str) -> Path:
+    """The fixture's model with calibration keys added to its metadata, as the job writes them."""
+    import onnx
+
+    proto = onnx.load(str(onnx_path))
+    for key, value in keys.items():
+        proto.metadata_props.add(key=f"calibration.{key}", value=value)
+    path = folder / "calibrated.onnx"
+    onnx.save(proto, str(path))
+    return path
+
+
+def test_probabilities_are_calibrated_by_the_models_temperature_and_a_low_answer_is_unsure(small_trained_onnx,
+                                                                                           tmp_path):
+    from lenet_client.contract import INPUT_NAME, OUTPUT_NAME, preprocessing
+    from lenet_client.pictures import open_picture
+    from lenet_client.predict import classify, load_model, softmax
+    from lenet_client.preprocess import to_input
+
+    model, _ = small_trained_onnx
+    picture = tmp_path / "seven.png"
+    seven(box=(40, 30, 150, 170), width=14).save(picture)
+    calibrated = calibrated_copy(model, tmp_path, temperature="3.0", min_confidence="0.999")
+    session, metadata = load_model(calibrated)
+    logits = session.run([OUTPUT_NAME], {INPUT_NAME: to_input(open_picture(picture), *preprocessing(metadata))[None]})[0]
+    (result,) = classify(session, metadata, [picture])
+    assert result["probability"] == pytest.approx(float(softmax(logits / 3.0).max()), rel=1e-6)
+    assert result["probability"] < float(softmax(logits).max())  # T > 1: a softer, humbler answer
+    assert result["unsure"] and result["digit"] == int(logits.argmax())  # unsure, and the digit still given
+    assert not classify(session, metadata, [picture], min_confidence=0.0)[0]["unsure"]
+
+    def predict(*arguments):
+        return subprocess.run([sys.executable, "-m", "lenet_client", *map(str, arguments)], capture_output=True,
+                              text=True, timeout=120)
+
+    line = predict(calibrated, picture).stdout.rstrip("\n").split("\t")
+    assert line[1:] == [str(result["digit"]), f"{result['probability']:.4f}", "unsure"]
+    sure = json.loads(predict("--json", "--min-confidence", "0", calibrated, picture).stdout)["results"][0]
+    assert sure["unsure"] is False and sure["probability"] == result["probability"]
+    # A model from before calibration: its raw softmax, and never unsure unless asked.
+    (old,) = json.loads(predict("--json", model, picture).stdout)["results"]
+    assert old["probability"] == pytest.approx(float(softmax(logits).max()), rel=1e-6) and old["unsure"] is False
+
+
+def test_sort_into_puts_the_unsure_pictures_in_unsure_for_a_person_to_label(small_trained_onnx, tmp_path):
+    model, _ = small_trained_onnx
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    seven().save(pictures / "a.png")
+    seven(box=(40, 30, 150, 170), width=14).save(pictures / "b.png")
+    done = subprocess.run([sys.executable, "-m", "lenet_client", "--json", "--min-confidence", "1", str(model),
+                           str(pictures), "--sort-into", str(tmp_path / "labelled")], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)["results"]
+    assert all(r["unsure"] and Path(r["sorted_into"]).parent == tmp_path / "labelled" / "unsure" for r in results)
+    assert sorted(p.name for p in (tmp_path / "labelled" / "unsure").iterdir()) == ["a.png", "b.png"]
+
+
+@pytest.mark.parametrize("keys", [{"temperature": "0"}, {"temperature": "nan"}, {"min_confidence": "1.5"},
+                                  {"temperature": "warm"}])
+def test_a_model_whose_calibration_cannot_be_used_is_refused_in_one_line(small_trained_onnx, tmp_path, keys):
+    model, _ = small_trained_onnx
+    done = subprocess.run([sys.executable, "-m", "lenet_client", str(calibrated_copy(model, tmp_path, **keys)),
+                           str(ROOT / "docs" / "images" / "digit-7.png")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3 and done.stderr.count("\n") == 1 and "calibration.temperature=" in done.stderr
+
+
+@pytest.mark.parametrize("value", ["-0.1", "1.01", "nan", "most"])
+def test_min_confidence_outside_0_to_1_is_a_bad_command_line(small_trained_onnx, value):
+    model, _ = small_trained_onnx
+    done = subprocess.run([sys.executable, "-m", "lenet_client", "--min-confidence", value, str(model),
+                           str(ROOT / "docs" / "images" / "digit-7.png")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "allowed: a number 0-1" in done.stderr

@@ -102,11 +102,14 @@ async function readPicture(picture, name = "the drawing") {
   }
   const input = toInput(mnist, model.scale, model.mean, model.std);
   const outputs = await model.session.run({ input: new ort.Tensor("float32", input, [1, 1, 28, 28]) });
-  const logits = Array.from(outputs.logits.data), top = Math.max(...logits);
+  // Calibrated: softmax(logits / T), T from the model's metadata (docs/model-contract.md, "Confidence").
+  const logits = Array.from(outputs.logits.data, (v) => v / model.temperature), top = Math.max(...logits);
   const exp = logits.map((v) => Math.exp(v - top)), total = exp.reduce((a, b) => a + b, 0);
   const ranked = exp.map((v, i) => ({ label: model.classes[i], probability: v / total }))
     .sort((a, b) => b.probability - a.probability);
-  show({ ranked, mnist });
+  const unsure = ranked[0].probability < model.minConfidence;
+  show({ ranked, mnist }, unsure ? `Unsure: the model is below its confidence of ${(model.minConfidence * 100).toFixed(0)} %; ` +
+    "the best guess is shown." : "");
 }
 
 function show(result, message = "") {
@@ -140,8 +143,14 @@ async function loadModel(variant) {
   if (![scale, std].every((v) => v > 0) || !Number.isFinite(mean)) {
     throw new Error(`${path} lacks this job's metadata (preprocess.scale, mean and std: docs/model-contract.md)`);
   }
+  // A model exported before calibration has neither key: its raw softmax, never unsure (lenet_client.contract).
+  const temperature = Number(metadata["calibration.temperature"] ?? 1), minConfidence = Number(metadata["calibration.min_confidence"] ?? 0);
+  if (!(temperature > 0 && Number.isFinite(temperature) && minConfidence >= 0 && minConfidence <= 1)) {
+    throw new Error(`${path} has a calibration this page cannot use (calibration.temperature and min_confidence: docs/model-contract.md)`);
+  }
   const session = await ort.InferenceSession.create(bytes, { executionProviders: ["wasm"] });
-  model = { session, metadata, variant, scale, mean, std, classes: (metadata["model.classes"] ?? "0,1,2,3,4,5,6,7,8,9").split(",") };
+  model = { session, metadata, variant, scale, mean, std, temperature, minConfidence,
+    classes: (metadata["model.classes"] ?? "0,1,2,3,4,5,6,7,8,9").split(",") };
   const accuracy = Number(metadata["metrics.test_accuracy"]);
   const method = metadata["preprocess.method"];
   say(`Model ${variant} of run ${latest.run_id}` + (accuracy ? `, ${(accuracy * 100).toFixed(2)} % on MNIST's test set` : "") +

@@ -21,6 +21,8 @@ METADATA_KEYS = (
     # how a picture becomes the 28x28 input: lenet_client.preprocess.METHOD (docs/model-contract.md)
     "preprocess.method",
     "metrics.test_accuracy",  # final test accuracy of the trained model, 0-1
+    "calibration.temperature",  # probabilities = softmax(logits / this): a confidence that means what it says
+    "calibration.min_confidence",  # below this calibrated probability, lenet-predict answers `unsure`
     "run.id",
     "run.trained_at",  # UTC, ISO 8601
     "run.torch_version",
@@ -43,3 +45,20 @@ def preprocessing(metadata: dict[str, str]) -> tuple[float, float, float]:
             raise ValueError(f"the model's metadata has {key}={metadata[key]!r} (allowed: a finite number"
                              f"{', above 0' if key != 'preprocess.mean' else ''})")
     return values[0], values[1], values[2]
+
+
+def calibration(metadata: dict[str, str]) -> tuple[float, float]:
+    """(temperature, min_confidence): probabilities are softmax(logits / temperature), and an answer below
+    min_confidence is unsure. A model exported before calibration (no such keys) reads as (1, 0): its raw softmax,
+    never unsure."""
+    temperature, min_confidence = metadata.get("calibration.temperature", "1"), metadata.get(
+        "calibration.min_confidence", "0")
+    try:
+        values = float(temperature), float(min_confidence)
+    except ValueError:
+        values = (float("nan"), float("nan"))
+    if not (math.isfinite(values[0]) and values[0] > 0 and 0 <= values[1] <= 1):
+        raise ValueError(f"the model's metadata has calibration.temperature={temperature!r} and "
+                         f"calibration.min_confidence={min_confidence!r} (allowed: a finite number above 0, and a "
+                         f"number 0-1)")
+    return values

@@ -1,15 +1,18 @@
 """Recognize digits in picture files with a model this job exported: needs onnxruntime, numpy and Pillow only.
 
-    lenet-predict MODEL PICTURE|FOLDER [...] [--variant NAME] [--json] [--sort-into DIR]
+    lenet-predict MODEL PICTURE|FOLDER [...] [--variant NAME] [--json] [--sort-into DIR] [--min-confidence P]
 
 MODEL is an ONNX file, or the published run: an outputs folder or its latest.json, or one run's folder; --variant
 then picks the model (default: the first one latest.json lists, or in a run folder the first by name). Each picture
 (PNG, JPEG, ... of one digit, any size) is turned into an MNIST-style 28x28 input by lenet_client.preprocess, then
-scaled as the model's own metadata says. A folder stands for the pictures directly in it. Prints one line per
-picture (path, digit, probability), or with --json one JSON document: {"model": ..., "variant": ..., "results":
-[{"path", "digit", "probability", "top3"} or {"path", "error", "status"}, ...]}. With --sort-into DIR, each picture
-read is also copied into DIR/<digit>/ (lenet_client.sort: the labelled-data layout of LENET_EXTRA_DATA; a person
-corrects the misread ones by moving them), and each line ends with where its copy is.
+scaled as the model's own metadata says. A folder stands for the pictures directly in it. The probabilities are
+calibrated with the model's temperature (softmax(logits / T)); an answer below --min-confidence (default: the
+model's calibration.min_confidence) is `unsure`, its digit still given. Prints one line per picture (path, digit,
+probability, and `unsure` where it is), or with --json one JSON document: {"model": ..., "variant": ..., "results":
+[{"path", "digit", "probability", "unsure", "top3"} or {"path", "error", "status"}, ...]}. With --sort-into DIR, each
+picture read is also copied into DIR/<digit>/, an unsure one into DIR/unsure/ (lenet_client.sort: the
+labelled-data layout of LENET_EXTRA_DATA; a person labels the unsure ones and corrects misread ones by moving them),
+and each line ends with where its copy is.
 
 Exit status: 0 every picture was read; 2 bad command line; 3 the model is missing, not ONNX, or not an export of
 this job; 4 a picture is missing, not a picture, too large, or a folder without pictures; 5 a picture holds no digit
@@ -29,7 +32,7 @@ import numpy as np
 import onnxruntime as ort
 
 from lenet_client import __version__
-from lenet_client.contract import CLASS_LABELS, INPUT_NAME, OUTPUT_NAME, preprocessing
+from lenet_client.contract import CLASS_LABELS, INPUT_NAME, OUTPUT_NAME, calibration, preprocessing
 from lenet_client.jsonfile import read_json
 from lenet_client.pictures import PictureError, open_picture, picture_paths
 from lenet_client.preprocess import NoDigitError, to_input
@@ -102,6 +105,7 @@ def load_model(path: Path) -> tuple[ort.InferenceSession, dict[str, str]]:
     metadata = dict(session.get_modelmeta().custom_metadata_map)
     try:
         preprocessing(metadata)
+        calibration(metadata)
     except ValueError as error:
         raise PredictError(EXIT_MODEL, f"{printable(path)}: {error}") from None
     problem = interface_problem(session)
@@ -133,9 +137,13 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def classify(session: ort.InferenceSession, metadata: dict[str, str], paths: list[Path]) -> list[dict]:
-    """One result per picture: {"path", "digit", "probability", "top3"}, or {"path", "error", "status"}."""
+def classify(session: ort.InferenceSession, metadata: dict[str, str], paths: list[Path],
+             min_confidence: float | None = None) -> list[dict]:
+    """One result per picture: {"path", "digit", "probability", "unsure", "top3"}, or {"path", "error", "status"}.
+    The probabilities are calibrated; `min_confidence` (default: the model's) decides `unsure`."""
     scale, mean, std = preprocessing(metadata)
+    temperature, model_min_confidence = calibration(metadata)
+    threshold = model_min_confidence if min_confidence is None else min_confidence
     results: list[dict[str, Any]] = []
     inputs: list[np.ndarray] = []
     for path in picture_paths(paths):
@@ -147,13 +155,24 @@ def classify(session: ort.InferenceSession, metadata: dict[str, str], paths: lis
         except NoDigitError as error:
             results.append({"path": str(path), "error": f"{printable(path)}: {error}", "status": EXIT_NO_DIGIT})
     if inputs:
-        probabilities = iter(softmax(session.run([OUTPUT_NAME], {INPUT_NAME: np.stack(inputs)})[0]))
+        logits = session.run([OUTPUT_NAME], {INPUT_NAME: np.stack(inputs)})[0]
+        probabilities = iter(softmax(logits / np.float32(temperature)))
         for result in (r for r in results if "error" not in r):
             p = next(probabilities)
             top = np.argsort(-p, kind="stable")[:3]
-            result.update(digit=int(top[0]), probability=float(p[top[0]]),
+            result.update(digit=int(top[0]), probability=float(p[top[0]]), unsure=bool(p[top[0]] < threshold),
                           top3=[{"digit": int(d), "probability": float(p[d])} for d in top])
     return results
+
+
+def confidence(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 1:  # NaN too
+        raise argparse.ArgumentTypeError(f"{text!r} is not a probability (allowed: a number 0-1)")
+    return value
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -171,7 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", help="which model of a published run (default: the first it lists)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of lines")
     parser.add_argument("--sort-into", type=Path, metavar="DIR",
-                        help="also copy each picture read into DIR/<digit>/ (labelled data for retraining)")
+                        help="also copy each picture read into DIR/<digit>/, or DIR/unsure/ (labelled data for "
+                             "retraining)")
+    parser.add_argument("--min-confidence", type=confidence, metavar="P",
+                        help="below this calibrated probability an answer is unsure (0-1; default: the model's "
+                             "calibration.min_confidence)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     args = parser.parse_args(argv)
     try:
@@ -180,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     except PredictError as error:
         print(f"lenet-predict: {error}", file=sys.stderr)
         return error.status
-    results = classify(session, metadata, args.pictures)
+    results = classify(session, metadata, args.pictures, args.min_confidence)
     failures = [r for r in results if "error" in r]
     for failure in failures:
         print(f"lenet-predict: {failure['error']}", file=sys.stderr)
@@ -198,8 +221,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             for result in results:
                 if "error" not in result:
+                    unsure = "\tunsure" if result["unsure"] else ""
                     copy = f"\t{printable(result['sorted_into'])}" if "sorted_into" in result else ""
-                    print(f"{printable(result['path'])}\t{result['digit']}\t{result['probability']:.4f}{copy}",
+                    print(f"{printable(result['path'])}\t{result['digit']}\t{result['probability']:.4f}{unsure}{copy}",
                           flush=True)
     except OSError:  # a reader that stopped early (`| head`), a terminal that hung up: the pictures' outcome stands
         discard(sys.stdout)

@@ -33,10 +33,13 @@ def sorted_pictures(folder: Path) -> dict[str, Path]:
     return known
 
 
+UNSURE = "unsure"  # the folder of pictures the model was unsure of: a person labels them (LENET_EXTRA_DATA skips it)
+
+
 def sort_into(results: list[dict], folder: Path) -> None:
-    """Copy the picture of every result that has a digit into folder/<digit>/; record where in result["sorted_into"]
-    (and result["already_sorted"] = True when its bytes were already there). Raises OSError when `folder` cannot
-    be written."""
+    """Copy the picture of every result that has a digit into folder/<digit>/, or folder/unsure/ where the model was
+    unsure; record where in result["sorted_into"] (and result["already_sorted"] = True when its bytes were already
+    there). Raises OSError when `folder` cannot be written."""
     folder.mkdir(parents=True, exist_ok=True)
     known = sorted_pictures(folder)
     for result in (r for r in results if "digit" in r):
@@ -46,7 +49,7 @@ def sort_into(results: list[dict], folder: Path) -> None:
         if digest in known:
             result.update(sorted_into=str(known[digest]), already_sorted=True)
             continue
-        target = folder / str(result["digit"]) / source.name
+        target = folder / (UNSURE if result.get("unsure") else str(result["digit"])) / source.name
         target.parent.mkdir(exist_ok=True)
         try:
             write_bytes_atomically(target, data, replace=False)

@@ -10,10 +10,14 @@ import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from job.settings import Recipe
 from lenet_client.contract import CLASS_LABELS
 from lenet_client.preprocess import METHOD as PICTURE_METHOD
+
+if TYPE_CHECKING:  # not at run time: job.cli imports this module before torch, which calibrate needs
+    from job.training.calibrate import Calibration
 
 
 @functools.cache
@@ -51,7 +55,8 @@ def installed_version(distribution: str) -> str | None:
         return None
 
 
-def model_metadata(variant: str, recipe: Recipe, accuracy: float, run_id: str, trained_at: datetime) -> dict:
+def model_metadata(variant: str, recipe: Recipe, accuracy: float, calibration: Calibration, min_confidence: float,
+                   run_id: str, trained_at: datetime) -> dict:
     import torch
 
     from job.training.data import MNIST_MEAN, MNIST_STD
@@ -67,6 +72,8 @@ def model_metadata(variant: str, recipe: Recipe, accuracy: float, run_id: str, t
         "preprocess.std": repr(MNIST_STD if recipe.normalize else 1.0),
         "preprocess.method": PICTURE_METHOD,
         "metrics.test_accuracy": f"{accuracy:.4f}",
+        "calibration.temperature": repr(calibration.temperature),
+        "calibration.min_confidence": repr(min_confidence),
         "run.id": run_id,
         "run.trained_at": trained_at.isoformat(),
         "run.torch_version": torch.__version__,

@@ -56,16 +56,24 @@ def plot_curves(result: VariantResult, path: Path) -> Path:
 
 
 def plot_comparison(results: list[VariantResult], path: Path) -> Path:
-    """Every variant's test accuracy and loss on one figure."""
-    figure, (accuracy, loss) = plt.subplots(1, 2, figsize=(12, 3))
+    """Every variant's test accuracy and loss on one figure, and how right each is on the pictures it is surest of
+    (coverage-accuracy, on the half of the test set the calibration did not fit on)."""
+    figure, (accuracy, loss, coverage) = plt.subplots(1, 3, figsize=(18, 3))
     for result in results:
         epochs = [e.epoch for e in result.epochs]
         accuracy.plot(epochs, [100 * e.test_accuracy for e in result.epochs], marker="o", label=result.variant)
         loss.plot(epochs, [e.test_loss for e in result.epochs], marker="o", label=result.variant)
+        if result.calibration is not None:
+            points = result.calibration.coverage_accuracy
+            coverage.plot([100 * p.coverage for p in points], [100 * p.accuracy for p in points], marker="o",
+                          label=result.variant)
     accuracy.set(title="Test accuracy by variant", xlabel="epoch", ylabel="%")
     loss.set(title="Test loss by variant", xlabel="epoch", ylabel="cross-entropy")
+    coverage.set(title="Accuracy on the surest share of the test images", xlabel="share answered, surest first (%)",
+                 ylabel="% right")
     accuracy.legend(loc="lower right")
     loss.legend(loc="upper right")
+    coverage.legend(loc="lower left")
     return save(figure, path)
 
 

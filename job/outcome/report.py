@@ -57,6 +57,22 @@ class ExtraHoldout(Strict):
     confusion_matrix: list[list[int]] = Field(description="Rows: true digit 0-9; columns: predicted digit")
 
 
+class CoveragePoint(Strict):
+    coverage: float = Field(description="Share of the pictures answered, the surest first (0-1)")
+    accuracy: float = Field(description="Share of those read right (0-1)")
+
+
+class CalibrationInfo(Strict):
+    temperature: float = Field(description="Probabilities are softmax(logits / temperature); in the ONNX metadata")
+    min_confidence: float = Field(description="LENET_MIN_CONFIDENCE: below it lenet-predict answers unsure; in the "
+                                              "ONNX metadata")
+    calibration_error_before: float = Field(description="Expected calibration error (15 bins) of softmax(logits)")
+    calibration_error: float = Field(description="The same, of softmax(logits / temperature)")
+    coverage_accuracy: list[CoveragePoint] = Field(description="Accuracy on the surest 10 %, 20 %, ... 100 %")
+    fitted_on_images: int = Field(description="MNIST test images the temperature was fitted on (even indices)")
+    measured_on_images: int = Field(description="MNIST test images the figures were measured on (odd indices)")
+
+
 class VariantResult(Strict):
     variant: str
     device: str | None = Field(None, description="torch device this variant trained on, e.g. cuda:0")
@@ -74,6 +90,7 @@ class VariantResult(Strict):
     artifacts: dict[str, Artifact] = Field(default_factory=dict, description="format name -> file")
     parity: list[FormatParity] = Field(default_factory=list)
     extra_holdout: ExtraHoldout | None = Field(None, description="On LENET_EXTRA_DATA's holdout, when it has one")
+    calibration: CalibrationInfo | None = Field(None, description="The calibrated confidence (job.training.calibrate)")
 
 
 class SkippedFile(Strict):

@@ -25,6 +25,7 @@ from job.settings import Settings
 from job.training.data import MnistData
 from job.training.extra import HOLDOUT_EVERY, load_run_data
 from job.training.variant import train_variant
+from lenet_client.sort import UNSURE
 from lenet_client.text import printable
 
 
@@ -93,6 +94,8 @@ def load_data(settings: Settings, normalize: bool) -> tuple[MnistData, ExtraData
     held_out = sum(counts["holdout"].values())
     log(f"extra pictures from {settings.extra_data}: {sum(counts['train'].values())} for training (x{repeats} per "
         f"epoch), {held_out} held out, data version {extra.version[:12]}")
+    if extra.waiting:
+        log(f"extra pictures waiting for a label in {settings.extra_data}/{UNSURE}: {extra.waiting} (not trained on)")
     if held_out < settings.extra_min_holdout:
         warn(f"LENET_EXTRA_DATA: {held_out} pictures held out, fewer than LENET_EXTRA_MIN_HOLDOUT="
              f"{settings.extra_min_holdout}: too few to learn from and to judge the retrained model on (about 1 "

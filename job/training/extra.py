@@ -9,6 +9,8 @@ preprocessing, the predictor's own code (lenet_client.preprocess.to_mnist), to a
   read-only data folder, a full disk) is named in `ExtraData.cache_problem` while every picture is still used.
 - Split by content: a picture is in the holdout when its hash says so (about 1 in 5), so no picture ever moves
   from the holdout into training as the folder grows.
+- DIR/unsure/ (where `lenet-predict --sort-into` puts the pictures the model was unsure of) holds pictures waiting
+  for a person to label them: not trained on, only counted.
 - The same picture twice counts once; the same picture under two labels is a conflict, left out and listed.
 - A file that cannot be read, is not a picture or holds no digit is skipped and listed with its reason; a folder
   that is missing, empty, has a class folder other than 0-9, or where more than `max_bad_share` of the files are
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from lenet_client.atomic import atomic_path
+from lenet_client.sort import UNSURE
 from lenet_client.text import printable
 
 if TYPE_CHECKING:
@@ -57,6 +60,7 @@ class ExtraData:
     skipped: list[Skipped] = field(default_factory=list)
     conflicts: list[dict] = field(default_factory=list)  # {"sha256", "labels", "paths"}
     cache_problem: str | None = None  # why the preprocessed pictures could not be cached, if they could not
+    waiting: int = 0  # files in DIR/unsure/: not labelled yet
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Pictures per digit in training and in the holdout."""
@@ -76,11 +80,12 @@ def class_folders(folder: Path) -> list[Path]:
         entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     except OSError as error:
         raise ExtraDataError(f"LENET_EXTRA_DATA={printable(folder)}: cannot be listed ({error.strerror})") from None
-    strangers = [p.name for p in entries if p.is_dir() and p.name not in CLASSES]
+    strangers = [p.name for p in entries if p.is_dir() and p.name not in (*CLASSES, UNSURE)]
     if strangers:
         raise ExtraDataError(f"LENET_EXTRA_DATA={printable(folder)}: class folder {printable(strangers[0])} is not a "
-                             f"digit (allowed: subfolders named 0-9, one per digit)")
-    return [p for p in entries if p.is_dir()]
+                             f"digit (allowed: subfolders named 0-9, one per digit, and {UNSURE}/ for pictures not "
+                             f"labelled yet)")
+    return [p for p in entries if p.is_dir() and p.name in CLASSES]
 
 
 class PictureCache:
@@ -157,9 +162,11 @@ def load_extra(folder: Path, cache_dir: Path, max_bad_share: float = 0.2) -> Ext
                 continue
             by_hash[content_hash]["labels"].add(label)
             by_hash[content_hash]["paths"].append(str(path))
+    waiting = sum(1 for p in (folder / UNSURE).rglob("*") if p.is_file()) if (folder / UNSURE).is_dir() else 0
     if files == 0:
-        raise ExtraDataError(f"LENET_EXTRA_DATA={printable(folder)}: holds no pictures (allowed: pictures in "
-                             f"subfolders 0-9)")
+        unsure = f"; {waiting} in {UNSURE}/ wait for a person to move each into its digit's folder" if waiting else ""
+        raise ExtraDataError(f"LENET_EXTRA_DATA={printable(folder)}: holds no labelled pictures{unsure} (allowed: "
+                             f"pictures in subfolders 0-9)")
     if len(skipped) > max_bad_share * files:
         raise ExtraDataError(f"LENET_EXTRA_DATA={printable(folder)}: {len(skipped)} of {files} files cannot be used "
                              f"(more than {max_bad_share:.0%}; the first: {printable(skipped[0].path)}: "
@@ -176,7 +183,7 @@ def load_extra(folder: Path, cache_dir: Path, max_bad_share: float = 0.2) -> Ext
     train_images, train_labels = stack([row for row in used if not in_holdout(row[0])])
     holdout_images, holdout_labels = stack([row for row in used if in_holdout(row[0])])
     return ExtraData(train_images, train_labels, holdout_images, holdout_labels, version, skipped, conflicts,
-                     cache.problem)
+                     cache.problem, waiting)
 
 
 def repeats_for(share: float, mnist_images: int, extra_images: int) -> int:

@@ -17,9 +17,10 @@ from torchinfo import summary
 
 from job.log import epoch_line, log
 from job.outcome.metadata import model_metadata
-from job.outcome.report import Artifact, Epoch, ExtraHoldout, VariantResult
+from job.outcome.report import Artifact, CalibrationInfo, CoveragePoint, Epoch, ExtraHoldout, VariantResult
 from job.running.stop import StopRequest
 from job.settings import Recipe, Settings
+from job.training.calibrate import calibrate
 from job.training.data import MnistData
 from job.training.model import build_model, parameter_count
 from job.training.train import Diverged, EpochBar, evaluate, train_model
@@ -59,7 +60,11 @@ def train_variant(variant: str, data: MnistData, recipe: Recipe, settings: Setti
     stop.check()
     log(f"[{variant}] exporting TorchScript, torch.export and ONNX")
     started = time.perf_counter()
-    metadata = model_metadata(variant, recipe, final.accuracy, run_id, datetime.now(UTC))
+    calibration = calibrate(final.logits, data.test.labels.cpu())
+    log(f"[{variant}] calibrated: temperature {calibration.temperature:.3f}, calibration error "
+        f"{calibration.error_before:.4f} -> {calibration.error:.4f} on {calibration.measured_on} test images")
+    metadata = model_metadata(variant, recipe, final.accuracy, calibration, settings.min_confidence, run_id,
+                              datetime.now(UTC))
     paths = export_model(model, model_dir, metadata)
     export_seconds = time.perf_counter() - started
     stop.check()
@@ -92,7 +97,11 @@ def train_variant(variant: str, data: MnistData, recipe: Recipe, settings: Setti
         met_accuracy_gate=final.accuracy >= settings.min_test_accuracy,
         confusion_matrix=confusion_of(data.test.labels, final.predictions),
         artifacts={name: Artifact.of(path, run_dir) for name, path in paths.items()}, parity=parity,
-        extra_holdout=holdout)
+        extra_holdout=holdout, calibration=CalibrationInfo(
+            temperature=calibration.temperature, min_confidence=settings.min_confidence,
+            calibration_error_before=calibration.error_before, calibration_error=calibration.error,
+            coverage_accuracy=[CoveragePoint(coverage=c, accuracy=a) for c, a in calibration.coverage_accuracy],
+            fitted_on_images=calibration.fitted_on, measured_on_images=calibration.measured_on))
 
 
 def confusion_of(labels: torch.Tensor, predictions: torch.Tensor) -> list[list[int]]:
