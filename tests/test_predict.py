@@ -562,7 +562,8 @@ def test_probabilities_are_calibrated_by_the_models_temperature_and_a_low_answer
     seven(box=(40, 30, 150, 170), width=14).save(picture)
     calibrated = calibrated_copy(model, tmp_path, temperature="3.0", min_confidence="0.999")
     session, metadata = load_model(calibrated)
-    logits = session.run([OUTPUT_NAME], {INPUT_NAME: to_input(open_picture(picture), *preprocessing(metadata))[None]})[0]
+    pixels = to_input(open_picture(picture), *preprocessing(metadata))[None]
+    logits = session.run([OUTPUT_NAME], {INPUT_NAME: pixels})[0]
     (result,) = classify(session, metadata, [picture])
     assert result["probability"] == pytest.approx(float(softmax(logits / 3.0).max()), rel=1e-6)
     assert result["probability"] < float(softmax(logits).max())  # T > 1: a softer, humbler answer
