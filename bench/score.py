@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -48,24 +49,34 @@ def main() -> None:
     print("| file | calibration error | right on the surest 80 % | unsure | right when sure |")
     print("|---|---|---|---|---|")
     for path in args.results:
-        error, surest, unsure, sure = confidence(path)
-        print(f"| {path.stem} | {error:.3f} | {surest:.1f} % | {unsure:.1f} % | {sure:.1f} % |")
+        figures = confidence(path)
+        if figures is None:
+            print(f"| {path.stem} | - | - | - | - |")
+            continue
+        error, surest, unsure, sure = figures
+        print(f"| {path.stem} | {error:.3f} | {surest:.1f} % | " + " | ".join(
+            "-" if value is None else f"{value:.1f} %" for value in (unsure, sure)) + " |")
 
 
-def confidence(path: Path) -> tuple[float, float, float, float]:
-    """(calibration error, % right on the surest 80 %, % unsure, % right on the sure ones) over every picture read."""
-    read = [(r["probability"], r.get("unsure", False), r["digit"] == int(Path(r["path"]).parts[-2]))
+def confidence(path: Path) -> tuple[float, float, float | None, float | None] | None:
+    """(calibration error, % right on the surest 80 %, % unsure, % right on the sure ones) over every picture read;
+    the last two None for a predictor from before `unsure`, and None where no picture was read."""
+    read = [(r["probability"], r.get("unsure"), r["digit"] == int(Path(r["path"]).parts[-2]))
             for r in json.loads(path.read_text())["results"] if "error" not in r]
+    if not read:
+        return None
     error = 0.0
     for index in range(BINS):
         members = [(p, right) for p, _, right in read if min(int(p * BINS), BINS - 1) == index]
         if members:
             gap = sum(p for p, _ in members) / len(members) - sum(right for _, right in members) / len(members)
             error += len(members) / len(read) * abs(gap)
-    surest = sorted(read, key=lambda r: -r[0])[:max(1, round(0.8 * len(read)))]
+    surest = sorted(read, key=lambda r: -r[0])[:max(1, math.ceil(0.8 * len(read)))]
+    on_surest = 100 * sum(right for _, _, right in surest) / len(surest)
+    if any(unsure is None for _, unsure, _ in read):
+        return error, on_surest, None, None
     sure = [right for _, unsure, right in read if not unsure]
-    return (error, 100 * sum(right for _, _, right in surest) / len(surest),
-            100 * (len(read) - len(sure)) / len(read), 100 * sum(sure) / max(1, len(sure)))
+    return error, on_surest, 100 * (len(read) - len(sure)) / len(read), 100 * sum(sure) / len(sure) if sure else None
 
 
 def cell(figures: tuple[float, int, int] | None) -> str:

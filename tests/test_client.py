@@ -13,7 +13,6 @@ from conftest import ROOT
 from export.formats import export_model
 from job.outcome.metadata import model_metadata
 from job.settings import RECIPES
-from job.training.calibrate import Calibration
 from job.training.model import build_model
 
 PICTURE = ROOT / "docs" / "images" / "digit-7.png"
@@ -33,10 +32,7 @@ def client_only(tmp_path_factory):
 def test_the_client_installs_alone_and_predicts_as_the_jobs_environment_does(client_only, tmp_path):
     torch.manual_seed(0)
     model = build_model("plain", 0.0).eval()  # any weights: the two environments must agree on them
-    uncalibrated = Calibration(temperature=1.0, error_before=0.0, error=0.0, coverage_accuracy=[], fitted_on=0,
-                               measured_on=0)
-    metadata = model_metadata("plain", RECIPES["default"], 0.0, uncalibrated, 0.9, "r",
-                              __import__("datetime").datetime.now())
+    metadata = model_metadata("plain", RECIPES["default"], 0.0, 1.0, 0.9, "r", __import__("datetime").datetime.now())
     onnx_path = export_model(model, tmp_path, metadata)["onnx"]
     command = ["--json", str(onnx_path), str(PICTURE)]
     alone = subprocess.run([client_only / "bin" / "lenet-predict", *command], capture_output=True, text=True,

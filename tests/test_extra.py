@@ -267,31 +267,32 @@ def test_a_run_with_extra_data_reports_what_it_learned_from_and_how_it_reads_the
 def test_too_few_pictures_to_judge_are_said_and_do_not_replace_the_published_model(outputs, real_data_dir,
                                                                                     monkeypatch, capfd, tmp_path):
     """The README's own example: one picture, sorted into labelled/, then a run on it. The retrained model's reading
-    of pictures of that kind is unseen; it may not replace the published model, and where none is published yet it
-    is published (nothing to lose), with the same warning."""
+    of pictures of that kind is unseen; it may not replace the published model (exit 13), and where none is
+    published yet it is published (nothing to lose), with a warning that says which."""
     from conftest import job_in_process, published_files
     from job.outcome.report import read_report
+    from lenet_client.sort import content_hash
 
     labelled = tmp_path / "labelled"
     (labelled / "7").mkdir(parents=True)
     seven().save(labelled / "7" / "digit-7.png")
+    held_out = int(in_holdout(content_hash((labelled / "7" / "digit-7.png").read_bytes())))
     before = published_files(outputs)
-    code, stdout, stderr = job_in_process(monkeypatch, capfd, outputs, real_data_dir, extra_data=labelled)
+    code, _, stderr = job_in_process(monkeypatch, capfd, outputs, real_data_dir, extra_data=labelled)
     warning, failure = stderr.splitlines()
-    held_out = 0 if "1 for training" in stdout else 1
-    assert warning.startswith(f"lenet-mnist: warning: LENET_EXTRA_DATA: {held_out} pictures held out, fewer than "
-                              f"LENET_EXTRA_MIN_HOLDOUT=20: too few to learn from and to judge"), warning
-    assert "label at least 100" in warning
-    assert code == 7, stderr
-    assert failure.startswith(f"lenet-mnist: LENET_EXTRA_DATA has {held_out} pictures held out"), stderr
+    too_few = (f"LENET_EXTRA_DATA: {held_out} pictures held out, fewer than LENET_EXTRA_MIN_HOLDOUT=20: too few to "
+               f"judge a retrained model on pictures of their kind (about 1 picture in 5 is held out, by its content: "
+               f"label about 100 or more)")
+    assert warning == f"lenet-mnist: warning: {too_few}; this run will not replace the published model (exit 13)"
+    assert code == 13 and failure == f"lenet-mnist: {too_few}; the published run stays", stderr
     assert published_files(outputs) == before
     (report,) = [r for r in map(read_report, (outputs / "runs").glob("*/report.json")) if r.extra_data]
-    assert not report.published and report.status == "champion_check_failed" and "too few to judge" in report.message
+    assert not report.published and report.status == "holdout_too_small" and report.champion is None
 
     fresh = tmp_path / "fresh" / "outputs"
     fresh.parent.mkdir()
     code, _, stderr = job_in_process(monkeypatch, capfd, fresh, real_data_dir, extra_data=labelled)
-    assert code == 0 and stderr.count("\n") == 1 and "too few to learn from" in stderr, stderr
+    assert code == 0 and stderr == f"lenet-mnist: warning: {too_few}; no model is published yet, so this run may be\n"
     assert (fresh / "latest.json").is_file()
 
 

@@ -43,7 +43,7 @@ def fail_on_prune(monkeypatch):
 
 
 SUMMARY = re.compile(r"^(succeeded|accuracy_gate_failed|parity_failed|champion_check_failed|interrupted|failed|"
-                     r"diverged) in [0-9.]+s: (.*)$", re.MULTILINE)
+                     r"diverged|tracking_failed|holdout_too_small) in [0-9.]+s: (.*)$", re.MULTILINE)
 
 
 def pointer_is_a_folder(outputs):

@@ -49,3 +49,23 @@ def test_make_setup_installs_with_the_chosen_source_and_says_which():
                           text=True).stdout
     (install,) = [line for line in plan.splitlines() if "pip install -c constraints.txt" in line]
     assert "tools/torch_source.py" in install
+
+
+@pytest.mark.parametrize(("page", "offered"), [(f"torch-{torch_source.pinned_torch()}+cpu-cp311-cp311-linux.whl", True),
+                                               ("torch-2.0.0+cpu-cp311-cp311-linux.whl", False)])
+def test_the_cpu_index_counts_only_if_it_offers_the_pinned_version(tmp_path, page, offered):
+    import functools
+    import http.server
+    import threading
+
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "index.html").write_text(f'<a href="../{page}">{page}</a>')
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *args: None
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            assert torch_source.offers_cpu_build(f"http://127.0.0.1:{server.server_port}") is offered
+        finally:
+            server.shutdown()
+    assert torch_source.offers_cpu_build("http://127.0.0.1:9/no-server", timeout=2) is False

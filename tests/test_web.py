@@ -209,7 +209,12 @@ def test_the_other_variant_is_loaded_on_demand_and_reads_the_drawing_again(page)
 
 
 @pytest.mark.slow
-def test_a_dropped_or_picked_picture_is_read_and_the_page_shows_pythons_28x28(page, tmp_path):
+def test_a_dropped_or_picked_picture_is_read_and_the_page_shows_pythons_28x28(page, published_by_the_job,
+                                                                              tmp_path):
+    from lenet_client.predict import classify, load_model, model_file
+
+    session, metadata = load_model(model_file(published_by_the_job, "plain"))
+    assert float(metadata["calibration.temperature"]) != 1.0  # calibrated: the page must apply it as Python does
     rng = np.random.default_rng(5)
     for index, (family, digit) in enumerate([("tight crop, 2 edges", 2), ("bold marker", 5),
                                              ("low resolution, bilinear", 8)]):
@@ -218,6 +223,10 @@ def test_a_dropped_or_picked_picture_is_read_and_the_page_shows_pythons_28x28(pa
         page.drop(path)
         assert page.page.text_content("#digit") == str(digit), family
         assert np.array_equal(page.seen(), to_mnist(Image.open(path))), family  # PNG decodes exactly everywhere
+        (read,) = classify(session, metadata, [path])
+        shown = page.page.text_content("#top3 li:first-child span:last-child")
+        assert shown == f"{read['probability'] * 100:.1f} %", (family, shown, read)  # the calibrated probability
+        assert (page.page.text_content("#message").startswith("Unsure")) == read["unsure"], family
     photo = tmp_path / "photo.jpg"
     FAMILIES["photo of a page"](4, rng).save(photo)
     page.page.set_input_files("#file", str(photo))

@@ -108,8 +108,8 @@ async function readPicture(picture, name = "the drawing") {
   const ranked = exp.map((v, i) => ({ label: model.classes[i], probability: v / total }))
     .sort((a, b) => b.probability - a.probability);
   const unsure = ranked[0].probability < model.minConfidence;
-  show({ ranked, mnist }, unsure ? `Unsure: the model is below its confidence of ${(model.minConfidence * 100).toFixed(0)} %; ` +
-    "the best guess is shown." : "");
+  show({ ranked, mnist }, unsure ? `Unsure: the model is less than ${(model.minConfidence * 100).toFixed(0)} % sure; ` +
+    "its best guess is shown." : "");
 }
 
 function show(result, message = "") {
@@ -144,7 +144,9 @@ async function loadModel(variant) {
     throw new Error(`${path} lacks this job's metadata (preprocess.scale, mean and std: docs/model-contract.md)`);
   }
   // A model exported before calibration has neither key: its raw softmax, never unsure (lenet_client.contract).
-  const temperature = Number(metadata["calibration.temperature"] ?? 1), minConfidence = Number(metadata["calibration.min_confidence"] ?? 0);
+  // A plain decimal number, the same rule as lenet_client.contract.calibration's.
+  const decimal = (text, absent) => (text === undefined ? absent : /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(text) ? Number(text) : NaN);
+  const temperature = decimal(metadata["calibration.temperature"], 1), minConfidence = decimal(metadata["calibration.min_confidence"], 0);
   if (!(temperature > 0 && Number.isFinite(temperature) && minConfidence >= 0 && minConfidence <= 1)) {
     throw new Error(`${path} has a calibration this page cannot use (calibration.temperature and min_confidence: docs/model-contract.md)`);
   }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 INPUT_NAME = "input"  # float32 [N, 1, 28, 28]
 OUTPUT_NAME = "logits"  # float32 [N, 10]
@@ -47,18 +48,20 @@ def preprocessing(metadata: dict[str, str]) -> tuple[float, float, float]:
     return values[0], values[1], values[2]
 
 
+DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
 def calibration(metadata: dict[str, str]) -> tuple[float, float]:
     """(temperature, min_confidence): probabilities are softmax(logits / temperature), and an answer below
     min_confidence is unsure. A model exported before calibration (no such keys) reads as (1, 0): its raw softmax,
     never unsure."""
     temperature, min_confidence = metadata.get("calibration.temperature", "1"), metadata.get(
         "calibration.min_confidence", "0")
-    try:
-        values = float(temperature), float(min_confidence)
-    except ValueError:
-        values = (float("nan"), float("nan"))
-    if not (math.isfinite(values[0]) and values[0] > 0 and 0 <= values[1] <= 1):
+    # A plain decimal number, as the job writes it: the same rule as web/app.js's, where JavaScript's Number() would
+    # read "" as 0 and "0x10" as 16, and Python's float() " 1" as 1.
+    scale, minimum = (float(v) if DECIMAL.fullmatch(v) else math.nan for v in (temperature, min_confidence))
+    if not (math.isfinite(scale) and scale > 0 and 0 <= minimum <= 1):
         raise ValueError(f"the model's metadata has calibration.temperature={temperature!r} and "
                          f"calibration.min_confidence={min_confidence!r} (allowed: a finite number above 0, and a "
                          f"number 0-1)")
-    return values
+    return scale, minimum

@@ -156,7 +156,8 @@ def classify(session: ort.InferenceSession, metadata: dict[str, str], paths: lis
             results.append({"path": str(path), "error": f"{printable(path)}: {error}", "status": EXIT_NO_DIGIT})
     if inputs:
         logits = session.run([OUTPUT_NAME], {INPUT_NAME: np.stack(inputs)})[0]
-        probabilities = iter(softmax(logits / np.float32(temperature)))
+        # In float64: a sure answer's float32 probability rounds to 1.0, above any --min-confidence.
+        probabilities = iter(softmax(logits.astype(np.float64) / temperature))
         for result in (r for r in results if "error" not in r):
             p = next(probabilities)
             top = np.argsort(-p, kind="stable")[:3]

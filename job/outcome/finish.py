@@ -38,11 +38,11 @@ from job.outcome.report import (
     VariantResult,
     write_report,
 )
-from job.outcome.status import ACCURACY_GATE, CHAMPION, OK, TRACKING, RunFailure, failure_of
+from job.outcome.status import ACCURACY_GATE, CHAMPION, HOLDOUT_TOO_SMALL, OK, TRACKING, RunFailure, failure_of
 from job.running.stop import Interrupted, StopRequest, raising_on_stop
 from job.settings import Settings
 from job.training.data import DataError
-from job.training.extra import HOLDOUT_EVERY
+from job.training.extra import too_few_held_out
 
 
 @dataclass(frozen=True)
@@ -123,13 +123,10 @@ def too_few_to_judge(facts: RunFacts, settings: Settings) -> RunFailure | None:
     extra = facts.extra_data
     if extra is None or not (settings.output_dir / POINTER).exists():
         return None
-    held_out = sum(extra.holdout_pictures.values())
-    if held_out >= settings.extra_min_holdout:
+    too_few = too_few_held_out(sum(extra.holdout_pictures.values()), settings.extra_min_holdout)
+    if too_few is None:
         return None
-    return RunFailure(f"LENET_EXTRA_DATA has {held_out} pictures held out, fewer than LENET_EXTRA_MIN_HOLDOUT="
-                      f"{settings.extra_min_holdout}: too few to judge the retrained model on pictures of their kind, "
-                      f"so it does not replace the published run; label more pictures (about 1 in {HOLDOUT_EVERY} is "
-                      f"held out)", CHAMPION, suffix="")
+    return RunFailure(f"LENET_EXTRA_DATA: {too_few}; the published run stays", HOLDOUT_TOO_SMALL, suffix="")
 
 
 def same_ground(facts: RunFacts, settings: Settings) -> SameGround | None:

@@ -10,14 +10,10 @@ import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from job.settings import Recipe
 from lenet_client.contract import CLASS_LABELS
 from lenet_client.preprocess import METHOD as PICTURE_METHOD
-
-if TYPE_CHECKING:  # not at run time: job.cli imports this module before torch, which calibrate needs
-    from job.training.calibrate import Calibration
 
 
 @functools.cache
@@ -55,7 +51,7 @@ def installed_version(distribution: str) -> str | None:
         return None
 
 
-def model_metadata(variant: str, recipe: Recipe, accuracy: float, calibration: Calibration, min_confidence: float,
+def model_metadata(variant: str, recipe: Recipe, accuracy: float, temperature: float, min_confidence: float,
                    run_id: str, trained_at: datetime) -> dict:
     import torch
 
@@ -72,7 +68,7 @@ def model_metadata(variant: str, recipe: Recipe, accuracy: float, calibration: C
         "preprocess.std": repr(MNIST_STD if recipe.normalize else 1.0),
         "preprocess.method": PICTURE_METHOD,
         "metrics.test_accuracy": f"{accuracy:.4f}",
-        "calibration.temperature": repr(calibration.temperature),
+        "calibration.temperature": repr(temperature),
         "calibration.min_confidence": repr(min_confidence),
         "run.id": run_id,
         "run.trained_at": trained_at.isoformat(),

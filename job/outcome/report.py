@@ -19,9 +19,10 @@ from job.outcome.status import ReportStatus
 from lenet_client.atomic import write_text_atomically
 from lenet_client.jsonfile import read_regular_text
 
-SCHEMA_VERSION = "1.6"  # 1.1: status "diverged"; parity max_scaled_diff. 1.2: device.processes, variants[].device.
+SCHEMA_VERSION = "1.7"  # 1.1: status "diverged"; parity max_scaled_diff. 1.2: device.processes, variants[].device.
 # 1.3: parity[].sample. 1.4: extra_data, variants[].extra_holdout. 1.5: tracking, status "tracking_failed".
-# 1.6: test_accuracy, the headline at the top
+# 1.6: test_accuracy, the headline at the top. 1.7: variants[].calibration, status "holdout_too_small",
+# extra_data.waiting_pictures
 Status = ReportStatus
 
 
@@ -63,12 +64,18 @@ class CoveragePoint(Strict):
 
 
 class CalibrationInfo(Strict):
+    """job.training.calibrate: the temperature is fitted on the even-indexed MNIST test images, and every figure
+    here measured on the odd-indexed ones."""
     temperature: float = Field(description="Probabilities are softmax(logits / temperature); in the ONNX metadata")
+    fitted: bool = Field(description="false: too few wrong answers to fit on, and the temperature is 1")
+    errors_fitted_on: int = Field(description="Wrong answers among the images the temperature was fitted on")
     min_confidence: float = Field(description="LENET_MIN_CONFIDENCE: below it lenet-predict answers unsure; in the "
                                               "ONNX metadata")
     calibration_error_before: float = Field(description="Expected calibration error (15 bins) of softmax(logits)")
     calibration_error: float = Field(description="The same, of softmax(logits / temperature)")
-    coverage_accuracy: list[CoveragePoint] = Field(description="Accuracy on the surest 10 %, 20 %, ... 100 %")
+    coverage_accuracy: list[CoveragePoint] = Field(description="Accuracy on the surest 50 %, 60 %, ... 99 %, 100 %")
+    unsure_share: float = Field(description="Share of the images below min_confidence (0-1)")
+    accuracy_when_sure: float | None = Field(description="Accuracy on the others; null where every one is unsure")
     fitted_on_images: int = Field(description="MNIST test images the temperature was fitted on (even indices)")
     measured_on_images: int = Field(description="MNIST test images the figures were measured on (odd indices)")
 
@@ -107,6 +114,8 @@ class ExtraDataInfo(Strict):
     holdout_pictures: dict[str, int] = Field(description="Digit -> extra pictures held out (by content hash)")
     skipped: list[SkippedFile] = Field(description="Files left out: unreadable, not a picture, or no digit")
     conflicts: list[dict[str, Any]] = Field(description="The same picture under two labels: {sha256, labels, paths}")
+    waiting_pictures: int = Field(0, description="Files in unsure/ (lenet-predict --sort-into): not labelled yet, "
+                                                 "not trained on")
 
 
 class ChampionCheck(Strict):

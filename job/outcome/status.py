@@ -18,7 +18,7 @@ from typing import Literal
 
 # The report's `status`, one per outcome (several exit statuses share `failed` and `interrupted`).
 ReportStatus = Literal["succeeded", "accuracy_gate_failed", "parity_failed", "champion_check_failed", "interrupted",
-                       "failed", "diverged", "tracking_failed"]
+                       "failed", "diverged", "tracking_failed", "holdout_too_small"]
 
 
 @dataclass(frozen=True)
@@ -41,9 +41,7 @@ PARITY = ExitStatus(5, "parity_failed", "an exported file does not predict what 
                     "no")
 OUTPUT = ExitStatus(6, "failed", "output dir is a file or not writable, disk full while writing, no writable "
                                "temporary folder", "when possible", "no")
-CHAMPION = ExitStatus(7, "champion_check_failed", "champion check failed (`LENET_CHAMPION_CHECK`), or too few extra "
-                                                  "pictures held out to judge a retrained model "
-                                                  "(`LENET_EXTRA_MIN_HOLDOUT`) where a run is published", "yes", "no")
+CHAMPION = ExitStatus(7, "champion_check_failed", "champion check failed (`LENET_CHAMPION_CHECK`)", "yes", "no")
 DAMAGED = ExitStatus(8, "failed", "latest.json or the report it names is damaged (the champion check cannot read "
                                "it): the message names the file", "yes", "no")
 DIVERGED = ExitStatus(9, "diverged", "training diverged: the loss became infinite, NaN or far above a uniform guess's "
@@ -56,6 +54,9 @@ WORKER_KILLED = ExitStatus(11, "failed", "a variant's worker process was killed 
 TRACKING = ExitStatus(12, "tracking_failed", "the run could not be logged to the MLflow server (`MLFLOW_TRACKING_URI`) "
                                            "and `LENET_TRACKING_REQUIRED=true`: the message names what failed",
                       "yes", "no")
+HOLDOUT_TOO_SMALL = ExitStatus(13, "holdout_too_small", "a run retrained on extra pictures holds out too few of them "
+                                                       "to be judged (`LENET_EXTRA_MIN_HOLDOUT`), and a run is "
+                                                       "published already: it stays", "yes", "no")
 SIGHUP = ExitStatus(129, "interrupted", "stopped by SIGHUP (the terminal or SSH session that started it closed), at "
                                       "the next batch or stage", "yes", "no")
 SIGINT = ExitStatus(130, "interrupted", "stopped by SIGINT (Ctrl-C), at the next batch or stage", "yes", "no")
@@ -65,7 +66,7 @@ SIGTERM = ExitStatus(143, "interrupted", "stopped by SIGTERM (docker stop, Kuber
 BY_SIGNAL = {status.code - 128: status for status in (SIGHUP, SIGINT, SIGTERM)}
 
 STATUSES = (OK, UNEXPECTED, BAD_SETTING, DATA, ACCURACY_GATE, PARITY, OUTPUT, CHAMPION, DAMAGED, DIVERGED, LOCK_WAIT,
-            WORKER_KILLED, TRACKING, SIGHUP, SIGINT, SIGTERM)
+            WORKER_KILLED, TRACKING, HOLDOUT_TOO_SMALL, SIGHUP, SIGINT, SIGTERM)
 
 
 class RunFailure(Exception):

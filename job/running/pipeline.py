@@ -17,13 +17,14 @@ from job.device import device_name
 from job.log import log, warn
 from job.outcome.finish import RunFacts, finish
 from job.outcome.plots import plot_comparison, plot_confusion, plot_curves, plot_extra_confusion, plot_samples
+from job.outcome.publish import POINTER
 from job.outcome.report import DataInfo, DeviceInfo, ExtraDataInfo, Report, SkippedFile, VariantResult
 from job.outcome.status import PARITY, RunFailure
 from job.running.pool import can_start_workers, train_in_parallel, variants_share_the_cpu
 from job.running.stop import StopRequest
 from job.settings import Settings
 from job.training.data import MnistData
-from job.training.extra import HOLDOUT_EVERY, load_run_data
+from job.training.extra import load_run_data, too_few_held_out
 from job.training.variant import train_variant
 from lenet_client.sort import UNSURE
 from lenet_client.text import printable
@@ -96,15 +97,15 @@ def load_data(settings: Settings, normalize: bool) -> tuple[MnistData, ExtraData
         f"epoch), {held_out} held out, data version {extra.version[:12]}")
     if extra.waiting:
         log(f"extra pictures waiting for a label in {settings.extra_data}/{UNSURE}: {extra.waiting} (not trained on)")
-    if held_out < settings.extra_min_holdout:
-        warn(f"LENET_EXTRA_DATA: {held_out} pictures held out, fewer than LENET_EXTRA_MIN_HOLDOUT="
-             f"{settings.extra_min_holdout}: too few to learn from and to judge the retrained model on (about 1 "
-             f"picture in {HOLDOUT_EVERY} is held out: label at least {HOLDOUT_EVERY * settings.extra_min_holdout}); "
-             f"this run will not replace a published model")
+    if (too_few := too_few_held_out(held_out, settings.extra_min_holdout)) is not None:
+        warn(f"LENET_EXTRA_DATA: {too_few}; " + ("this run will not replace the published model (exit 13)"
+                                                  if (settings.output_dir / POINTER).exists() else
+                                                  "no model is published yet, so this run may be"))
     return data, ExtraDataInfo(
         folder=str(settings.extra_data), version=extra.version, share=settings.extra_share, repeats=repeats,
         train_pictures=counts["train"], holdout_pictures=counts["holdout"],
-        skipped=[SkippedFile(path=s.path, reason=s.reason) for s in extra.skipped], conflicts=extra.conflicts)
+        skipped=[SkippedFile(path=s.path, reason=s.reason) for s in extra.skipped], conflicts=extra.conflicts,
+        waiting_pictures=extra.waiting)
 
 
 def data_info(data: MnistData, extra: ExtraDataInfo | None) -> DataInfo:

@@ -162,7 +162,8 @@ def load_extra(folder: Path, cache_dir: Path, max_bad_share: float = 0.2) -> Ext
                 continue
             by_hash[content_hash]["labels"].add(label)
             by_hash[content_hash]["paths"].append(str(path))
-    waiting = sum(1 for p in (folder / UNSURE).rglob("*") if p.is_file()) if (folder / UNSURE).is_dir() else 0
+    waiting = sum(1 for p in (folder / UNSURE).rglob("*") if p.is_file() and not p.name.startswith(".")) \
+        if (folder / UNSURE).is_dir() else 0
     if files == 0:
         unsure = f"; {waiting} in {UNSURE}/ wait for a person to move each into its digit's folder" if waiting else ""
         raise ExtraDataError(f"LENET_EXTRA_DATA={printable(folder)}: holds no labelled pictures{unsure} (allowed: "
@@ -184,6 +185,15 @@ def load_extra(folder: Path, cache_dir: Path, max_bad_share: float = 0.2) -> Ext
     holdout_images, holdout_labels = stack([row for row in used if in_holdout(row[0])])
     return ExtraData(train_images, train_labels, holdout_images, holdout_labels, version, skipped, conflicts,
                      cache.problem, waiting)
+
+
+def too_few_held_out(held_out: int, minimum: int) -> str | None:
+    """Why a model retrained with these extra pictures cannot be judged on pictures of their kind, or None."""
+    if held_out >= minimum:
+        return None
+    return (f"{held_out} pictures held out, fewer than LENET_EXTRA_MIN_HOLDOUT={minimum}: too few to judge a "
+            f"retrained model on pictures of their kind (about 1 picture in {HOLDOUT_EVERY} is held out, by its "
+            f"content: label about {HOLDOUT_EVERY * minimum} or more)")
 
 
 def repeats_for(share: float, mnist_images: int, extra_images: int) -> int:

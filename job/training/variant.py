@@ -20,7 +20,7 @@ from job.outcome.metadata import model_metadata
 from job.outcome.report import Artifact, CalibrationInfo, CoveragePoint, Epoch, ExtraHoldout, VariantResult
 from job.running.stop import StopRequest
 from job.settings import Recipe, Settings
-from job.training.calibrate import calibrate
+from job.training.calibrate import Calibration, calibrate
 from job.training.data import MnistData
 from job.training.model import build_model, parameter_count
 from job.training.train import Diverged, EpochBar, evaluate, train_model
@@ -58,13 +58,16 @@ def train_variant(variant: str, data: MnistData, recipe: Recipe, settings: Setti
     training_seconds = time.perf_counter() - started
 
     stop.check()
+    calibration = calibrate(final.logits, data.test.labels.cpu(), settings.min_confidence)
+    if calibration is not None:
+        how = (f"calibrated: temperature {calibration.temperature:.3f}" if calibration.fitted else
+               f"not calibrated ({calibration.errors_fitted_on} wrong answers to fit on): temperature 1")
+        log(f"[{variant}] {how}, calibration error {calibration.error_before:.4f} -> {calibration.error:.4f} on "
+            f"{calibration.measured_on} test images")
     log(f"[{variant}] exporting TorchScript, torch.export and ONNX")
     started = time.perf_counter()
-    calibration = calibrate(final.logits, data.test.labels.cpu())
-    log(f"[{variant}] calibrated: temperature {calibration.temperature:.3f}, calibration error "
-        f"{calibration.error_before:.4f} -> {calibration.error:.4f} on {calibration.measured_on} test images")
-    metadata = model_metadata(variant, recipe, final.accuracy, calibration, settings.min_confidence, run_id,
-                              datetime.now(UTC))
+    metadata = model_metadata(variant, recipe, final.accuracy, calibration.temperature if calibration else 1.0,
+                              settings.min_confidence, run_id, datetime.now(UTC))
     paths = export_model(model, model_dir, metadata)
     export_seconds = time.perf_counter() - started
     stop.check()
@@ -97,11 +100,19 @@ def train_variant(variant: str, data: MnistData, recipe: Recipe, settings: Setti
         met_accuracy_gate=final.accuracy >= settings.min_test_accuracy,
         confusion_matrix=confusion_of(data.test.labels, final.predictions),
         artifacts={name: Artifact.of(path, run_dir) for name, path in paths.items()}, parity=parity,
-        extra_holdout=holdout, calibration=CalibrationInfo(
-            temperature=calibration.temperature, min_confidence=settings.min_confidence,
-            calibration_error_before=calibration.error_before, calibration_error=calibration.error,
-            coverage_accuracy=[CoveragePoint(coverage=c, accuracy=a) for c, a in calibration.coverage_accuracy],
-            fitted_on_images=calibration.fitted_on, measured_on_images=calibration.measured_on))
+        extra_holdout=holdout, calibration=calibration_info(calibration, settings.min_confidence))
+
+
+def calibration_info(calibration: Calibration | None, min_confidence: float) -> CalibrationInfo | None:
+    if calibration is None:
+        return None
+    return CalibrationInfo(
+        temperature=calibration.temperature, fitted=calibration.fitted, errors_fitted_on=calibration.errors_fitted_on,
+        min_confidence=min_confidence, calibration_error_before=calibration.error_before,
+        calibration_error=calibration.error,
+        coverage_accuracy=[CoveragePoint(coverage=c, accuracy=a) for c, a in calibration.coverage_accuracy],
+        unsure_share=calibration.unsure_share, accuracy_when_sure=calibration.accuracy_when_sure,
+        fitted_on_images=calibration.fitted_on, measured_on_images=calibration.measured_on)
 
 
 def confusion_of(labels: torch.Tensor, predictions: torch.Tensor) -> list[list[int]]:
