@@ -95,8 +95,9 @@ class Settings(BaseSettings):
     champion_check: bool = Field(False, description="true or false")
     champion_tolerance: float = Field(0.001, ge=0, le=1, description="a number 0-1")
     publish_wait_seconds: float = Field(3600, gt=0, le=86400, description="a number of seconds > 0 and <= 86400")
-    extra_data: Path | None = Field(None, description="a folder of labelled pictures, DIR/0 ... DIR/9, to train on "
-                                                      "with MNIST; or empty for none")
+    extra_data: Path | None = Field(None, description="a folder of labelled pictures, DIR/0 ... DIR/9 (and "
+                                                      "DIR/unsure, not labelled yet), to train on with MNIST; or "
+                                                      "empty for none")
     # Chosen on a validation split: docs/results.md, "How much of each epoch the extra pictures should be".
     extra_share: float = Field(0.2, gt=0, lt=1, description="a number > 0 and < 1: the extra pictures' share of each "
                                                             "epoch's training images")

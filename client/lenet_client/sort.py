@@ -1,6 +1,6 @@
 """`lenet-predict --sort-into DIR`: copy each picture read into DIR/<digit read>/, the folder-per-class layout
-(torchvision's ImageFolder) that a retraining job reads as labelled data. A person then corrects the labels by
-moving the misread pictures to the right folder.
+(torchvision's ImageFolder) that a retraining job reads as labelled data, or into DIR/unsure/ where the model was
+unsure. A person then labels those, and corrects misread ones, by moving each into its digit's folder.
 
 A picture is copied once: one whose bytes are already anywhere under DIR (sorted before, perhaps moved by a
 person since) is not copied again, so running the sort again never undoes a correction. Copies keep the

@@ -185,7 +185,7 @@ def train_in_parallel(settings: Settings, device: torch.device, stop: StopReques
     pool = ProcessPoolExecutor(len(settings.variants), mp_context=context, initializer=worker_started,
                                initargs=(stop, pids, progress, os.getpid()))
     epochs = settings.resolved_recipe().epochs
-    on_a_terminal, status = sys.stdout.isatty(), ""
+    on_a_terminal = sys.stdout.isatty()
     results: dict[str, VariantResult] = {}
     errors: list[Exception] = []
     workers: list[BaseProcess] = []
@@ -214,8 +214,8 @@ def train_in_parallel(settings: Settings, device: torch.device, stop: StopReques
                 stopped_at = stopped_at or time.monotonic()
                 if time.monotonic() - stopped_at > STOP_GRACE_SECONDS:
                     stop.check()
-            if on_a_terminal and status != (status := status_line(settings.variants, progress, epochs, results)):
-                show_status(status)
+            if on_a_terminal:  # every tick: a worker's log line erases it, and nothing else says so
+                show_status(status_line(settings.variants, progress, epochs, results))
     except BrokenProcessPool:  # at submit: a worker died as it started
         workers = list(pool._processes.values())  # private, as above
         message = dead_worker(workers, pids, settings.variants)
@@ -236,7 +236,8 @@ def train_in_parallel(settings: Settings, device: torch.device, stop: StopReques
 
 def status_line(variants: tuple[str, ...], progress: ctypes.Array[ctypes.c_int], epochs: int,
                 finished: dict[str, VariantResult]) -> str:
-    """Where each variant still at work stands, as the one-variant bar shows it (job.training.train)."""
+    """Where each variant still at work stands: its epoch and step, as the one-variant bar (job.training.train)
+    shows them with a shorter bar, so that two fit on 80 columns; after its last step, the stages that follow."""
     parts = []
     for place, variant in enumerate(variants):
         epoch, step, steps = progress[PROGRESS_FIELDS * place:PROGRESS_FIELDS * (place + 1)]
@@ -245,7 +246,7 @@ def status_line(variants: tuple[str, ...], progress: ctypes.Array[ctypes.c_int],
         if not steps:
             parts.append(f"[{variant}] starting")
         elif epoch == epochs and step == steps:
-            parts.append(f"[{variant}] exporting, checking parity")
+            parts.append(f"[{variant}] evaluating, exporting, checking parity")
         else:
             done = step * 10 // steps
             parts.append(f"[{variant}] Epoch:{epoch:2d} [{'#' * done}{'.' * (10 - done)}] {step}/{steps}")
