@@ -90,3 +90,20 @@ def test_the_readmes_command_for_the_job_ends_with_the_jobs_own_exit_status(real
     assert done.returncode == status.ACCURACY_GATE.code, (command, done.stderr[-2000:])
     assert "below LENET_MIN_TEST_ACCURACY=1.0" in done.stderr
 
+
+
+def heading_anchors(document: Path) -> set[str]:
+    """GitHub's anchors of a Markdown file's headings: lower case, punctuation dropped, spaces as hyphens."""
+    headings = re.findall(r"^#+ (.+)$", document.read_text(), re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-") for heading in headings}
+
+
+def test_every_link_to_a_section_of_a_document_names_a_heading_it_has():
+    documents = [ROOT / "README.md", ROOT / "client" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    broken = []
+    for document in documents:
+        for target, anchor in re.findall(r"\]\(([^)#\s]*)#([^)\s]+)\)", document.read_text()):
+            linked = (document.parent / target).resolve() if target else document
+            if linked.suffix == ".md" and (not linked.is_file() or anchor not in heading_anchors(linked)):
+                broken.append(f"{document.relative_to(ROOT)}: {target}#{anchor}")
+    assert not broken, broken
