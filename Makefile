@@ -9,7 +9,8 @@ $(VENV)/.installed: pyproject.toml client/pyproject.toml constraints.txt
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	@echo "Installing the pinned packages into $(VENV): torch is most of it (minutes on a first install; the CUDA"
 	@echo "build is about 6 GB). pip shows each download; the next runs start at once."
-	$(VENV)/bin/pip install -c constraints.txt $$($(PYTHON) tools/torch_source.py) -e ./client -e '.[test]'
+	torch_source=$$($(PYTHON) tools/torch_source.py) && \
+	$(VENV)/bin/pip install -c constraints.txt $$torch_source -e ./client -e '.[test]'
 	touch $@
 
 # npm ci rewrites node_modules/.package-lock.json: it marks an install that matches web/package-lock.json.

@@ -103,7 +103,7 @@ class Settings(BaseSettings):
                                                             "epoch's training images")
     extra_max_bad_share: float = Field(0.2, ge=0, le=1, description="a number 0-1: the largest share of "
                                                                     "LENET_EXTRA_DATA's files that may be unusable")
-    extra_min_holdout: int = Field(20, ge=0, le=100000, description="an integer >= 0: the fewest held-out extra "
+    extra_min_holdout: int = Field(20, ge=0, le=100000, description="an integer 0-100000: the fewest held-out extra "
                                                                    "pictures that can judge a retrained model; with "
                                                                    "fewer, a run does not replace a published one")
     # MLflow's own variable (not LENET_-prefixed), so that a team's existing setting applies; .env is read too.

@@ -278,16 +278,24 @@ def test_too_few_pictures_to_judge_are_said_and_do_not_replace_the_published_mod
     seven().save(labelled / "7" / "digit-7.png")
     held_out = int(in_holdout(content_hash((labelled / "7" / "digit-7.png").read_bytes())))
     before = published_files(outputs)
-    code, _, stderr = job_in_process(monkeypatch, capfd, outputs, real_data_dir, extra_data=labelled)
-    warning, failure = stderr.splitlines()
+    code, stdout, stderr = job_in_process(monkeypatch, capfd, outputs, real_data_dir, extra_data=labelled)
     too_few = (f"LENET_EXTRA_DATA: {held_out} pictures held out, fewer than LENET_EXTRA_MIN_HOLDOUT=20: too few to "
                f"judge a retrained model on pictures of their kind (about 1 picture in 5 is held out, by its content: "
                f"label about 100 or more)")
-    assert warning == f"lenet-mnist: warning: {too_few}; this run will not replace the published model (exit 13)"
-    assert code == 13 and failure == f"lenet-mnist: {too_few}; the published run stays", stderr
+    assert code == 13 and stderr == f"lenet-mnist: {too_few}; the published run stays (nothing was trained)\n"
+    assert "Epoch:" not in stdout  # it could not replace the published model: not trained to find that out
     assert published_files(outputs) == before
     (report,) = [r for r in map(read_report, (outputs / "runs").glob("*/report.json")) if r.extra_data]
-    assert not report.published and report.status == "holdout_too_small" and report.champion is None
+    assert not report.published and report.status == "holdout_too_small" and report.variants == []
+
+    # A model published while it trained: the run is judged again at its end, and the published one stays.
+    from job.outcome.finish import RunFacts, too_few_to_judge
+    from job.settings import load_settings
+
+    facts = RunFacts(run_id="new", started_at=report.started_at, device=report.device, variants_in_parallel=False,
+                     data=None, extra_data=report.extra_data, variants=[], plots=[])
+    failure = too_few_to_judge(facts, load_settings(output_dir=outputs, extra_data=labelled))
+    assert failure is not None and failure.status.code == 13
 
     fresh = tmp_path / "fresh" / "outputs"
     fresh.parent.mkdir()

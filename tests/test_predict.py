@@ -599,7 +599,8 @@ def test_sort_into_puts_the_unsure_pictures_in_unsure_for_a_person_to_label(smal
 
 
 @pytest.mark.parametrize("keys", [{"temperature": "0"}, {"temperature": "nan"}, {"min_confidence": "1.5"},
-                                  {"temperature": "warm"}])
+                                  {"temperature": "warm"}, {"temperature": "1e-300"}, {"temperature": "1e308"},
+                                  {"temperature": ""}, {"min_confidence": "0x1"}])
 def test_a_model_whose_calibration_cannot_be_used_is_refused_in_one_line(small_trained_onnx, tmp_path, keys):
     model, _ = small_trained_onnx
     done = subprocess.run([sys.executable, "-m", "lenet_client", str(calibrated_copy(model, tmp_path, **keys)),
@@ -613,3 +614,24 @@ def test_min_confidence_outside_0_to_1_is_a_bad_command_line(small_trained_onnx,
     done = subprocess.run([sys.executable, "-m", "lenet_client", "--min-confidence", value, str(model),
                            str(ROOT / "docs" / "images" / "digit-7.png")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "allowed: a number 0-1" in done.stderr
+
+
+def test_a_model_with_a_damaged_weight_is_refused_and_no_picture_is_filed(small_trained_onnx, tmp_path):
+    """Valid ONNX with the contract's names and metadata, one weight NaN: every answer would be 0 with a NaN
+    probability (not JSON), and --sort-into would file every picture under 0/."""
+    import onnx
+    from onnx import numpy_helper
+
+    model, _ = small_trained_onnx
+    proto = onnx.load(str(model))
+    weights = max(proto.graph.initializer, key=lambda tensor: np.prod(tensor.dims))
+    values = numpy_helper.to_array(weights).copy()
+    values.flat[0] = np.nan
+    weights.CopyFrom(numpy_helper.from_array(values, weights.name))
+    damaged = tmp_path / "damaged.onnx"
+    onnx.save(proto, str(damaged))
+    done = subprocess.run([sys.executable, "-m", "lenet_client", "--json", str(damaged), str(ROOT / "docs" / "images"
+                           / "digit-7.png"), "--sort-into", str(tmp_path / "sorted")], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 3 and done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
+    assert "gives NaN or infinite logits" in done.stderr and not (tmp_path / "sorted").exists()

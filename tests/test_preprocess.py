@@ -286,3 +286,17 @@ def test_a_low_resolution_scan_of_a_thick_digit_keeps_all_its_ink():
     seen = to_mnist(scan).astype(float) / 255
     assert seen.sum() == pytest.approx(resize_area(ring.astype(float), 20, 16).sum(), rel=0.05)
     assert seen[14, 14] == 0
+
+
+def test_a_picture_one_pixel_wide_at_work_is_read_without_a_warning():
+    """A long thin stroke is reduced to one pixel wide while its ink is found: the paper's noise, measured across
+    neighbouring pixels, has none to measure (numpy warned of an empty slice, and the JavaScript port read NaN)."""
+    import warnings
+
+    from PIL import ImageDraw
+
+    stroke = Image.new("L", (10, 5000), 255)
+    ImageDraw.Draw(stroke).line([(5, 100), (5, 4900)], fill=0, width=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert to_mnist(stroke).any()

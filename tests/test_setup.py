@@ -1,5 +1,6 @@
 """`make setup` installs the torch build the machine can use (tools/torch_source.py)."""
 
+import re
 import subprocess
 import sys
 
@@ -47,8 +48,16 @@ def test_make_setup_installs_with_the_chosen_source_and_says_which():
     assert done.stderr.startswith("torch: from https://mirror.example/whl/cpu")
     plan = subprocess.run(["make", "-n", "-B", "setup", "VENV=/nonexistent-venv"], cwd=ROOT, capture_output=True,
                           text=True).stdout
-    (install,) = [line for line in plan.splitlines() if "pip install -c constraints.txt" in line]
-    assert "tools/torch_source.py" in install
+    assert re.search(r"torch_source=\$\(python3 tools/torch_source.py\) && \\\n\S*pip install -c constraints.txt "
+                     r"\$torch_source ", plan), plan  # the install runs only once the source is chosen
+
+
+@pytest.mark.parametrize("value", [" ", "not a url", "https://download.pytorch.org/whl/cpu --index-url http://x",
+                                   "ftp://mirror/whl", "https://a\nb"])
+def test_a_torch_index_url_that_is_not_one_address_stops_the_setup(value):
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "torch_source.py")], capture_output=True, text=True,
+                          env={"TORCH_INDEX_URL": value, "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 2 and done.stdout == "" and "allowed: http:// or https://" in done.stderr
 
 
 @pytest.mark.parametrize(("page", "offered"), [(f"torch-{torch_source.pinned_torch()}+cpu-cp311-cp311-linux.whl", True),

@@ -62,6 +62,9 @@ def varied_pictures(data_dir: Path):
     for name, (gray, _) in polarity_cases().items():  # each branch of step 4's polarity
         yield name, Image.fromarray((255 * gray).astype(np.uint8)).resize((gray.shape[1] * 4, gray.shape[0] * 4),
                                                                          Image.Resampling.NEAREST)
+    stroke = Image.new("L", (10, 2000), 255)  # reduced to one pixel wide while its ink is found
+    ImageDraw.Draw(stroke).line([(5, 40), (5, 1960)], fill=0, width=3)
+    yield "a stroke 200 times as long as wide", stroke
     yield "blank", Image.new("L", (60, 40), 255)
     yield "noise only", Image.fromarray(np.random.default_rng(3).integers(0, 256, (80, 80), dtype=np.uint8))
 

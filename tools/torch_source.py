@@ -60,8 +60,12 @@ def choose(system: str, machine: str, nvidia: bool, reachable, chosen: str | Non
 
 
 def main() -> int:
-    arguments, why = choose(platform.system(), platform.machine(), has_nvidia_driver(), offers_cpu_build,
-                            os.environ.get("TORCH_INDEX_URL"))
+    chosen = os.environ.get("TORCH_INDEX_URL")
+    if chosen and not re.fullmatch(r"https?://[^\s]+", chosen):  # the Makefile splits the output into words
+        print(f"TORCH_INDEX_URL={chosen!r}: not an index address (allowed: http:// or https:// and no spaces, or "
+              f"empty for PyPI only)", file=sys.stderr)
+        return 2
+    arguments, why = choose(platform.system(), platform.machine(), has_nvidia_driver(), offers_cpu_build, chosen)
     print(why, file=sys.stderr)
     print(" ".join(arguments))
     return 0

@@ -147,7 +147,7 @@ async function loadModel(variant) {
   // A plain decimal number, the same rule as lenet_client.contract.calibration's.
   const decimal = (text, absent) => (text === undefined ? absent : /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(text) ? Number(text) : NaN);
   const temperature = decimal(metadata["calibration.temperature"], 1), minConfidence = decimal(metadata["calibration.min_confidence"], 0);
-  if (!(temperature > 0 && Number.isFinite(temperature) && minConfidence >= 0 && minConfidence <= 1)) {
+  if (!(temperature >= 0.01 && temperature <= 100 && minConfidence >= 0 && minConfidence <= 1)) { // as lenet_client.contract.TEMPERATURES
     throw new Error(`${path} has a calibration this page cannot use (calibration.temperature and min_confidence: docs/model-contract.md)`);
   }
   const session = await ort.InferenceSession.create(bytes, { executionProviders: ["wasm"] });

@@ -208,6 +208,7 @@ function flattened(ink) {
 }
 
 function noise(ink) {
+  if (ink.w < 2) return 0; // one pixel wide: no neighbours across, as lenet_client.ink.noise
   const across = [];
   for (let r = 0; r < ink.h; r++) for (let c = 1; c < ink.w; c++) across.push(ink.d[r * ink.w + c] - ink.d[r * ink.w + c - 1]);
   const center = median(across);

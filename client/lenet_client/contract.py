@@ -48,6 +48,9 @@ def preprocessing(metadata: dict[str, str]) -> tuple[float, float, float]:
     return values[0], values[1], values[2]
 
 
+# The temperatures a model may carry: the job fits within 0.05-20; far outside, dividing the logits by one turns
+# them into infinities or a uniform guess, and every answer into nonsense.
+TEMPERATURES = (0.01, 100.0)
 DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
@@ -60,8 +63,8 @@ def calibration(metadata: dict[str, str]) -> tuple[float, float]:
     # A plain decimal number, as the job writes it: the same rule as web/app.js's, where JavaScript's Number() would
     # read "" as 0 and "0x10" as 16, and Python's float() " 1" as 1.
     scale, minimum = (float(v) if DECIMAL.fullmatch(v) else math.nan for v in (temperature, min_confidence))
-    if not (math.isfinite(scale) and scale > 0 and 0 <= minimum <= 1):
+    if not (TEMPERATURES[0] <= scale <= TEMPERATURES[1] and 0 <= minimum <= 1):  # NaN fails both
         raise ValueError(f"the model's metadata has calibration.temperature={temperature!r} and "
-                         f"calibration.min_confidence={min_confidence!r} (allowed: a finite number above 0, and a "
-                         f"number 0-1)")
+                         f"calibration.min_confidence={min_confidence!r} (allowed: a number {TEMPERATURES[0]:g}-"
+                         f"{TEMPERATURES[1]:g}, and a number 0-1)")
     return scale, minimum

@@ -114,7 +114,10 @@ def flattened(ink: np.ndarray) -> np.ndarray:
 
 def noise(ink: np.ndarray) -> float:
     """The paper's noise, as a standard deviation: from the differences of neighbouring pixels across, whose median
-    absolute deviation strokes, blur and shading barely move (most neighbours lie on the same paper or stroke)."""
+    absolute deviation strokes, blur and shading barely move (most neighbours lie on the same paper or stroke). A
+    picture one pixel wide has no neighbours across: no noise is measured."""
+    if ink.shape[1] < 2:
+        return 0.0
     across = np.diff(ink, axis=1).ravel()
     return float(1.4826 * np.median(np.abs(across - np.median(across))) / np.sqrt(2))
 

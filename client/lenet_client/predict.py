@@ -156,6 +156,8 @@ def classify(session: ort.InferenceSession, metadata: dict[str, str], paths: lis
             results.append({"path": str(path), "error": f"{printable(path)}: {error}", "status": EXIT_NO_DIGIT})
     if inputs:
         logits = session.run([OUTPUT_NAME], {INPUT_NAME: np.stack(inputs)})[0]
+        if not np.isfinite(logits).all():  # a damaged weight (NaN, infinity) spreads to every answer
+            raise PredictError(EXIT_MODEL, "gives NaN or infinite logits: a damaged model, not what the job exported")
         # In float64: a sure answer's float32 probability rounds to 1.0, above any --min-confidence.
         probabilities = iter(softmax(logits.astype(np.float64) / temperature))
         for result in (r for r in results if "error" not in r):
@@ -204,7 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     except PredictError as error:
         print(f"lenet-predict: {error}", file=sys.stderr)
         return error.status
-    results = classify(session, metadata, args.pictures, args.min_confidence)
+    try:
+        results = classify(session, metadata, args.pictures, args.min_confidence)
+    except PredictError as error:
+        print(f"lenet-predict: {printable(model)}: {error}", file=sys.stderr)
+        return error.status
     failures = [r for r in results if "error" in r]
     for failure in failures:
         print(f"lenet-predict: {failure['error']}", file=sys.stderr)
@@ -218,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.json:
             print(json.dumps({"model": str(model), "variant": metadata.get("model.variant"),
-                              "results": results}, indent=2), flush=True)
+                              "results": results}, indent=2, allow_nan=False), flush=True)
         else:
             for result in results:
                 if "error" not in result:

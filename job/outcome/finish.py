@@ -119,7 +119,9 @@ def judge(facts: RunFacts, settings: Settings, stop: StopRequest,
 
 def too_few_to_judge(facts: RunFacts, settings: Settings) -> RunFailure | None:
     """A run that learned from extra pictures but holds too few of them out: how it reads pictures of their kind is
-    unseen, so it may not replace a published model (where none is published yet, it is: there is nothing to lose)."""
+    unseen, so it may not replace a published model (where none is published yet, it is: there is nothing to lose).
+    job.running.pipeline stops such a run before training when a model is published at its start; this is for one
+    published while it trained."""
     extra = facts.extra_data
     if extra is None or not (settings.output_dir / POINTER).exists():
         return None

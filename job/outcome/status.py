@@ -54,9 +54,9 @@ WORKER_KILLED = ExitStatus(11, "failed", "a variant's worker process was killed 
 TRACKING = ExitStatus(12, "tracking_failed", "the run could not be logged to the MLflow server (`MLFLOW_TRACKING_URI`) "
                                            "and `LENET_TRACKING_REQUIRED=true`: the message names what failed",
                       "yes", "no")
-HOLDOUT_TOO_SMALL = ExitStatus(13, "holdout_too_small", "a run retrained on extra pictures holds out too few of them "
-                                                       "to be judged (`LENET_EXTRA_MIN_HOLDOUT`), and a run is "
-                                                       "published already: it stays", "yes", "no")
+HOLDOUT_TOO_SMALL = ExitStatus(13, "holdout_too_small", "too few extra pictures held out to judge a retrained model "
+                                                       "(`LENET_EXTRA_MIN_HOLDOUT`) where a run is published: it "
+                                                       "stays, and nothing is trained", "yes", "no")
 SIGHUP = ExitStatus(129, "interrupted", "stopped by SIGHUP (the terminal or SSH session that started it closed), at "
                                       "the next batch or stage", "yes", "no")
 SIGINT = ExitStatus(130, "interrupted", "stopped by SIGINT (Ctrl-C), at the next batch or stage", "yes", "no")

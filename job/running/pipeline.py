@@ -19,7 +19,7 @@ from job.outcome.finish import RunFacts, finish
 from job.outcome.plots import plot_comparison, plot_confusion, plot_curves, plot_extra_confusion, plot_samples
 from job.outcome.publish import POINTER
 from job.outcome.report import DataInfo, DeviceInfo, ExtraDataInfo, Report, SkippedFile, VariantResult
-from job.outcome.status import PARITY, RunFailure
+from job.outcome.status import HOLDOUT_TOO_SMALL, PARITY, RunFailure
 from job.running.pool import can_start_workers, train_in_parallel, variants_share_the_cpu
 from job.running.stop import StopRequest
 from job.settings import Settings
@@ -47,6 +47,7 @@ def run(settings: Settings, device: torch.device, run_dir: Path, run_id: str, st
     data, extra, results, plots, error = None, None, [], [], None
     try:
         data, extra = load_data(settings, recipe.normalize)
+        check_extra_can_be_judged(extra, settings)
         stop.check()
         (run_dir / "plots").mkdir()
         plots.append(plot_first_images(data, settings.seed, run_dir / "plots"))
@@ -97,15 +98,26 @@ def load_data(settings: Settings, normalize: bool) -> tuple[MnistData, ExtraData
         f"epoch), {held_out} held out, data version {extra.version[:12]}")
     if extra.waiting:
         log(f"extra pictures waiting for a label in {settings.extra_data}/{UNSURE}: {extra.waiting} (not trained on)")
-    if (too_few := too_few_held_out(held_out, settings.extra_min_holdout)) is not None:
-        warn(f"LENET_EXTRA_DATA: {too_few}; " + ("this run will not replace the published model (exit 13)"
-                                                  if (settings.output_dir / POINTER).exists() else
-                                                  "no model is published yet, so this run may be"))
     return data, ExtraDataInfo(
         folder=str(settings.extra_data), version=extra.version, share=settings.extra_share, repeats=repeats,
         train_pictures=counts["train"], holdout_pictures=counts["holdout"],
         skipped=[SkippedFile(path=s.path, reason=s.reason) for s in extra.skipped], conflicts=extra.conflicts,
         waiting_pictures=extra.waiting)
+
+
+def check_extra_can_be_judged(extra: ExtraDataInfo | None, settings: Settings) -> None:
+    """Too few extra pictures held out to judge a retrained model: where a model is published, the run could not
+    replace it, and stops before training to find that out (job.outcome.finish judges again at the end, for a model
+    published meanwhile); where none is, it goes on, and says so."""
+    if extra is None:
+        return
+    too_few = too_few_held_out(sum(extra.holdout_pictures.values()), settings.extra_min_holdout)
+    if too_few is None:
+        return
+    if (settings.output_dir / POINTER).exists():
+        raise RunFailure(f"LENET_EXTRA_DATA: {too_few}; the published run stays (nothing was trained)",
+                         HOLDOUT_TOO_SMALL, suffix="")
+    warn(f"LENET_EXTRA_DATA: {too_few}; no model is published yet, so this run may be")
 
 
 def data_info(data: MnistData, extra: ExtraDataInfo | None) -> DataInfo:
