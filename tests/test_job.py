@@ -286,8 +286,8 @@ def test_variants_side_by_side_share_one_status_line_on_a_terminal_and_each_log_
     output = run_on_a_terminal(tmp_path, real_data_dir, train_limit=6000, test_limit=200, epochs=1,
                                min_test_accuracy=0, parallel_variants="true")
     statuses = re.findall(r"\r\x1b\[K([^\r\n]*)(?=\r\x1b\[K)", output)  # drawn, then erased by the next write
-    both = [s for s in statuses if re.fullmatch(r"\[plain\] Epoch: 1 \[[#.]{10}\] \d+/47  "
-                                                   r"\[bn_dropout\] Epoch: 1 \[[#.]{10}\] \d+/47", s)]
+    both = [s for s in statuses if re.fullmatch(r"\[plain\] Epoch: 1 \[[#.]{8}\] \d+/47  "
+                                                   r"\[bn_dropout\] Epoch: 1 \[[#.]{8}\] \d+/47", s)]
     assert both, statuses
     for variant in ("plain", "bn_dropout"):  # every log line whole, on a line of its own
         assert re.search(rf"\r\x1b\[K\[{variant}\] Epoch: 1, Train_acc:[^\r]*\r?\n", output), variant
@@ -337,3 +337,15 @@ def test_the_readmes_commands_paste_as_they_are_and_end_as_it_says(small_run, re
         if "--sort-into labelled" in command:
             sorted_unsure = done.stdout.split("\t")[3] == "unsure"
             assert sorted_unsure == (tmp_path / "labelled" / "unsure").is_dir(), done.stdout
+
+
+def test_the_status_line_fits_a_narrow_terminal_with_every_variant():
+    import ctypes
+
+    from job.running.pool import status_line
+
+    progress = (ctypes.c_int * 6)(3, 120, 469, 3, 95, 469)
+    wide = status_line(("plain", "bn_dropout"), progress, 7, {}, width=80)
+    assert wide == "[plain] Epoch: 3 [##......] 120/469  [bn_dropout] Epoch: 3 [#.......] 95/469"
+    narrow = status_line(("plain", "bn_dropout"), progress, 7, {}, width=40)
+    assert narrow == "[plain] 3/7 25%  [bn_dropout] 3/7 20%" and len(narrow) < 40

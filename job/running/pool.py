@@ -19,6 +19,7 @@ import multiprocessing.forkserver
 import os
 import pickle
 import select
+import shutil
 import signal
 import sys
 import threading
@@ -215,7 +216,8 @@ def train_in_parallel(settings: Settings, device: torch.device, stop: StopReques
                 if time.monotonic() - stopped_at > STOP_GRACE_SECONDS:
                     stop.check()
             if on_a_terminal:  # every tick: a worker's log line erases it, and nothing else says so
-                show_status(status_line(settings.variants, progress, epochs, results))
+                show_status(status_line(settings.variants, progress, epochs, results,
+                                        shutil.get_terminal_size().columns))
     except BrokenProcessPool:  # at submit: a worker died as it started
         workers = list(pool._processes.values())  # private, as above
         message = dead_worker(workers, pids, settings.variants)
@@ -235,22 +237,27 @@ def train_in_parallel(settings: Settings, device: torch.device, stop: StopReques
 
 
 def status_line(variants: tuple[str, ...], progress: ctypes.Array[ctypes.c_int], epochs: int,
-                finished: dict[str, VariantResult]) -> str:
+                finished: dict[str, VariantResult], width: int = 80) -> str:
     """Where each variant still at work stands: its epoch and step, as the one-variant bar (job.training.train)
-    shows them with a shorter bar, so that two fit on 80 columns; after its last step, the stages that follow."""
-    parts = []
+    shows them with a shorter bar, so that two fit on 80 columns (on a narrower terminal, epoch and percent only);
+    after its last step, the stages that follow."""
+    full, short = [], []
     for place, variant in enumerate(variants):
         epoch, step, steps = progress[PROGRESS_FIELDS * place:PROGRESS_FIELDS * (place + 1)]
         if variant in finished:
             continue
         if not steps:
-            parts.append(f"[{variant}] starting")
+            full.append(f"[{variant}] starting")
+            short.append(f"[{variant}] starting")
         elif epoch == epochs and step == steps:
-            parts.append(f"[{variant}] evaluating, exporting, checking parity")
+            full.append(f"[{variant}] evaluating, exporting, checking parity")
+            short.append(f"[{variant}] exporting")
         else:
-            done = step * 10 // steps
-            parts.append(f"[{variant}] Epoch:{epoch:2d} [{'#' * done}{'.' * (10 - done)}] {step}/{steps}")
-    return "  ".join(parts)
+            done = step * 8 // steps
+            full.append(f"[{variant}] Epoch:{epoch:2d} [{'#' * done}{'.' * (8 - done)}] {step}/{steps}")
+            short.append(f"[{variant}] {epoch}/{epochs} {100 * step // steps}%")
+    line = "  ".join(full)
+    return line if len(line) < width else "  ".join(short)
 
 
 # A stopped worker ends at its next batch, within a second; one that does not within this (stopped with SIGSTOP,
