@@ -22,6 +22,18 @@ def test_a_last_batch_of_one_image_does_not_stop_batchnorm(outputs, real_data_di
     assert code == 0, stderr
 
 
+def test_a_test_set_of_one_image_has_no_calibration_and_a_clean_stderr(outputs, real_data_dir, monkeypatch, capfd):
+    """Half of one image is nothing to fit a temperature on or to measure it on: the report says none was made (a
+    NaN there broke the report's schema), and the figure says so rather than warning on stderr."""
+    from job.outcome.report import read_report
+
+    code, _, stderr = job_in_process(monkeypatch, capfd, outputs, real_data_dir, test_limit=1)
+    assert code == 0 and stderr == "", stderr
+    latest = json.loads((outputs / "latest.json").read_text())
+    (variant,) = read_report(outputs / latest["report"]).variants
+    assert variant.calibration is None
+
+
 @pytest.mark.parametrize("settings, named", [({"batch_size": 1}, "LENET_BATCH_SIZE=1"),
                                              ({"train_limit": 1}, "LENET_TRAIN_LIMIT=1")])
 def test_a_batch_of_one_with_batchnorm_is_refused_before_any_work(outputs, real_data_dir, settings, named,

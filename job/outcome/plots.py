@@ -73,7 +73,10 @@ def plot_comparison(results: list[VariantResult], path: Path) -> Path:
                  ylabel="% right")
     accuracy.legend(loc="lower right")
     loss.legend(loc="upper right")
-    coverage.legend(loc="lower left")
+    if any(result.calibration is not None for result in results):
+        coverage.legend(loc="lower left")
+    else:  # a test set of one image (LENET_TEST_LIMIT=1) has nothing to measure it on
+        coverage.text(0.5, 0.5, "not measured: fewer than 2 test images", ha="center", transform=coverage.transAxes)
     return save(figure, path)
 
 
