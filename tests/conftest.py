@@ -186,3 +186,28 @@ def seven(size=(200, 200), box=(60, 40, 140, 160), width=9, ink=0, paper=255, mo
     ImageDraw.Draw(image).line([(left, top), (right, top), (left + (right - left) * 0.35, bottom)], fill=ink,
                                width=width, joint="curve")
     return image.convert(mode)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def onnx_exporter_registry_built_once():
+    """torch.onnx.export builds its table of ONNX functions for every ATen operator anew at each call (0.8 s here:
+    it reads and parses the source of ~500 onnxscript functions). The job calls it once per process; a test process
+    exports again and again (runs in this process, export fixtures), so here it is built once per opset and shared.
+    The exporter only reads it: tests/test_export.py's byte-identical exports still hold. Where torch's private
+    layout differs (another torch), nothing is changed."""
+    import functools
+
+    try:
+        from torch.onnx._internal.exporter import _registration
+    except ImportError:
+        yield
+        return
+    registry = _registration.ONNXRegistry
+    original = registry.__dict__.get("from_torchlib")
+    if not isinstance(original, classmethod):
+        yield
+        return
+    build = functools.cache(original.__func__)
+    registry.from_torchlib = classmethod(build)  # type: ignore[method-assign, assignment]
+    yield
+    registry.from_torchlib = original  # type: ignore[method-assign]
