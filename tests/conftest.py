@@ -92,12 +92,20 @@ def published_id(outputs):
 
 
 @pytest.fixture(scope="session")
-def published(real_data_dir, tmp_path_factory):
-    """An output dir that already holds one published run: read only (tests change the `outputs` copy)."""
-    tmp_path = tmp_path_factory.mktemp("published")
-    done = subprocess.run([PYTHON, "-m", "job"], env=job_env(tmp_path, real_data_dir, **TINY), cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+def published(real_data_dir, tmp_path_factory, worker_id):
+    """An output dir that already holds one published run: read only (tests change the `outputs` copy). Made once
+    per test session: with pytest-xdist's workers, by whichever asks first, in the session's shared folder (the
+    parent of each worker's own), while the others wait for it."""
+    from filelock import FileLock
+
+    tmp_path = (tmp_path_factory.mktemp("published") if worker_id == "master" else
+                tmp_path_factory.getbasetemp().parent / "published")
+    tmp_path.mkdir(exist_ok=True)
+    with FileLock(tmp_path.parent / "published.lock"):
+        if not (tmp_path / "outputs" / "latest.json").is_file():
+            done = subprocess.run([PYTHON, "-m", "job"], env=job_env(tmp_path, real_data_dir, **TINY), cwd=tmp_path,
+                                  capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stderr
     return tmp_path / "outputs"
 
 

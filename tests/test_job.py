@@ -181,6 +181,7 @@ def test_reexport_from_a_checkpoint_reproduces_the_published_onnx_byte_for_byte(
 
 
 def test_verify_checks_an_onnx_file_against_its_recorded_accuracy(small_run, real_data_dir, tmp_path, capsys):
+    import onnx
     import torch
 
     from job.export_cli import main as lenet_export
@@ -194,15 +195,18 @@ def test_verify_checks_an_onnx_file_against_its_recorded_accuracy(small_run, rea
     model = build_model("plain", 0.0)
     model.load_state_dict(torch.load(checkpoint, weights_only=True))
     accuracy = evaluate(model, load_mnist(real_data_dir, download=False, normalize=True).test, 1000).accuracy
-    for name, recorded, expected_status in (("right", accuracy, 0), ("wrong", accuracy - 0.01, 5)):
-        folder = tmp_path / name
-        folder.mkdir()
-        shutil.copy(checkpoint, folder / "model.pt")
-        (folder / "model.json").write_text(json.dumps(metadata | {"metrics.test_accuracy": f"{recorded:.4f}"}))
-        data = ["--data-dir", str(real_data_dir)]  # in this process: the command's own subprocess test is above
-        assert lenet_export([*data, "reexport", str(folder / "model.pt"), str(folder)]) == 0
+    shutil.copy(checkpoint, tmp_path / "model.pt")
+    (tmp_path / "model.json").write_text(json.dumps(metadata | {"metrics.test_accuracy": f"{accuracy:.4f}"}))
+    data = ["--data-dir", str(real_data_dir)]  # in this process: the command's own subprocess test is above
+    assert lenet_export([*data, "reexport", str(tmp_path / "model.pt"), str(tmp_path)]) == 0
+    # The same file recording an accuracy 1 point off: verify reads the recorded figure from the file's metadata.
+    proto = onnx.load(str(tmp_path / "model.onnx"))
+    (entry,) = [p for p in proto.metadata_props if p.key == "metrics.test_accuracy"]
+    entry.value = f"{accuracy - 0.01:.4f}"
+    onnx.save(proto, str(tmp_path / "wrong.onnx"))
+    for name, expected_status in (("model", 0), ("wrong", 5)):
         capsys.readouterr()
-        assert lenet_export([*data, "verify", str(folder / "model.onnx")]) == expected_status, name
+        assert lenet_export([*data, "verify", str(tmp_path / f"{name}.onnx")]) == expected_status, name
         assert f"test accuracy {100 * accuracy:.2f}% on 10000 images" in capsys.readouterr().out
     # The published run, as lenet-predict takes it: the outputs folder, and a variant of it (its accuracy was
     # recorded on 1,000 test images, hence the tolerance).
