@@ -22,7 +22,7 @@ METADATA_KEYS = (
     # how a picture becomes the 28x28 input: lenet_client.preprocess.METHOD (docs/model-contract.md)
     "preprocess.method",
     "metrics.test_accuracy",  # final test accuracy of the trained model, 0-1
-    "calibration.temperature",  # probabilities = softmax(logits / this): a confidence that means what it says
+    "calibration.temperature",  # probabilities = softmax(logits / this), fitted on MNIST (job.training.calibrate)
     "calibration.min_confidence",  # below this calibrated probability, lenet-predict answers `unsure`
     "run.id",
     "run.trained_at",  # UTC, ISO 8601
