@@ -115,8 +115,9 @@ def main() -> None:
 
 
 def speed(run_dir: Path) -> None:
-    """`lenet-predict --json` as an app runs it, process start included: a folder of 1,000 112x112 PNG pictures,
-    then one 4000x3000 JPEG photo of a page; the median of 3 runs each."""
+    """`lenet-predict --json` as an app runs it, process start included: a folder of 1,000 112x112 PNG pictures; a
+    folder of 1,000 pictures as phones and scanners leave them (each side drawn from 112-640 by 112-480, every other
+    one a JPEG); one 4000x3000 JPEG photo of a page. The median of 3 runs each."""
     import statistics
     import subprocess
     import sys
@@ -132,12 +133,20 @@ def speed(run_dir: Path) -> None:
         for index, sample in enumerate(family_samples("tight crop, 2 edges", 1000, 1)):
             sample.image.save(pictures / f"{index:04d}.png")
         rng = np.random.default_rng(0)
+        mixed = Path(folder) / "mixed"
+        mixed.mkdir()
+        for index, sample in enumerate(family_samples("mixed (the earlier benchmark)", 1000, 2)):
+            size = (int(rng.integers(112, 641)), int(rng.integers(112, 481)))
+            picture = sample.image.convert("RGB").resize(size, Image.Resampling.BILINEAR)
+            picture.save(mixed / (f"{index:04d}.jpg" if index % 2 else f"{index:04d}.png"), quality=90)
         page = Image.new("L", (4000, 3000), 235)
         ImageDraw.Draw(page).line([(1500, 800), (2400, 800), (1800, 2300)], fill=30, width=60, joint="curve")
         pixels = np.asarray(page, dtype=float) - 70 * np.linspace(0, 1, 4000)[None, :] + rng.normal(0, 6, (3000, 4000))
         photo = Path(folder) / "photo.jpg"
         Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).convert("RGB").save(photo, quality=85)
-        for name, target in (("1,000 pictures of 112x112 PNG", pictures), ("one 4000x3000 JPEG photo", photo)):
+        for name, target in (("1,000 pictures of 112x112 PNG", pictures),
+                             ("1,000 pictures of 112x112 to 640x480, PNG and JPEG", mixed),
+                             ("one 4000x3000 JPEG photo", photo)):
             times = []
             for _ in range(3):
                 started = time.perf_counter()

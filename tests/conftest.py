@@ -197,6 +197,20 @@ def seven(size=(200, 200), box=(60, 40, 140, 160), width=9, ink=0, paper=255, mo
 
 
 @pytest.fixture(scope="session", autouse=True)
+def torch_threads_shared_among_workers():
+    """pytest-xdist runs a worker per core, and torch in each would take a thread per core: in-process training and
+    exports beside another worker then wait on each other's threads, about twice as long. Each worker gets its share
+    of the cores; the jobs that tests start as processes choose their own, as always."""
+    import torch
+
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        torch.set_num_threads(max(1, cores // workers))
+    yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def onnx_exporter_registry_built_once():
     """torch.onnx.export builds its table of ONNX functions for every ATen operator anew at each call (0.8 s here:
     it reads and parses the source of ~500 onnxscript functions). The job calls it once per process; a test process

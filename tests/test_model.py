@@ -121,7 +121,7 @@ def test_pooling_outside_training_is_max_pool2d(monkeypatch):
 
 
 def test_random_shift_moves_each_image_by_its_own_offset_and_fills_with_background():
-    from job.training.train import random_shift
+    from job.training.augment import random_shift
     torch.manual_seed(0)
     images = torch.full((64, 1, 28, 28), -0.4242)
     images[:, :, 4:24, 4:24] += 3 * torch.rand(64, 1, 20, 20)  # ink is brighter than the background
@@ -133,3 +133,46 @@ def test_random_shift_moves_each_image_by_its_own_offset_and_fills_with_backgrou
         row, col = int(offsets[0, i]), int(offsets[1, i])
         assert torch.equal(shifted[i], padded[i, :, row:row + 28, col:col + 28]), i
     assert len({(int(r), int(c)) for r, c in zip(offsets[0], offsets[1], strict=True)}) > 10  # the offsets do vary
+
+
+def some_digits(n: int = 256) -> torch.Tensor:
+    """Standardized MNIST-like images: paper at (0 - 0.1307) / 0.3081, strokes of full ink with gray edges."""
+    ink = torch.zeros(n, 1, 28, 28)
+    ink[:, :, 6:22, 12:15] = 1.0
+    ink[:, :, 6:9, 8:20] = 1.0
+    ink[:, :, 5, 8:20] = 0.5
+    return (ink - 0.1307) / 0.3081
+
+
+def test_varied_images_keep_their_range_and_the_same_seed_varies_them_alike():
+    from job.training.augment import vary
+    images = some_digits()
+    varied = vary(images, torch.Generator().manual_seed(3))
+    assert varied.shape == images.shape
+    assert varied.min() >= images.min() - 1e-5 and varied.max() <= images.max() + 1e-5
+    assert torch.equal(varied, vary(images, torch.Generator().manual_seed(3)))
+    changed = (varied - images).abs().flatten(1).amax(1) > 1e-4
+    # Six changes at 15 % each: about 62 % of the images get at least one; most still look like MNIST as it is.
+    assert 0.45 < changed.float().mean() < 0.8
+    assert (varied[0, 0, 0] == images[0, 0, 0]).all() or changed[0]  # paper stays paper unless the image changed
+
+
+@pytest.mark.parametrize("change, more_ink", [("thicker", True), ("thinner", False)])
+def test_strokes_are_made_thicker_or_thinner_by_a_pixel(change, more_ink):
+    from job.training import augment
+    ink = (some_digits(1) + 0.1307 / 0.3081) * 0.3081  # back to 0-1
+    result = getattr(augment, change)(ink)
+    full = lambda image: int((image > 0.99).sum())  # noqa: E731
+    columns = lambda image: int((image[0, 0, 15] > 0.99).sum())  # the vertical stroke, 3 px wide  # noqa: E731
+    assert columns(result) == (5 if more_ink else 2)
+    assert (full(result) > full(ink)) == more_ink
+
+
+def test_blur_low_resolution_and_warp_keep_the_ink_about_where_it_was():
+    from job.training import augment
+    ink = (some_digits(8) + 0.1307 / 0.3081) * 0.3081
+    generator = torch.Generator().manual_seed(1)
+    for result in (augment.blurred(ink), augment.scanned_small(ink, generator), augment.warped(ink, generator)):
+        assert result.shape == ink.shape and not torch.equal(result, ink)
+        assert abs(float(result.sum() / ink.sum()) - 1) < 0.2  # ink moved and softened, not lost or made
+        assert float(result[..., :2, :].abs().max()) < 0.05  # the paper two rows above the digit stays paper

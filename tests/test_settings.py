@@ -25,6 +25,7 @@ def test_seed_recipe_is_the_tutorial(monkeypatch):
     recipe = load_settings().resolved_recipe()
     assert (recipe.epochs, recipe.batch_size, recipe.learning_rate, recipe.momentum) == (8, 32, 0.01, 0.0)
     assert (recipe.normalize, recipe.max_shift, recipe.lr_schedule, recipe.weight_decay) == (False, 0, "constant", 0)
+    assert recipe.augment is False and RECIPES["default"].augment is True
 
 
 def test_explicit_settings_override_the_recipe(monkeypatch):
@@ -32,9 +33,10 @@ def test_explicit_settings_override_the_recipe(monkeypatch):
     monkeypatch.setenv("LENET_EPOCHS", "3")
     monkeypatch.setenv("LENET_LEARNING_RATE", "0.2")
     monkeypatch.setenv("LENET_VARIANTS", " bn_dropout ")
+    monkeypatch.setenv("LENET_AUGMENT", "true")
     settings = load_settings()
     recipe = settings.resolved_recipe()
-    assert (recipe.epochs, recipe.learning_rate, recipe.batch_size) == (3, 0.2, 32)
+    assert (recipe.epochs, recipe.learning_rate, recipe.batch_size, recipe.augment) == (3, 0.2, 32, True)
     assert settings.variants == ("bn_dropout",)
 
 
