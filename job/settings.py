@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     champion_check: bool = Field(False, description="true or false")
     champion_tolerance: float = Field(0.001, ge=0, le=1, description="a number 0-1")
     publish_wait_seconds: float = Field(3600, gt=0, le=86400, description="a number of seconds > 0 and <= 86400")
+    warm_start: bool = Field(False, description="true or false: start each variant from the published model's "
+                                                "weights, where one is published with the same pixel scaling")
     extra_data: Path | None = Field(None, description="a folder of labelled pictures, DIR/0 ... DIR/9 (and "
                                                       "DIR/unsure, not labelled yet), to train on with MNIST; or "
                                                       "empty for none")

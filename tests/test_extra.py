@@ -380,3 +380,57 @@ def test_a_run_with_extra_data_and_the_champion_check_reports_both_models_on_the
     fair = all(champion.new_accuracy[v] >= champion.published_accuracy[v] and
                champion.new_holdout_accuracy[v] >= champion.published_holdout_accuracy[v] for v in ["plain"])
     assert champion.passed == fair == grown.published and code == (0 if fair else 7), stderr
+
+
+def test_a_warm_start_trains_on_from_the_published_weights_and_the_report_names_them(monkeypatch, capfd, outputs,
+                                                                                     real_data_dir):
+    """LENET_WARM_START: each variant starts from the published model's weights. With a learning rate of 1e-9 the
+    weights hardly move, so the new model.pt is the published one to within rounding, and far from where a run
+    without it starts."""
+    import json
+
+    import torch
+
+    from conftest import job_in_process
+    from job.outcome.report import read_report
+
+    latest = json.loads((outputs / "latest.json").read_text())
+    champion_file = latest["models"]["plain"]["state_dict"]
+    champion = torch.load(outputs / champion_file, weights_only=True)
+
+    def run(**settings):
+        code, stdout, stderr = job_in_process(monkeypatch, capfd, outputs, real_data_dir, learning_rate=1e-9,
+                                              momentum=0, **settings)
+        assert code == 0, stderr
+        newest = json.loads((outputs / "latest.json").read_text())
+        weights = torch.load(outputs / newest["models"]["plain"]["state_dict"], weights_only=True)
+        report = read_report(outputs / newest["report"])
+        return max(float((weights[k] - champion[k]).abs().max()) for k in champion), report.variants[0], stdout
+
+    difference, variant, stdout = run(warm_start="true")
+    assert difference < 1e-6 and variant.warm_start == champion_file
+    assert f"[plain] 61,706 parameters (layers: models/plain/summary.txt), training on cpu, starting from the " \
+           f"published {champion_file}" in stdout
+    from job.training.model import build_model
+    torch.manual_seed(0)  # where the run would have started without it: LENET_SEED's random weights
+    fresh = build_model("plain", 0.0).state_dict()
+    assert max(float((fresh[k] - champion[k]).abs().max()) for k in champion) > 0.01
+    # The seed recipe sees pixels in [0, 1], the published model standardized ones: its weights would not fit.
+    _, variant, stdout = run(warm_start="true", recipe="seed")
+    assert variant.warm_start is None and "training on cpu, from random weights" in stdout
+
+
+def test_a_warm_start_from_a_published_model_that_cannot_be_read_stops_before_training(monkeypatch, capfd, outputs,
+                                                                                      real_data_dir):
+    import json
+
+    from conftest import job_in_process, published_files
+    from job.outcome.status import DAMAGED
+
+    latest = json.loads((outputs / "latest.json").read_text())
+    (outputs / latest["models"]["plain"]["state_dict"]).write_bytes(b"not a checkpoint")
+    before = published_files(outputs)
+    code, stdout, stderr = job_in_process(monkeypatch, capfd, outputs, real_data_dir, warm_start="true")
+    assert code == DAMAGED.code and "Epoch" not in stdout
+    assert stderr.count("\n") == 1 and "LENET_WARM_START" in stderr and "model.pt" in stderr, stderr
+    assert published_files(outputs) == before

@@ -1,4 +1,5 @@
-"""The champion check (LENET_CHAMPION_CHECK): may the new run replace the published one?
+"""The published model, the champion: the check of whether a new run may replace it (LENET_CHAMPION_CHECK), and its
+weights as a new run's start (LENET_WARM_START).
 
 Without extra pictures it compares each variant's MNIST test accuracy with the published run's report. With them
 (LENET_EXTRA_DATA), the published model's report knows nothing of today's holdout, which may have grown since: its
@@ -82,3 +83,28 @@ def published_onnx(output_dir: Path) -> dict[str, Path]:
     return {variant: output_dir / files["onnx"] for variant, files in pointer["models"].items() if "onnx" in files}
 
 
+
+
+def champion_weights(output_dir: Path, variant: str, pixels_mean: float) -> tuple[dict[str, Any], str] | None:
+    """LENET_WARM_START: the published model of `variant` (its state_dict, and its model.pt's path relative to
+    `output_dir`), if one is published and saw its pixels as this run will (the same `preprocess.mean`); else None.
+    A published model that cannot be read is a DamagedFileError: the run was asked to start from it."""
+    from job.training.model import CheckpointError, load_trained
+
+    if not (output_dir / POINTER).is_file():
+        return None
+    try:
+        pointer = cast(dict[str, Any], read_json(output_dir / POINTER))
+        relative = pointer["models"][variant]["state_dict"] if variant in pointer["models"] else None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise DamagedFileError(f"{POINTER} cannot be read for LENET_WARM_START ({type(error).__name__}: {error}); "
+                               f"restore it, or set LENET_WARM_START=false") from None
+    if relative is None:
+        return None
+    try:
+        model, metadata = load_trained(output_dir / relative)
+    except CheckpointError as error:
+        raise DamagedFileError(f"LENET_WARM_START: {error}; restore it, or set LENET_WARM_START=false") from None
+    if float(metadata["preprocess.mean"]) != pixels_mean:
+        return None
+    return model.state_dict(), str(relative)

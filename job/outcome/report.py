@@ -19,10 +19,10 @@ from job.outcome.status import ReportStatus
 from lenet_client.atomic import write_text_atomically
 from lenet_client.jsonfile import read_regular_text
 
-SCHEMA_VERSION = "1.7"  # 1.1: status "diverged"; parity max_scaled_diff. 1.2: device.processes, variants[].device.
+SCHEMA_VERSION = "1.8"  # 1.1: status "diverged"; parity max_scaled_diff. 1.2: device.processes, variants[].device.
 # 1.3: parity[].sample. 1.4: extra_data, variants[].extra_holdout. 1.5: tracking, status "tracking_failed".
 # 1.6: test_accuracy, the headline at the top. 1.7: variants[].calibration, status "holdout_too_small",
-# extra_data.waiting_pictures
+# extra_data.waiting_pictures. 1.8: variants[].warm_start.
 Status = ReportStatus
 
 
@@ -98,6 +98,8 @@ class VariantResult(Strict):
     parity: list[FormatParity] = Field(default_factory=list)
     extra_holdout: ExtraHoldout | None = Field(None, description="On LENET_EXTRA_DATA's holdout, when it has one")
     calibration: CalibrationInfo | None = Field(None, description="The calibrated confidence (job.training.calibrate)")
+    warm_start: str | None = Field(None, description="LENET_WARM_START: the published model.pt this variant started "
+                                                     "from (relative to the output dir); null: random weights")
 
 
 class SkippedFile(Strict):

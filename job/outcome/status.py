@@ -42,8 +42,8 @@ PARITY = ExitStatus(5, "parity_failed", "an exported file does not predict what 
 OUTPUT = ExitStatus(6, "failed", "output dir is a file or not writable, disk full while writing, no writable "
                                "temporary folder", "when possible", "no")
 CHAMPION = ExitStatus(7, "champion_check_failed", "champion check failed (`LENET_CHAMPION_CHECK`)", "yes", "no")
-DAMAGED = ExitStatus(8, "failed", "latest.json or the report it names is damaged (the champion check cannot read "
-                               "it): the message names the file", "yes", "no")
+DAMAGED = ExitStatus(8, "failed", "latest.json, the report or the model it names is damaged (the champion check or "
+                               "`LENET_WARM_START` cannot read it): the message names the file", "yes", "no")
 DIVERGED = ExitStatus(9, "diverged", "training diverged: the loss became infinite, NaN or far above a uniform guess's "
                                     "(learning rate too high)", "yes", "no")
 LOCK_WAIT = ExitStatus(10, "failed", "another run held the output dir's publish lock longer than "

@@ -16,12 +16,13 @@ import torch
 from torchinfo import summary
 
 from job.log import epoch_line, log
+from job.outcome.champion import champion_weights
 from job.outcome.metadata import model_metadata
 from job.outcome.report import Artifact, CalibrationInfo, CoveragePoint, Epoch, ExtraHoldout, VariantResult
 from job.running.stop import StopRequest
 from job.settings import Recipe, Settings
 from job.training.calibrate import Calibration, calibrate
-from job.training.data import MnistData
+from job.training.data import MNIST_MEAN, MnistData
 from job.training.model import build_model, parameter_count
 from job.training.train import Diverged, EpochBar, evaluate, train_model
 from lenet_client.atomic import write_text_atomically
@@ -44,9 +45,19 @@ def train_variant(variant: str, data: MnistData, recipe: Recipe, settings: Setti
     layers = summary(build_model(variant, recipe.dropout), input_size=(1, 1, 28, 28), verbose=0, device="cpu")
     write_text_atomically(model_dir / "summary.txt", f"{layers}\n")
     torch.manual_seed(settings.seed)
-    model = build_model(variant, recipe.dropout).to(device)
+    model = build_model(variant, recipe.dropout)
+    warm_start = None
+    if settings.warm_start:
+        champion = champion_weights(settings.output_dir, variant, MNIST_MEAN if recipe.normalize else 0.0)
+        if champion is not None:
+            state, warm_start = champion
+            model.load_state_dict(state)
+    model = model.to(device)
     layers_file = (model_dir / "summary.txt").relative_to(run_dir)
-    log(f"[{variant}] {parameter_count(model):,} parameters (layers: {layers_file}), training on {device}")
+    start = f"starting from the published {warm_start}" if warm_start else "from random weights" if \
+        settings.warm_start else None
+    log(f"[{variant}] {parameter_count(model):,} parameters (layers: {layers_file}), training on {device}"
+        + (f", {start}" if start else ""))
     started = time.perf_counter()
     try:
         history, final = train_model(model, data.train, data.test, recipe, device=device, seed=settings.seed,
@@ -100,7 +111,8 @@ def train_variant(variant: str, data: MnistData, recipe: Recipe, settings: Setti
         met_accuracy_gate=final.accuracy >= settings.min_test_accuracy,
         confusion_matrix=confusion_of(data.test.labels, final.predictions),
         artifacts={name: Artifact.of(path, run_dir) for name, path in paths.items()}, parity=parity,
-        extra_holdout=holdout, calibration=calibration_info(calibration, settings.min_confidence))
+        extra_holdout=holdout, calibration=calibration_info(calibration, settings.min_confidence),
+        warm_start=warm_start)
 
 
 def calibration_info(calibration: Calibration | None, min_confidence: float) -> CalibrationInfo | None:
