@@ -137,7 +137,9 @@ def speed(run_dir: Path) -> None:
         mixed.mkdir()
         for index, sample in enumerate(family_samples("mixed (the earlier benchmark)", 1000, 2)):
             size = (int(rng.integers(112, 641)), int(rng.integers(112, 481)))
-            picture = sample.image.convert("RGB").resize(size, Image.Resampling.BILINEAR)
+            picture = sample.image.convert("RGBA")
+            picture = Image.alpha_composite(Image.new("RGBA", picture.size, "white"), picture).convert("RGB")
+            picture = picture.resize(size, Image.Resampling.BILINEAR)
             picture.save(mixed / (f"{index:04d}.jpg" if index % 2 else f"{index:04d}.png"), quality=90)
         page = Image.new("L", (4000, 3000), 235)
         ImageDraw.Draw(page).line([(1500, 800), (2400, 800), (1800, 2300)], fill=30, width=60, joint="curve")

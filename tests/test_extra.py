@@ -2,6 +2,7 @@
 cached, split by content so that the holdout never leaks into training as the folder grows."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -434,3 +435,72 @@ def test_a_warm_start_from_a_published_model_that_cannot_be_read_stops_before_tr
     assert code == DAMAGED.code and "Epoch" not in stdout
     assert stderr.count("\n") == 1 and "LENET_WARM_START" in stderr and "model.pt" in stderr, stderr
     assert published_files(outputs) == before
+
+
+def test_the_labelling_loop_sort_label_by_moving_retrain_and_read_again(monkeypatch, capfd, outputs, real_data_dir,
+                                                                          tmp_path):
+    """docs/retraining.md's loop on pictures of a new source (digits drawn here, 3 of each): lenet-predict sorts
+    them into labelled/<digit or unsure>/; a person moves each misread or unsure one into its digit's folder, and
+    by mistake puts one picture under two digits and another twice under its own; the nightly run learns from the
+    folder with the champion check on; the report says what it learned from, what it left out and why the model
+    was or was not published; the next lenet-predict reads the published model."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from bench.families import drawn, on_paper
+    from conftest import job_in_process
+    from job.outcome.report import read_report
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    rng = np.random.default_rng(4)
+    truth = {}
+    for index in range(30):
+        digit = index % 10
+        name = f"scan-{index:02d}.png"
+        on_paper(drawn(digit, rng).resize((60, 90)), contrast=0.8).save(inbox / name)
+        truth[name] = str(digit)
+    labelled = tmp_path / "labelled"
+
+    def predict(*arguments):
+        return subprocess.run([sys.executable, "-m", "lenet_client", *arguments], capture_output=True, text=True,
+                              timeout=120)
+
+    sorted_once = predict("--json", str(outputs), str(inbox), "--sort-into", str(labelled))
+    assert sorted_once.returncode == 0, sorted_once.stderr
+    read = {Path(r["path"]).name: r for r in json.loads(sorted_once.stdout)["results"]}
+    assert set(read) == set(truth)
+    sorted_files = {path.name: path.parent.name for path in labelled.rglob("*.png")}
+    assert sorted_files == {name: "unsure" if r["unsure"] else str(r["digit"]) for name, r in read.items()}
+
+    # The person: every picture into its true digit's folder (unsure/ ends empty); one picture also under a wrong
+    # digit, one twice under its own (another name, the same bytes).
+    for path in list(labelled.rglob("*.png")):
+        if path.parent.name != truth[path.name]:
+            (labelled / truth[path.name]).mkdir(exist_ok=True)
+            path.rename(labelled / truth[path.name] / path.name)
+    shutil.copy(labelled / "3" / "scan-03.png", labelled / "8" / "scan-03.png")
+    shutil.copy(labelled / "5" / "scan-05.png", labelled / "5" / "scan-05-again.png")
+    assert not list(labelled.glob("unsure/*"))
+
+    code, stdout, stderr = job_in_process(monkeypatch, capfd, outputs, real_data_dir, extra_data=labelled,
+                                          extra_min_holdout=0, champion_check="true", champion_tolerance=1)
+    report = max((read_report(p) for p in (outputs / "runs").glob("*/report.json")), key=lambda r: r.started_at)
+    extra = report.extra_data
+    # 30 pictures: the one under two digits is left out, the one twice under its own counts once.
+    assert sum(extra.train_pictures.values()) + sum(extra.holdout_pictures.values()) == 29
+    assert [sorted(conflict["labels"]) for conflict in extra.conflicts] == [[3, 8]]
+    assert "scan-03.png" in stderr and extra.waiting_pictures == 0
+    # Published or not, as the champion check found on today's holdout, and the report says which and why.
+    assert report.published == report.champion.passed == (code == 0), stderr
+    assert code in (0, 7) and (report.message is None) == (code == 0)
+    latest = json.loads((outputs / "latest.json").read_text())
+    assert (latest["run_id"] == report.run_id) == report.published
+
+    read_again = predict("--json", str(outputs), str(inbox))
+    assert read_again.returncode == 0, read_again.stderr
+    assert json.loads(read_again.stdout)["model"].startswith(str(outputs / latest["run_dir"]))
