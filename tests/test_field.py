@@ -133,16 +133,30 @@ def test_a_diverged_run_exits_9_reports_diverged_and_publishes_nothing(monkeypat
 def test_a_run_that_learns_nothing_is_named_diverged_before_export(monkeypatch, outputs, real_data_dir, capfd,
                                                                  variant):
     """LENET_LEARNING_RATE=10 on 2,000 images: plain's loss explodes to 1e10 while staying finite, bn_dropout's
-    test loss ends near 40; both used to end as parity_failed or, with the gate lowered, publish a model at chance."""
+    test loss ends near 40; both used to end as parity_failed or, with the gate lowered, publish a model at chance.
+    (Without the augmentation: with it, this seed's plain run takes the other way to fail, below.)"""
     before = published_files(outputs)
     code = run_in_process(monkeypatch, outputs, real_data_dir, variants=variant, learning_rate=10, train_limit=2000,
-                          test_limit=1000, parallel_variants="false")
+                          test_limit=1000, parallel_variants="false", augment="false")
     error = capfd.readouterr().err
     assert code == 9 and error.count("\n") == 1 and f"[{variant}] the " in error and "uniform guess" in error
     run_dir = next(p for p in (outputs / "runs").iterdir() if p.name != published_id(outputs))
     report = read_report(run_dir / "report.json")
     assert report.status == "diverged" and not report.published
     assert not (run_dir / "models" / variant / "model.onnx").exists()  # stopped before export
+    assert published_files(outputs) == before
+
+
+def test_a_run_whose_network_collapses_to_one_answer_is_stopped_by_the_accuracy_gate(monkeypatch, outputs,
+                                                                                       real_data_dir, capfd):
+    """The same learning rate of 10 with the augmentation: plain's loss does not explode, its units die and it
+    answers one digit for every image (loss 2.36, 9.9 % right). Not a divergence (a slow healthy run's loss stays
+    near a uniform guess's too, next test): the accuracy gate is what stops it."""
+    before = published_files(outputs)
+    code = run_in_process(monkeypatch, outputs, real_data_dir, variants="plain", learning_rate=10, train_limit=2000,
+                          test_limit=1000, parallel_variants="false", min_test_accuracy=0.98)
+    error = capfd.readouterr().err
+    assert code == 4 and error.count("\n") == 1 and "below LENET_MIN_TEST_ACCURACY=0.98: plain " in error, error
     assert published_files(outputs) == before
 
 
