@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from dotenv.parser import parse_stream
 from pydantic import Field, ValidationError, field_validator
@@ -104,8 +105,9 @@ class Settings(BaseSettings):
                                                       "DIR/unsure, not labelled yet), to train on with MNIST; or "
                                                       "empty for none")
     # Chosen on a validation split: docs/results.md, "How much of each epoch the extra pictures should be".
-    extra_share: float = Field(0.2, gt=0, lt=1, description="a number > 0 and < 1: the extra pictures' share of each "
-                                                            "epoch's training images")
+    # Above 0.9 an epoch would hold more than ten times MNIST's images (0.999999: a million times, 940 GB).
+    extra_share: float = Field(0.2, gt=0, le=0.9, description="a number > 0 and <= 0.9: the extra pictures' share of "
+                                                             "each epoch's training images")
     extra_max_bad_share: float = Field(0.2, ge=0, le=1, description="a number 0-1: the largest share of "
                                                                     "LENET_EXTRA_DATA's files that may be unusable")
     extra_min_holdout: int = Field(20, ge=0, le=100000, description="an integer 0-100000: the fewest held-out extra "
@@ -153,6 +155,20 @@ class Settings(BaseSettings):
         value = value.strip()
         if not re.fullmatch(r"https?://[^\s/?#]+(/\S*)?", value):
             raise ValueError("is not an http:// or https:// address (the job logs to an MLflow server)")
+        # Parsed here as the MLflow client will parse it after the training: a port that is not a number, or a host
+        # that cannot be encoded, must stop the job before any work, not after it.
+        parts = urlsplit(value)
+        try:
+            port, host = parts.port, parts.hostname
+            if not host:
+                raise ValueError("it names no host")
+            host.encode("idna")
+        except (ValueError, UnicodeError) as error:
+            reason = "its port is not a number 0-65535" if "Port" in str(error) else \
+                str(error) if str(error).startswith("it names") else "its host name cannot be encoded"
+            raise ValueError(f"is not a usable address: {reason} (e.g. http://127.0.0.1:5000)") from None
+        if port == 0:
+            raise ValueError("is not a usable address: port 0 (e.g. http://127.0.0.1:5000)")
         if importlib.util.find_spec("mlflow") is None:
             raise ValueError("is set but MLflow is not installed: install the job with its tracking extra, "
                              "pip install '.[tracking]'")

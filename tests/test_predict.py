@@ -635,3 +635,76 @@ def test_a_model_with_a_damaged_weight_is_refused_and_no_picture_is_filed(small_
                           timeout=120)
     assert done.returncode == 3 and done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
     assert "gives NaN or infinite logits" in done.stderr and not (tmp_path / "sorted").exists()
+
+
+def test_results_lost_to_a_full_disk_are_exit_6_and_a_reader_that_left_is_not(small_trained_onnx, tmp_path):
+    """`lenet-predict --json M pic > /dev/full` exited 0 with every result lost."""
+    onnx_path, _ = small_trained_onnx
+    picture = tmp_path / "seven.png"
+    seven().save(picture)
+    for form in (["--json"], []):
+        with open("/dev/full", "w") as full:
+            done = subprocess.run([sys.executable, "-m", "lenet_client", *form, str(onnx_path), str(picture)],
+                                  stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+        assert done.returncode == 6 and done.stderr == "lenet-predict: cannot write the results: No space left on " \
+                                                       "device\n", done.stderr
+
+
+def test_sort_into_long_names_an_inbox_sorted_into_itself_and_one_picture_that_cannot_be_copied(
+        small_trained_onnx, tmp_path, capsys):
+    """A name of 80 Japanese characters (244 bytes: the temporary name did not fit) is copied, hashed when its name
+    is taken too; an inbox sorted into itself copies its pictures into its digit folders (each was "already
+    sorted", being under the folder); a picture whose digit's folder is a file is its own line, not the call's."""
+    from lenet_client.predict import main
+
+    onnx_path, _ = small_trained_onnx
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    long_name = "手" * 80 + ".png"  # 244 bytes
+    seven().save(inbox / long_name)
+    seven(box=(50, 40, 150, 170)).save(inbox / "other.png")
+    assert main([str(onnx_path), str(inbox), "--sort-into", str(inbox), "--json", "--min-confidence", "0"]) == 0
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert all(not r["already_sorted"] and Path(r["sorted_into"]).parent == inbox / "7" for r in results)
+    assert {p.name for p in (inbox / "7").iterdir()} == {long_name, "other.png"}
+    # Another picture of the same long name: the content hash joins the name, which still fits.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    seven(width=14).save(elsewhere / long_name)
+    assert main([str(onnx_path), str(elsewhere / long_name), "--sort-into", str(inbox), "--json",
+                 "--min-confidence", "0"]) == 0
+    (hashed,) = {p for p in (inbox / "7").iterdir()} - {inbox / "7" / long_name, inbox / "7" / "other.png"}
+    assert len(hashed.name.encode()) <= 255 and hashed.name.endswith(".png") and hashed.name.startswith("手")
+    capsys.readouterr()
+    # The digit folder is a file here: that picture's line and status 6; the picture before it is still copied.
+    blocked = tmp_path / "blocked"
+    (blocked / "unsure").mkdir(parents=True)
+    (blocked / "7").write_text("not a folder")
+    seven().save(tmp_path / "a.png")
+    assert main([str(onnx_path), str(tmp_path / "a.png"), str(elsewhere / long_name), "--sort-into", str(blocked),
+                 "--min-confidence", "0"]) == 6
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 2 and captured.err.count("cannot be copied into") == 2, captured.err
+    assert captured.out.count("\n") == 2  # both pictures were still read and printed
+
+
+def test_a_huge_sparse_file_in_a_sorted_folder_or_a_labelled_one_is_passed_over_unread(small_trained_onnx,
+                                                                                         tmp_path):
+    """A 64 GB sparse file was read whole to hash it: MemoryError, exit 1."""
+    from job.training.extra import load_extra
+    from lenet_client.predict import main
+
+    onnx_path, _ = small_trained_onnx
+    labelled = tmp_path / "labelled"
+    for digit in "17":
+        (labelled / digit).mkdir(parents=True)
+    with open(labelled / "7" / "huge.png", "wb") as huge:
+        huge.truncate(64 << 30)
+    for index in range(5):
+        seven(width=6 + index).save(labelled / "7" / f"{index}.png")
+    seven().save(tmp_path / "new.png")
+    assert main([str(onnx_path), str(tmp_path / "new.png"), "--sort-into", str(labelled), "--min-confidence",
+                 "0"]) == 0
+    extra = load_extra(labelled, tmp_path / "cache", max_bad_share=0.5)
+    assert [(Path(s.path).name, s.reason.split(" (")[0]) for s in extra.skipped] == [("huge.png",
+                                                                                       "larger than any picture")]

@@ -123,3 +123,40 @@ def test_bad_setting_exits_2_with_one_line_before_any_work(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "LENET_EPOCHS=many" in done.stderr
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("uri, reason", [
+    ("http://127.0.0.1:50OO", "its port is not a number 0-65535"),  # a letter O: the job trained, then failed
+    ("http://127.0.0.1:99999", "its port is not a number 0-65535"),
+    ("http://127.0.0.1:0", "port 0"),
+    ("http://:5000", "it names no host"),
+    ("http://" + "a" * 64 + ".example.com", "its host name cannot be encoded"),  # a DNS label is at most 63
+])
+def test_a_tracking_address_is_parsed_whole_before_any_work(monkeypatch, uri, reason):
+    """As the MLflow client parses it, but before the training: one line naming the value and what is wrong."""
+    pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert str(raised.value).startswith(f"MLFLOW_TRACKING_URI={uri}: is not a usable address: {reason} (")
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("uri", ["http://127.0.0.1:5000/", "https://user:secret@mlflow.example.com/prefix",
+                                 "http://[::1]:5000", "http://exämple.com:5000"])
+def test_tracking_addresses_a_team_uses_pass(monkeypatch, uri):
+    pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    assert load_settings().mlflow_tracking_uri == uri
+
+
+@pytest.mark.parametrize("share, allowed", [("0.9", True), ("0.91", False), ("0.999999", False), ("0", False)])
+def test_the_extra_share_is_refused_where_its_epoch_could_not_be_held(monkeypatch, share, allowed):
+    """A share s makes each epoch 1 / (1 - s) times MNIST's images: 0.999999 asked for 940 GB and ended in a
+    MemoryError after the pictures were read. Up to 0.9 (ten times MNIST, 1.9 GB as float32) is allowed."""
+    monkeypatch.setenv("LENET_EXTRA_SHARE", share)
+    if allowed:
+        assert load_settings().extra_share == float(share)
+        return
+    with pytest.raises(SettingsError, match=rf"^LENET_EXTRA_SHARE={share}: .*\(allowed: a number > 0 and <= 0.9: "):
+        load_settings()

@@ -16,13 +16,14 @@ and each line ends with where its copy is.
 
 Exit status: 0 every picture was read; 2 bad command line; 3 the model is missing, not ONNX, or not an export of
 this job; 4 a picture is missing, not a picture, too large, or a folder without pictures; 5 a picture holds no digit
-(no ink); 6 the --sort-into folder cannot be written. A failing picture gets one line on stderr and the others are
-still read; the exit status is that of the first picture that failed.
+(no ink); 6 the results (a full disk) or the --sort-into folder cannot be written. A failing picture gets one line on
+stderr and the others are still read; the exit status is that of the first picture that failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from pathlib import Path
@@ -39,7 +40,7 @@ from lenet_client.preprocess import NoDigitError, to_input
 from lenet_client.sort import sort_into
 from lenet_client.text import discard, printable
 
-EXIT_OK, EXIT_USAGE, EXIT_MODEL, EXIT_PICTURE, EXIT_NO_DIGIT, EXIT_SORT = 0, 2, 3, 4, 5, 6
+EXIT_OK, EXIT_USAGE, EXIT_MODEL, EXIT_PICTURE, EXIT_NO_DIGIT, EXIT_OUTPUT = 0, 2, 3, 4, 5, 6
 
 
 class PredictError(Exception):
@@ -186,7 +187,8 @@ class OneLineParser(argparse.ArgumentParser):
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="lenet-predict", description=__doc__.split("\n\n")[0],
                            epilog="exit status: 0 ok, 2 bad command line, 3 model problem, 4 picture unreadable, "
-                                  "5 no digit in a picture, 6 the --sort-into folder cannot be written")
+                                  "5 no digit in a picture, 6 the results or the --sort-into folder cannot be "
+                                  "written")
     parser.add_argument("model", type=Path, help="an ONNX file exported by this job, or a published run: an outputs "
                                                  "folder, its latest.json, or a run folder")
     parser.add_argument("pictures", type=Path, nargs="+", help="picture files (one digit each, any size) or folders")
@@ -220,7 +222,11 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as error:
             print(f"lenet-predict: --sort-into {printable(args.sort_into)}: cannot copy the pictures there "
                   f"({error.strerror or error}: {printable(error.filename or args.sort_into)})", file=sys.stderr)
-            return EXIT_SORT
+            return EXIT_OUTPUT
+        not_copied = [r for r in results if "sort_error" in r]
+        for result in not_copied:
+            print(f"lenet-predict: {result['sort_error']}", file=sys.stderr)
+        failures += [{"status": EXIT_OUTPUT}] if not_copied else []
     try:
         if args.json:
             print(json.dumps({"model": str(model), "variant": metadata.get("model.variant"),
@@ -232,6 +238,15 @@ def main(argv: list[str] | None = None) -> int:
                     copy = f"\t{printable(result['sorted_into'])}" if "sorted_into" in result else ""
                     print(f"{printable(result['path'])}\t{result['digit']}\t{result['probability']:.4f}{unsure}{copy}",
                           flush=True)
-    except OSError:  # a reader that stopped early (`| head`), a terminal that hung up: the pictures' outcome stands
+    except OSError as error:
         discard(sys.stdout)
+        if not reader_went_away(error):  # a full disk, a quota: the results are lost, and the status must say so
+            print(f"lenet-predict: cannot write the results: {error.strerror or error}", file=sys.stderr)
+            return EXIT_OUTPUT
     return failures[0]["status"] if failures else EXIT_OK
+
+
+def reader_went_away(error: OSError) -> bool:
+    """A reader that stopped early (`| head`) or a terminal that hung up: what it did not read, it did not want,
+    and the pictures' outcome stands."""
+    return isinstance(error, BrokenPipeError) or error.errno in (errno.EPIPE, errno.EIO)

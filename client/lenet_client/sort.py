@@ -14,7 +14,12 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from lenet_client.atomic import write_bytes_atomically
+from lenet_client.atomic import partial_name, write_bytes_atomically
+from lenet_client.text import printable
+
+UNSURE = "unsure"  # the folder of pictures the model was unsure of: a person labels them (LENET_EXTRA_DATA skips it)
+CLASS_FOLDERS = (*(str(digit) for digit in range(10)), UNSURE)
+LARGEST_PICTURE_FILE = 1 << 30  # larger files are not pictures lenet-predict read (a sparse 64 GB file, a video)
 
 
 def content_hash(data: bytes) -> str:
@@ -22,44 +27,52 @@ def content_hash(data: bytes) -> str:
 
 
 def sorted_pictures(folder: Path) -> dict[str, Path]:
-    """content hash -> path of every file already under `folder` that this user can read."""
+    """content hash -> path of every picture already sorted under `folder`: the files in its class folders
+    (0-9, unsure) that this user can read. Files elsewhere in `folder` (an inbox sorted into itself) are not
+    sorted yet. Each is hashed in chunks, and a file over LARGEST_PICTURE_FILE is passed over unread."""
     known: dict[str, Path] = {}
-    for path in sorted(folder.rglob("*")):
+    for path in sorted(p for name in CLASS_FOLDERS for p in (folder / name).rglob("*")):
         try:
-            if path.is_file() and not path.name.startswith("."):
-                known.setdefault(content_hash(path.read_bytes()), path)
+            if path.is_file() and not path.name.startswith(".") and path.stat().st_size <= LARGEST_PICTURE_FILE:
+                with path.open("rb") as file:
+                    known.setdefault(hashlib.file_digest(file, "sha256").hexdigest(), path)
         except OSError:  # a file this user may not read cannot be compared; it stays as it is
             continue
     return known
 
 
-UNSURE = "unsure"  # the folder of pictures the model was unsure of: a person labels them (LENET_EXTRA_DATA skips it)
-
-
 def sort_into(results: list[dict], folder: Path) -> None:
     """Copy the picture of every result that has a digit into folder/<digit>/, or folder/unsure/ where the model was
     unsure; record where in result["sorted_into"] (and result["already_sorted"] = True when its bytes were already
-    there). Raises OSError when `folder` cannot be written."""
+    there), or why it could not be copied in result["sort_error"]. Raises OSError when `folder` cannot be made."""
     folder.mkdir(parents=True, exist_ok=True)
     known = sorted_pictures(folder)
     for result in (r for r in results if "digit" in r):
-        source = Path(result["path"])
-        data = source.read_bytes()
-        digest = content_hash(data)
-        if digest in known:
-            result.update(sorted_into=str(known[digest]), already_sorted=True)
-            continue
-        target = folder / (UNSURE if result.get("unsure") else str(result["digit"])) / source.name
-        target.parent.mkdir(exist_ok=True)
+        try:
+            copy_one(result, folder, known)
+        except OSError as error:  # this picture's problem (a name too long here, a full disk): its own line
+            result["sort_error"] = (f"{printable(result['path'])}: cannot be copied into {printable(folder)} "
+                                    f"({error.strerror or error})")
+
+
+def copy_one(result: dict, folder: Path, known: dict[str, Path]) -> None:
+    source = Path(result["path"])
+    data = source.read_bytes()
+    digest = content_hash(data)
+    if digest in known:
+        result.update(sorted_into=str(known[digest]), already_sorted=True)
+        return
+    target = folder / (UNSURE if result.get("unsure") else str(result["digit"])) / source.name
+    target.parent.mkdir(exist_ok=True)
+    try:
+        write_bytes_atomically(target, data, replace=False)
+        already = False
+    except FileExistsError:  # a different picture of that name, there before or put there by a sort running now
+        target = target.with_name(partial_name(source.stem, f"-{digest[:12]}{source.suffix}")[1:])
         try:
             write_bytes_atomically(target, data, replace=False)
             already = False
-        except FileExistsError:  # a different picture of that name, there before or put there by a sort running now
-            target = target.with_name(f"{source.stem}-{digest[:12]}{source.suffix}")
-            try:
-                write_bytes_atomically(target, data, replace=False)
-                already = False
-            except FileExistsError:  # the same name and content hash: this picture, sorted by another run just now
-                already = True
-        known[digest] = target
-        result.update(sorted_into=str(target), already_sorted=already)
+        except FileExistsError:  # the same name and content hash: this picture, sorted by another run just now
+            already = True
+    known[digest] = target
+    result.update(sorted_into=str(target), already_sorted=already)

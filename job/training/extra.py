@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from lenet_client.atomic import atomic_path
-from lenet_client.sort import UNSURE
+from lenet_client.sort import LARGEST_PICTURE_FILE, UNSURE
 from lenet_client.text import printable
 
 if TYPE_CHECKING:
@@ -129,8 +129,21 @@ class PictureCache:
             return None
 
 
+def not_a_picture_file(path: Path) -> str | None:
+    """Why `path` is not even tried as a picture, or None."""
+    from lenet_client.pictures import PICTURE_SUFFIXES, UNREADABLE_SUFFIXES
+
+    if not path.is_file():  # reading a pipe would wait for a writer forever
+        return "not a regular file (a pipe, a socket, a device or a broken link)"
+    if path.suffix.lower() not in PICTURE_SUFFIXES + UNREADABLE_SUFFIXES:  # HEIC: named as unreadable
+        return f"not a picture file (allowed: {' '.join(PICTURE_SUFFIXES)})"
+    if path.stat().st_size > LARGEST_PICTURE_FILE:  # a sparse 64 GB file would be read whole to hash it
+        return f"larger than any picture ({path.stat().st_size:,} bytes; allowed: up to {LARGEST_PICTURE_FILE:,})"
+    return None
+
+
 def load_extra(folder: Path, cache_dir: Path, max_bad_share: float = 0.2) -> ExtraData:
-    from lenet_client.pictures import PICTURE_SUFFIXES, UNREADABLE_SUFFIXES, PictureError
+    from lenet_client.pictures import PictureError
     from lenet_client.preprocess import METHOD, NoDigitError
 
     cache = PictureCache(cache_dir / METHOD.replace(" ", "-"))
@@ -140,14 +153,13 @@ def load_extra(folder: Path, cache_dir: Path, max_bad_share: float = 0.2) -> Ext
         label = int(class_folder.name)
         for path in sorted(p for p in class_folder.rglob("*") if not p.is_dir() and not p.name.startswith(".")):
             files += 1
-            if not path.is_file():  # reading a pipe would wait for a writer forever
-                skipped.append(Skipped(str(path), "not a regular file (a pipe, a socket, a device or a broken link)"))
-                continue
-            if path.suffix.lower() not in PICTURE_SUFFIXES + UNREADABLE_SUFFIXES:  # HEIC: named as unreadable
-                skipped.append(Skipped(str(path), f"not a picture file (allowed: {' '.join(PICTURE_SUFFIXES)})"))
-                continue
             try:
-                content_hash = hashlib.sha256(path.read_bytes()).hexdigest()
+                reason = not_a_picture_file(path)
+                if reason:
+                    skipped.append(Skipped(str(path), reason))
+                    continue
+                with path.open("rb") as file:
+                    content_hash = hashlib.file_digest(file, "sha256").hexdigest()
                 if content_hash not in by_hash:
                     by_hash[content_hash] = {"labels": set(), "paths": [],
                                              "pixels": cache.picture(path, content_hash)}
