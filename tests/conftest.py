@@ -74,6 +74,8 @@ def pytest_collection_modifyitems(items):
 
 # An output dir that already holds one published run, and the tiny settings its runs use (tests of what happens
 # to what is published: test_robustness.py, test_field.py).
+THREADS_OF_A_PROCESS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+    else os.cpu_count() or 1  # what torch takes in a fresh process: one thread per core
 TINY = dict(train_limit=1500, test_limit=300, epochs=1, variants="plain", min_test_accuracy=0, device="cpu")
 
 
@@ -125,7 +127,14 @@ def run_in_process(monkeypatch, outputs, data_dir, **settings):
         if key.startswith("LENET_"):
             monkeypatch.setenv(key, value)
     monkeypatch.chdir(outputs.parent)
-    return main()
+    import torch
+
+    shared = torch.get_num_threads()
+    torch.set_num_threads(THREADS_OF_A_PROCESS)  # a run decides side by side or not from it, as a process would
+    try:
+        return main()
+    finally:
+        torch.set_num_threads(shared)
 
 
 def job_in_process(monkeypatch, capfd, outputs, data_dir, stop_at=None, number=signal.SIGTERM, **settings):
@@ -200,13 +209,13 @@ def seven(size=(200, 200), box=(60, 40, 140, 160), width=9, ink=0, paper=255, mo
 def torch_threads_shared_among_workers():
     """pytest-xdist runs a worker per core, and torch in each would take a thread per core: in-process training and
     exports beside another worker then wait on each other's threads, about twice as long. Each worker gets its share
-    of the cores; the jobs that tests start as processes choose their own, as always."""
+    of the cores; the jobs that tests start as processes choose their own, as always, and so do runs in this
+    process (run_in_process gives them a process's threads for the run)."""
     import torch
 
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        torch.set_num_threads(max(1, cores // workers))
+        torch.set_num_threads(max(1, THREADS_OF_A_PROCESS // workers))
     yield
 
 

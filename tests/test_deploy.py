@@ -13,7 +13,7 @@ from job.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = sorted((ROOT / "deploy" / "kubernetes").glob("*.yaml"))
-KUBERNETES = "1.33"  # the oldest release still supported upstream when this was written
+KUBERNETES = "1.33"  # validated against this release's schema (CronJob timeZone needs 1.27 or later)
 
 
 def documents() -> list[dict]:
@@ -44,11 +44,17 @@ def test_the_validator_catches_a_misspelt_field():
 
 def test_the_schedule_runs_once_a_night_within_its_deadlines():
     spec = one("CronJob")["spec"]
+    minute, hour, *every = spec["schedule"].split()
+    assert minute.isdigit() and hour.isdigit() and every == ["*", "*", "*"]  # once a day, at a fixed time
     assert spec["concurrencyPolicy"] == "Forbid"
-    assert spec["startingDeadlineSeconds"] > 0
+    assert 0 < spec["startingDeadlineSeconds"] < 24 * 3600  # a missed night is skipped, not run the next day
     job = spec["jobTemplate"]["spec"]
     assert job["backoffLimit"] == 0 and job["activeDeadlineSeconds"] > 0
     assert pod_of(one("CronJob"))["restartPolicy"] == "Never"
+    # Waiting for another run's publish lock must end (exit 10) before the deadline kills the pod (exit 143).
+    [container] = pod_of(one("CronJob"))["containers"]
+    wait = float({item["name"]: item.get("value") for item in container["env"]}["LENET_PUBLISH_WAIT_SECONDS"])
+    assert wait < job["activeDeadlineSeconds"]
 
 
 def test_the_pod_meets_the_restricted_pod_security_standard():

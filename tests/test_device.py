@@ -79,6 +79,6 @@ def test_a_worker_moves_mnist_to_the_device_it_is_given_and_trains_there(monkeyp
     monkeypatch.setattr(pool, "_stop", StopRequest())
     monkeypatch.setattr(pool, "_pids", pids)
     monkeypatch.setattr(pool, "_progress", (ctypes.c_int * (2 * pool.PROGRESS_FIELDS))())
-    assert pool.train_one("bn_dropout", settings, "meta", "run", tmp_path, 1) == "bn_dropout trained"
+    assert pool.train_one("bn_dropout", settings, "meta", "run", tmp_path, 1, None) == "bn_dropout trained"
     assert list(pids) == [0, os.getpid()]  # by the variant's place: how a dead worker is named
     assert seen == {"device": torch.device("meta"), "train": torch.device("meta"), "test": torch.device("meta")}

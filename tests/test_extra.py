@@ -429,12 +429,23 @@ def test_a_warm_start_from_a_published_model_that_cannot_be_read_stops_before_tr
     from job.outcome.status import DAMAGED
 
     latest = json.loads((outputs / "latest.json").read_text())
-    (outputs / latest["models"]["plain"]["state_dict"]).write_bytes(b"not a checkpoint")
+    published_model = outputs / latest["models"]["plain"]["state_dict"]
+    real = published_model.read_bytes()
+    published_model.write_bytes(b"not a checkpoint")
     before = published_files(outputs)
-    code, stdout, stderr = job_in_process(monkeypatch, capfd, outputs, real_data_dir, warm_start="true")
-    assert code == DAMAGED.code and "Epoch" not in stdout
+    # Both variants side by side: neither starts (bn_dropout has no published model; it would have trained).
+    code, stdout, stderr = job_in_process(monkeypatch, capfd, outputs, real_data_dir, warm_start="true",
+                                          variants="plain,bn_dropout", parallel_variants="true")
+    assert code == DAMAGED.code and "Epoch" not in stdout and "side by side" not in stdout, stdout
     assert stderr.count("\n") == 1 and "LENET_WARM_START" in stderr and "model.pt" in stderr, stderr
     assert published_files(outputs) == before
+    # latest.json naming the plain model as bn_dropout's: refused, not loaded into the wrong network.
+    published_model.write_bytes(real)
+    latest["models"]["bn_dropout"] = latest["models"]["plain"]
+    (outputs / "latest.json").write_text(json.dumps(latest))
+    code, stdout, stderr = job_in_process(monkeypatch, capfd, outputs, real_data_dir, warm_start="true",
+                                          variants="bn_dropout")
+    assert code == DAMAGED.code and "is a plain model" in stderr and "Epoch" not in stdout, stderr
 
 
 def test_the_labelling_loop_sort_label_by_moving_retrain_and_read_again(monkeypatch, capfd, outputs, real_data_dir,
@@ -504,3 +515,31 @@ def test_the_labelling_loop_sort_label_by_moving_retrain_and_read_again(monkeypa
     read_again = predict("--json", str(outputs), str(inbox))
     assert read_again.returncode == 0, read_again.stderr
     assert json.loads(read_again.stdout)["model"].startswith(str(outputs / latest["run_dir"]))
+
+
+def test_names_in_another_encoding_reach_the_report_as_printable_names(monkeypatch, capfd, outputs, real_data_dir,
+                                                                        tmp_path):
+    """A file named on an old PC (Latin-1 bytes, not UTF-8) in a class folder, unreadable or under two labels, ended
+    the run after all its training with a PydanticSerializationError, exit 1 and no report."""
+    import ast
+
+    from conftest import job_in_process
+    from job.outcome.report import read_report
+
+    extra = tmp_path / "extra"
+    for index in range(6):
+        picture(extra / "7", f"{index}.png", index)
+    latin = os.fsdecode(b"caf\xe9")
+    (extra / "7" / f"{latin}.png").write_text("not a picture")
+    picture(extra / "3", f"{latin}-3.png", 40)
+    (extra / "7" / f"{latin}-7.png").write_bytes((extra / "3" / f"{latin}-3.png").read_bytes())
+    code, _, stderr = job_in_process(monkeypatch, capfd, outputs, real_data_dir, extra_data=extra,
+                                     extra_min_holdout=0, extra_max_bad_share=1)
+    assert code == 0, stderr
+    report = max((read_report(p) for p in (outputs / "runs").glob("*/report.json")), key=lambda r: r.started_at)
+    [skipped] = report.extra_data.skipped
+    [conflict] = report.extra_data.conflicts
+    names = [skipped.path, *conflict["paths"]]
+    assert {os.fsencode(ast.literal_eval(name)) for name in names} == {
+        os.fsencode(extra / "7" / f"{latin}.png"), os.fsencode(extra / "3" / f"{latin}-3.png"),
+        os.fsencode(extra / "7" / f"{latin}-7.png")}  # the quoted names give the bytes back

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 
+import numpy as np
 import pytest
 from filelock import FileLock
 from hypothesis import HealthCheck, example, given, settings
@@ -158,6 +159,9 @@ def test_a_run_whose_network_collapses_to_one_answer_is_stopped_by_the_accuracy_
     error = capfd.readouterr().err
     assert code == 4 and error.count("\n") == 1 and "below LENET_MIN_TEST_ACCURACY=0.98: plain " in error, error
     assert published_files(outputs) == before
+    run_dir = next(p for p in (outputs / "runs").iterdir() if p.name != published_id(outputs))
+    confusion = np.array(read_report(run_dir / "report.json").variants[0].confusion_matrix)
+    assert np.count_nonzero(confusion.sum(axis=0)) == 1  # one digit answered for every image: collapsed
 
 
 def test_a_healthy_run_whose_loss_stays_near_a_uniform_guess_is_not_stopped(monkeypatch, outputs, real_data_dir):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from conftest import ROOT, seven
 from export.formats import export_model
@@ -676,22 +676,30 @@ def test_sort_into_long_names_an_inbox_sorted_into_itself_and_one_picture_that_c
     (hashed,) = {p for p in (inbox / "7").iterdir()} - {inbox / "7" / long_name, inbox / "7" / "other.png"}
     assert len(hashed.name.encode()) <= 255 and hashed.name.endswith(".png") and hashed.name.startswith("手")
     capsys.readouterr()
-    # The digit folder is a file here: that picture's line and status 6; the picture before it is still copied.
+    # The digit folder of the sevens is a file here: each seven is its own line and status 6; a picture read as
+    # another digit is still copied, and every picture is still read and printed.
     blocked = tmp_path / "blocked"
-    (blocked / "unsure").mkdir(parents=True)
+    blocked.mkdir()
     (blocked / "7").write_text("not a folder")
-    seven().save(tmp_path / "a.png")
-    assert main([str(onnx_path), str(tmp_path / "a.png"), str(elsewhere / long_name), "--sort-into", str(blocked),
-                 "--min-confidence", "0"]) == 6
+    line = Image.new("L", (120, 160), 255)
+    ImageDraw.Draw(line).line([(60, 20), (60, 140)], fill=0, width=12)
+    line.save(tmp_path / "line.png")
+    assert main([str(onnx_path), str(tmp_path / "line.png"), str(elsewhere / long_name), "--sort-into",
+                 str(blocked), "--min-confidence", "0", "--json"]) == 6
     captured = capsys.readouterr()
-    assert captured.err.count("\n") == 2 and captured.err.count("cannot be copied into") == 2, captured.err
-    assert captured.out.count("\n") == 2  # both pictures were still read and printed
+    results = {Path(r["path"]).name: r for r in json.loads(captured.out)["results"]}
+    assert results[long_name]["digit"] == 7 and "sorted_into" not in results[long_name]
+    assert results["line.png"]["digit"] != 7, "a vertical stroke must be read as another digit for this case"
+    assert Path(results["line.png"]["sorted_into"]).parent == blocked / str(results["line.png"]["digit"])
+    assert captured.err.count("\n") == 1 and f"{long_name}: cannot be copied into" in captured.err, captured.err
 
 
 def test_a_huge_sparse_file_in_a_sorted_folder_or_a_labelled_one_is_passed_over_unread(small_trained_onnx,
-                                                                                         tmp_path):
+                                                                                         tmp_path, monkeypatch):
     """A 64 GB sparse file was read whole to hash it: MemoryError, exit 1."""
+    import lenet_client.sort
     from job.training.extra import load_extra
+    from lenet_client.pictures import file_hash
     from lenet_client.predict import main
 
     onnx_path, _ = small_trained_onnx
@@ -703,8 +711,20 @@ def test_a_huge_sparse_file_in_a_sorted_folder_or_a_labelled_one_is_passed_over_
     for index in range(5):
         seven(width=6 + index).save(labelled / "7" / f"{index}.png")
     seven().save(tmp_path / "new.png")
+    hashed = []
+    monkeypatch.setattr(lenet_client.sort, "file_hash", lambda path: hashed.append(path.name) or file_hash(path))
     assert main([str(onnx_path), str(tmp_path / "new.png"), "--sort-into", str(labelled), "--min-confidence",
                  "0"]) == 0
+    assert "huge.png" not in hashed and "0.png" in hashed  # never read, not even in chunks
+    # A picture to sort that holds gigabytes after its end: read fine, not copied (it would be held whole), its line.
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    seven().save(inbox / "big.png")
+    with open(inbox / "big.png", "r+b") as big:
+        big.truncate(64 << 30)
+    seven(width=13).save(inbox / "ok.png")
+    assert main([str(onnx_path), str(inbox), "--sort-into", str(labelled), "--min-confidence", "0"]) == 6
+    assert [p.name for p in labelled.rglob("ok.png")] == ["ok.png"] and not list(labelled.rglob("big.png"))
     extra = load_extra(labelled, tmp_path / "cache", max_bad_share=0.5)
     assert [(Path(s.path).name, s.reason.split(" (")[0]) for s in extra.skipped] == [("huge.png",
                                                                                        "larger than any picture")]

@@ -126,20 +126,35 @@ def test_bad_setting_exits_2_with_one_line_before_any_work(tmp_path):
 
 
 @pytest.mark.parametrize("uri, reason", [
-    ("http://127.0.0.1:50OO", "its port is not a number 0-65535"),  # a letter O: the job trained, then failed
-    ("http://127.0.0.1:99999", "its port is not a number 0-65535"),
-    ("http://127.0.0.1:0", "port 0"),
+    ("http://127.0.0.1:50OO", "its port is not a number 1-65535"),  # a letter O: the job trained, then failed
+    ("http://127.0.0.1:99999", "its port is not a number 1-65535"),
+    ("http://127.0.0.1:0", "its port is not a number 1-65535"),
     ("http://:5000", "it names no host"),
     ("http://" + "a" * 64 + ".example.com", "its host name cannot be encoded"),  # a DNS label is at most 63
 ])
 def test_a_tracking_address_is_parsed_whole_before_any_work(monkeypatch, uri, reason):
-    """As the MLflow client parses it, but before the training: one line naming the value and what is wrong."""
-    pytest.importorskip("mlflow")
+    """As the MLflow client parses it, but before the training (and before MLflow is looked for): one line naming
+    the value and what is wrong."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     with pytest.raises(SettingsError) as raised:
         load_settings()
     assert str(raised.value).startswith(f"MLFLOW_TRACKING_URI={uri}: is not a usable address: {reason} (")
     assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("uri, reason", [
+    ("http://\u2603.net:5000", "Name '\u2603' is not a valid IDNA label"),  # Python's IDNA 2003 takes it, requests not
+    ("http://[::1]x:5000", "'[::1]x:5000' is not a valid host or port"),
+    ("http://ex%00ample", "invalid percent-encoded control char"),
+    ("http://127.0.0.1:5000/?x=1", "it holds a query or a fragment"),  # MLflow's path would land in the query
+    ("http://127.0.0.1:5000/#x", "it holds a query or a fragment"),
+])
+def test_a_tracking_address_that_mlflows_http_client_would_refuse_is_refused_first(monkeypatch, uri, reason):
+    pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with pytest.raises(SettingsError, match="is not a usable address: ") as raised:
+        load_settings()
+    assert reason in str(raised.value) and "\n" not in str(raised.value)
 
 
 @pytest.mark.parametrize("uri", ["http://127.0.0.1:5000/", "https://user:secret@mlflow.example.com/prefix",

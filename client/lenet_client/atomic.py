@@ -31,7 +31,7 @@ def atomic_path(path: Path, replace: bool = True) -> Iterator[Path]:
     """Yield a temporary path to write; on success it is flushed and replaces `path`, on failure it is removed.
     With replace=False it only takes a free name: FileExistsError when `path` exists, even when another process
     made it a moment before."""
-    partial = path.with_name(partial_name(path.name, f".{os.getpid()}.partial{path.suffix}"))
+    partial = path.with_name(fit_name(f".{path.name}", f".{os.getpid()}.partial{path.suffix}"))
     try:
         yield partial
         fsync_path(partial)
@@ -47,12 +47,16 @@ def atomic_path(path: Path, replace: bool = True) -> Iterator[Path]:
 NAME_MAX = 255  # bytes in one file name, on every filesystem this runs on
 
 
-def partial_name(name: str, ending: str) -> str:
-    """"." + `name` + `ending`, the name cut (at a whole character) so that the whole fits in NAME_MAX bytes: a
-    picture named with 80 Japanese characters (240 bytes) still gets its temporary name."""
-    room = NAME_MAX - len(("." + ending).encode("utf-8", "surrogateescape"))
-    kept = name.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore")
-    return f".{kept}{ending}"
+def fit_name(start: str, ending: str) -> str:
+    """`start` + `ending`, `start` cut at a whole character so that the name fits in NAME_MAX bytes (a picture named
+    with 80 Japanese characters is 244 bytes: its temporary name, or its name with a content hash, would not)."""
+    room = max(0, NAME_MAX - len(ending.encode("utf-8", "surrogateescape")))
+    kept = ""
+    for character in start:  # surrogateescape: a name in another encoding keeps its bytes
+        if len((kept + character).encode("utf-8", "surrogateescape")) > room:
+            break
+        kept += character
+    return kept + ending
 
 
 def take_free_name(partial: Path, path: Path) -> None:

@@ -3,6 +3,7 @@ line that names the file when it cannot be. lenet-predict and the job's LENET_EX
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -17,6 +18,16 @@ from lenet_client.text import printable
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".avif",
                     ".jp2", ".pgm", ".ppm", ".pbm", ".pnm")
 UNREADABLE_SUFFIXES = (".heic", ".heif")  # listed from folders all the same, so that they are named, not passed over
+LARGEST_PICTURE_FILE = 1 << 30  # larger files are not pictures to read or hash (a sparse 64 GB file, a video)
+
+
+def file_hash(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in chunks (a large file is never held whole)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class PictureError(Exception):

@@ -249,4 +249,5 @@ def main(argv: list[str] | None = None) -> int:
 def reader_went_away(error: OSError) -> bool:
     """A reader that stopped early (`| head`) or a terminal that hung up: what it did not read, it did not want,
     and the pictures' outcome stands."""
-    return isinstance(error, BrokenPipeError) or error.errno in (errno.EPIPE, errno.EIO)
+    return isinstance(error, BrokenPipeError) or error.errno == errno.EPIPE or (
+        error.errno == errno.EIO and sys.stdout.isatty())

@@ -3,7 +3,8 @@
 unsure. A person then labels those, and corrects misread ones, by moving each into its digit's folder.
 
 A picture is copied once: one whose bytes are already anywhere under DIR (sorted before, perhaps moved by a
-person since) is not copied again, so running the sort again never undoes a correction. Copies keep the
+person since; the pictures being sorted themselves aside) is not copied again, so running the sort again never
+undoes a correction. Copies keep the
 picture's name; a different picture of the same name in that folder gets its content hash added to the name.
 Copies are whole or absent (lenet_client.atomic); nothing under DIR is ever overwritten or removed, not even by
 two sorts into DIR at once (a copy takes its name only if it is free).
@@ -11,31 +12,32 @@ two sorts into DIR at once (a copy takes its name only if it is free).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 from pathlib import Path
 
-from lenet_client.atomic import partial_name, write_bytes_atomically
+from lenet_client.atomic import fit_name, write_bytes_atomically
+from lenet_client.pictures import LARGEST_PICTURE_FILE, file_hash
 from lenet_client.text import printable
-
-UNSURE = "unsure"  # the folder of pictures the model was unsure of: a person labels them (LENET_EXTRA_DATA skips it)
-CLASS_FOLDERS = (*(str(digit) for digit in range(10)), UNSURE)
-LARGEST_PICTURE_FILE = 1 << 30  # larger files are not pictures lenet-predict read (a sparse 64 GB file, a video)
 
 
 def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sorted_pictures(folder: Path) -> dict[str, Path]:
-    """content hash -> path of every picture already sorted under `folder`: the files in its class folders
-    (0-9, unsure) that this user can read. Files elsewhere in `folder` (an inbox sorted into itself) are not
-    sorted yet. Each is hashed in chunks, and a file over LARGEST_PICTURE_FILE is passed over unread."""
+UNSURE = "unsure"  # the folder of pictures the model was unsure of: a person labels them (LENET_EXTRA_DATA skips it)
+
+
+def sorted_pictures(folder: Path, sources: set[Path]) -> dict[str, Path]:
+    """content hash -> path of every file already under `folder` that this user can read, except the pictures being
+    sorted now (`sources`: an inbox sorted into itself holds them). A file over LARGEST_PICTURE_FILE is passed
+    over unread."""
     known: dict[str, Path] = {}
-    for path in sorted(p for name in CLASS_FOLDERS for p in (folder / name).rglob("*")):
+    for path in sorted(folder.rglob("*")):
         try:
-            if path.is_file() and not path.name.startswith(".") and path.stat().st_size <= LARGEST_PICTURE_FILE:
-                with path.open("rb") as file:
-                    known.setdefault(hashlib.file_digest(file, "sha256").hexdigest(), path)
+            if path.is_file() and not path.name.startswith(".") and path.resolve() not in sources and \
+                    path.stat().st_size <= LARGEST_PICTURE_FILE:
+                known.setdefault(file_hash(path), path)
         except OSError:  # a file this user may not read cannot be compared; it stays as it is
             continue
     return known
@@ -46,7 +48,7 @@ def sort_into(results: list[dict], folder: Path) -> None:
     unsure; record where in result["sorted_into"] (and result["already_sorted"] = True when its bytes were already
     there), or why it could not be copied in result["sort_error"]. Raises OSError when `folder` cannot be made."""
     folder.mkdir(parents=True, exist_ok=True)
-    known = sorted_pictures(folder)
+    known = sorted_pictures(folder, {Path(r["path"]).resolve() for r in results if "digit" in r})
     for result in (r for r in results if "digit" in r):
         try:
             copy_one(result, folder, known)
@@ -57,6 +59,9 @@ def sort_into(results: list[dict], folder: Path) -> None:
 
 def copy_one(result: dict, folder: Path, known: dict[str, Path]) -> None:
     source = Path(result["path"])
+    if source.stat().st_size > LARGEST_PICTURE_FILE:  # a picture with gigabytes after its end: not held whole
+        raise OSError(errno.EFBIG, f"larger than any picture ({source.stat().st_size:,} bytes; allowed: up to "
+                                   f"{LARGEST_PICTURE_FILE:,})")
     data = source.read_bytes()
     digest = content_hash(data)
     if digest in known:
@@ -68,7 +73,7 @@ def copy_one(result: dict, folder: Path, known: dict[str, Path]) -> None:
         write_bytes_atomically(target, data, replace=False)
         already = False
     except FileExistsError:  # a different picture of that name, there before or put there by a sort running now
-        target = target.with_name(partial_name(source.stem, f"-{digest[:12]}{source.suffix}")[1:])
+        target = target.with_name(fit_name(source.stem, f"-{digest[:12]}{source.suffix}"))
         try:
             write_bytes_atomically(target, data, replace=False)
             already = False

@@ -83,28 +83,35 @@ def published_onnx(output_dir: Path) -> dict[str, Path]:
     return {variant: output_dir / files["onnx"] for variant, files in pointer["models"].items() if "onnx" in files}
 
 
-
-
-def champion_weights(output_dir: Path, variant: str, pixels_mean: float) -> tuple[dict[str, Any], str] | None:
-    """LENET_WARM_START: the published model of `variant` (its state_dict, and its model.pt's path relative to
-    `output_dir`), if one is published and saw its pixels as this run will (the same `preprocess.mean`); else None.
-    A published model that cannot be read is a DamagedFileError: the run was asked to start from it."""
+def warm_starts(output_dir: Path, variants: tuple[str, ...], pixels_mean: float) -> dict[str, str | None]:
+    """LENET_WARM_START, decided once before any training: for each variant, the published model.pt it starts from
+    (relative to `output_dir`), or None (nothing published, no model of that variant, or one that saw its pixels
+    scaled otherwise: another `preprocess.mean`). Each file named is loaded here, so that a damaged one stops the
+    run before any variant trains (a DamagedFileError), and every variant starts from the same published run."""
     from job.training.model import CheckpointError, load_trained
 
     if not (output_dir / POINTER).is_file():
-        return None
+        return dict.fromkeys(variants)
     try:
-        pointer = cast(dict[str, Any], read_json(output_dir / POINTER))
-        relative = pointer["models"][variant]["state_dict"] if variant in pointer["models"] else None
+        models = cast(dict[str, Any], read_json(output_dir / POINTER))["models"]
+        named = {variant: models[variant]["state_dict"] if variant in models else None for variant in variants}
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise DamagedFileError(f"{POINTER} cannot be read for LENET_WARM_START ({type(error).__name__}: {error}); "
                                f"restore it, or set LENET_WARM_START=false") from None
-    if relative is None:
-        return None
-    try:
-        model, metadata = load_trained(output_dir / relative)
-    except CheckpointError as error:
-        raise DamagedFileError(f"LENET_WARM_START: {error}; restore it, or set LENET_WARM_START=false") from None
-    if float(metadata["preprocess.mean"]) != pixels_mean:
-        return None
-    return model.state_dict(), str(relative)
+    starts: dict[str, str | None] = {}
+    for variant, relative in named.items():
+        if relative is None:
+            starts[variant] = None
+            continue
+        if not isinstance(relative, str):
+            raise DamagedFileError(f"{POINTER} names {relative!r} as {variant}'s model.pt, not a path; restore it, "
+                                   f"or set LENET_WARM_START=false")
+        try:
+            _, metadata = load_trained(output_dir / relative)
+        except CheckpointError as error:
+            raise DamagedFileError(f"LENET_WARM_START: {error}; restore it, or set LENET_WARM_START=false") from None
+        if metadata["model.variant"] != variant:
+            raise DamagedFileError(f"LENET_WARM_START: {relative}, which {POINTER} names for {variant}, is a "
+                                   f"{metadata['model.variant']} model; restore it, or set LENET_WARM_START=false")
+        starts[variant] = str(relative) if float(metadata["preprocess.mean"]) == pixels_mean else None
+    return starts

@@ -15,6 +15,7 @@ import torch
 from export.checks import describe_failures
 from job.device import device_name
 from job.log import log, warn
+from job.outcome.champion import warm_starts
 from job.outcome.finish import RunFacts, finish
 from job.outcome.plots import plot_comparison, plot_confusion, plot_curves, plot_extra_confusion, plot_samples
 from job.outcome.publish import POINTER
@@ -23,7 +24,7 @@ from job.outcome.status import HOLDOUT_TOO_SMALL, PARITY, RunFailure
 from job.running.pool import can_start_workers, train_in_parallel, variants_share_the_cpu
 from job.running.stop import StopRequest
 from job.settings import Settings
-from job.training.data import MnistData
+from job.training.data import MNIST_MEAN, MnistData
 from job.training.extra import load_run_data, too_few_held_out
 from job.training.variant import train_variant
 from lenet_client.sort import UNSURE
@@ -48,17 +49,22 @@ def run(settings: Settings, device: torch.device, run_dir: Path, run_id: str, st
     try:
         data, extra = load_data(settings, recipe.normalize)
         check_extra_can_be_judged(extra, settings)
+        starts: dict[str, str | None] = dict.fromkeys(settings.variants)
+        if settings.warm_start:  # decided once, before any variant trains
+            starts = warm_starts(settings.output_dir, settings.variants, MNIST_MEAN if recipe.normalize else 0.0)
         stop.check()
         (run_dir / "plots").mkdir()
         plots.append(plot_first_images(data, settings.seed, run_dir / "plots"))
         figures = FiguresAsResultsArrive(run_dir / "plots")
         if in_parallel:
-            results = train_in_parallel(settings, device, stop, run_id, run_dir, threads, on_result=figures.draw)
+            results = train_in_parallel(settings, device, stop, run_id, run_dir, threads, starts,
+                                        on_result=figures.draw)
         else:
             on_device = data.to(device)
             for variant in settings.variants:
                 stop.check()
-                results.append(train_variant(variant, on_device, recipe, settings, device, stop, run_id, run_dir))
+                results.append(train_variant(variant, on_device, recipe, settings, device, stop, run_id, run_dir,
+                                             starts[variant]))
                 figures.draw(results[-1])
         stop.check()
         plots += figures.all(results)
@@ -101,7 +107,11 @@ def load_data(settings: Settings, normalize: bool) -> tuple[MnistData, ExtraData
     return data, ExtraDataInfo(
         folder=str(settings.extra_data), version=extra.version, share=settings.extra_share, repeats=repeats,
         train_pictures=counts["train"], holdout_pictures=counts["holdout"],
-        skipped=[SkippedFile(path=s.path, reason=s.reason) for s in extra.skipped], conflicts=extra.conflicts,
+        # A name in another encoding (an old PC's Latin-1) is kept as printable() shows it: JSON holds only UTF-8,
+        # and the quoted form gives the name's bytes back.
+        skipped=[SkippedFile(path=printable(s.path), reason=s.reason) for s in extra.skipped],
+        conflicts=[conflict | {"paths": [printable(path) for path in conflict["paths"]]}
+                   for conflict in extra.conflicts],
         waiting_pictures=extra.waiting)
 
 

@@ -136,8 +136,8 @@ def exit_when_readable(pidfd: int) -> None:
     os._exit(1)
 
 
-def train_one(variant: str, settings: Settings, device: str, run_id: str, run_dir: Path,
-              threads: int) -> VariantResult:
+def train_one(variant: str, settings: Settings, device: str, run_id: str, run_dir: Path, threads: int,
+              warm_start: str | None) -> VariantResult:
     """One variant in a worker process: load MNIST onto `device`, train, export and verify it there."""
     import torch
 
@@ -158,7 +158,7 @@ def train_one(variant: str, settings: Settings, device: str, run_id: str, run_di
         data, _, _ = load_run_data(settings, recipe.normalize)  # the job has warned about the extra pictures
         # No bar of its own (two processes drawing on one terminal line would garble it): the job draws the status.
         return train_variant(variant, data.to(torch.device(device)), recipe, settings, torch.device(device), _stop,
-                             run_id, run_dir, on_step=on_step)
+                             run_id, run_dir, warm_start, on_step=on_step)
     except BaseException as error:  # SystemExit too: the job must hear of it as an error, not a dead worker
         try:
             pickle.loads(pickle.dumps(error))
@@ -171,8 +171,8 @@ def train_one(variant: str, settings: Settings, device: str, run_id: str, run_di
 
 
 def train_in_parallel(settings: Settings, device: torch.device, stop: StopRequest, run_id: str, run_dir: Path,
-                      threads: int, on_result: Callable[[VariantResult], None] = lambda result: None
-                      ) -> list[VariantResult]:
+                      threads: int, warm_starts: dict[str, str | None],
+                      on_result: Callable[[VariantResult], None] = lambda result: None) -> list[VariantResult]:
     """Every variant in its own process, each on `device` (on a GPU, both share it). `on_result` is called with each
     variant's result as it arrives, while the others go on. A variant's error is raised once every variant ended
     (a stop signal's Interrupted first); a worker that dies stops the others at once."""
@@ -195,8 +195,8 @@ def train_in_parallel(settings: Settings, device: torch.device, stop: StopReques
         # stop signals ignored; a forked one inherits the forkserver's, and the job must not ignore signals while it
         # waits for the forkserver's imports (seconds).
         with helpers_ignore_stop_signals() if context.get_start_method() == "spawn" else contextlib.nullcontext():
-            pending = {pool.submit(train_one, variant, settings, str(device), run_id, run_dir, threads)
-                       for variant in settings.variants}
+            pending = {pool.submit(train_one, variant, settings, str(device), run_id, run_dir, threads,
+                                   warm_starts[variant]) for variant in settings.variants}
         workers = list(pool._processes.values())  # private: to tell how a dead one ended
         stopped_at = None
         while pending:

@@ -1,10 +1,11 @@
-"""What real pictures vary that MNIST does not, applied to training batches: each image, on its own random draw, gets
-strokes thicker or thinner, a blur, a trip through a low resolution (a small scan enlarged), gray edges made softer
-or harder, and a small rotation, scale and shear. Whole batches at once as tensor operations, on the batch's device,
-drawn from the training generator (the same seed gives the same batches).
+"""What real pictures vary that MNIST does not, applied to training batches: strokes thicker or thinner, a blur, a
+trip through a low resolution (a small scan enlarged), gray edges made softer or harder, and a small rotation,
+scale and shear. Each change is given its own window of the (shuffled) batch; whole windows at once as tensor
+operations, on the batch's device, drawn from the training generator (the same seed gives the same batches).
 
 Pictures reach the model through lenet_client's preprocessing (the digit's box fitted into 20x20 of 28x28, its ink
-stretched to full contrast): these are what is left to vary after it. Figures: docs/results.md ("Augmentation").
+stretched to full contrast): these are what is left to vary after it. Figures: docs/results.md ("Augmentation"),
+its cost: docs/performance.md ("Augmentation's cost").
 """
 
 from __future__ import annotations
@@ -29,15 +30,13 @@ def vary(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     (a thick stroke scanned small, as real scans are) and about 60 % get at least one. Windows rather than a draw
     per image and change, and each change in a few tensor operations: on a CPU the cost per training step is the
     number of operations, not the pixels."""
-    width = round(len(images) * SHARE)
-    if width == 0:
-        return images
+    width = max(1, round(len(images) * SHARE))  # a batch of a few images still gets its changes, one image each
     low, high = images.amin(), images.amax()
 
     def gray_edges(chosen: torch.Tensor) -> torch.Tensor:
         """Partial coverage made fainter or stronger: the ink (0-1) to a power from 0.5 to 2."""
         power = 0.5 + 1.5 * float(torch.rand(1, generator=generator, device=generator.device))
-        return ((chosen - low) / (high - low)).clamp_min(1e-6) ** power * (high - low) + low
+        return ((chosen - low) / (high - low).clamp_min(1e-6)).clamp_min(1e-6) ** power * (high - low) + low
 
     changes = (thicker, lambda chosen: scanned_small(chosen, generator), thinner, gray_edges, blurred,
                lambda chosen: warped(chosen, generator))
@@ -52,7 +51,7 @@ def vary(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 def thicker(images: torch.Tensor) -> torch.Tensor:
     """Strokes a pixel wider on each side: the largest of each 3x3 neighbourhood, by rows then by columns (five
-    operations; F.max_pool2d with stride 1 took four times as long here)."""
+    operations: faster here than F.max_pool2d with stride 1, docs/performance.md)."""
     padded = F.pad(images, (1, 1, 1, 1), mode="replicate")
     rows = torch.maximum(torch.maximum(padded[..., :-2], padded[..., 1:-1]), padded[..., 2:])
     return torch.maximum(torch.maximum(rows[..., :-2, :], rows[..., 1:-1, :]), rows[..., 2:, :])
@@ -66,7 +65,7 @@ def thinner(images: torch.Tensor) -> torch.Tensor:
 
 
 def blurred(images: torch.Tensor) -> torch.Tensor:
-    """A 3x3 binomial blur: [1, 2, 1] / 4 by rows, then by columns (F.conv2d on one channel took longer here)."""
+    """A 3x3 binomial blur: [1, 2, 1] / 4 by rows, then by columns (faster here than F.conv2d on one channel)."""
     padded = F.pad(images, (1, 1, 1, 1), mode="replicate")
     rows = 0.25 * padded[..., :-2] + 0.5 * padded[..., 1:-1] + 0.25 * padded[..., 2:]
     return 0.25 * rows[..., :-2, :] + 0.5 * rows[..., 1:-1, :] + 0.25 * rows[..., 2:, :]
@@ -87,7 +86,7 @@ def warped(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     n, _, height, width = images.shape
     change = torch.rand(n * 2, 2, generator=generator, device=generator.device, dtype=images.dtype)
     matrix = torch.eye(2, device=images.device, dtype=images.dtype).repeat(n, 1) + WARP * (2 * change - 1)
-    # [2n, 2] @ [2, H*W]: one matrix product for the whole batch (a batched one took three times as long here).
+    # [2n, 2] @ [2, H*W]: one matrix product for the whole batch (faster here than a batched one).
     points = matrix @ identity_grid(height, width, images.device, images.dtype).view(-1, 2).T
     grid = points.view(n, 2, height, width).permute(0, 2, 3, 1)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
@@ -108,6 +107,6 @@ def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generato
     padded = F.pad(images - background, (max_shift,) * 4) + background  # F.pad's fill must be a Python number
     offsets = torch.randint(0, 2 * max_shift + 1, (2, n, 1), generator=generator, device=generator.device)
     # Every HxW window of each padded image, as a view; picking one window per image copies whole rows, where
-    # indexing each pixel by its row and column took 3.3x as long (0.38 against 0.11 ms per batch of 128 here).
+    # indexing each pixel by its row and column took longer (docs/performance.md).
     windows = padded.unfold(2, height, 1).unfold(3, width, 1)  # [n, 1, 2s+1, 2s+1, H, W]
     return windows[torch.arange(n, device=images.device), :, offsets[0, :, 0], offsets[1, :, 0]]

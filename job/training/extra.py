@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from lenet_client.atomic import atomic_path
-from lenet_client.sort import LARGEST_PICTURE_FILE, UNSURE
+from lenet_client.pictures import LARGEST_PICTURE_FILE, file_hash
+from lenet_client.sort import UNSURE
 from lenet_client.text import printable
 
 if TYPE_CHECKING:
@@ -129,7 +130,7 @@ class PictureCache:
             return None
 
 
-def not_a_picture_file(path: Path) -> str | None:
+def why_not_a_picture(path: Path) -> str | None:
     """Why `path` is not even tried as a picture, or None."""
     from lenet_client.pictures import PICTURE_SUFFIXES, UNREADABLE_SUFFIXES
 
@@ -154,12 +155,11 @@ def load_extra(folder: Path, cache_dir: Path, max_bad_share: float = 0.2) -> Ext
         for path in sorted(p for p in class_folder.rglob("*") if not p.is_dir() and not p.name.startswith(".")):
             files += 1
             try:
-                reason = not_a_picture_file(path)
+                reason = why_not_a_picture(path)
                 if reason:
                     skipped.append(Skipped(str(path), reason))
                     continue
-                with path.open("rb") as file:
-                    content_hash = hashlib.file_digest(file, "sha256").hexdigest()
+                content_hash = file_hash(path)
                 if content_hash not in by_hash:
                     by_hash[content_hash] = {"labels": set(), "paths": [],
                                              "pixels": cache.picture(path, content_hash)}

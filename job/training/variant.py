@@ -16,24 +16,24 @@ import torch
 from torchinfo import summary
 
 from job.log import epoch_line, log
-from job.outcome.champion import champion_weights
 from job.outcome.metadata import model_metadata
 from job.outcome.report import Artifact, CalibrationInfo, CoveragePoint, Epoch, ExtraHoldout, VariantResult
 from job.running.stop import StopRequest
 from job.settings import Recipe, Settings
 from job.training.calibrate import Calibration, calibrate
-from job.training.data import MNIST_MEAN, MnistData
-from job.training.model import build_model, parameter_count
+from job.training.data import MnistData
+from job.training.model import build_model, load_trained, parameter_count
 from job.training.train import Diverged, EpochBar, evaluate, train_model
 from lenet_client.atomic import write_text_atomically
 
 
 def train_variant(variant: str, data: MnistData, recipe: Recipe, settings: Settings, device: torch.device,
-                  stop: StopRequest, run_id: str, run_dir: Path,
+                  stop: StopRequest, run_id: str, run_dir: Path, warm_start: str | None = None,
                   on_step: Callable[[int, int, int], None] | None = None) -> VariantResult:
     """Train one variant on `device` (where `data` already is), then export it and check that every exported file
     predicts what it predicts. A terminal gets a progress bar within each epoch, unless `on_step` takes the progress
-    (variants side by side: the job draws one status line for all of them)."""
+    (variants side by side: the job draws one status line for all of them). `warm_start`: the published model.pt
+    (relative to the output dir) to start from instead of random weights (job.outcome.champion.warm_starts)."""
     from export.checks import describe  # torch.export / onnx are loaded only when a model is ready
     from export.formats import export_model
     from export.parity import check_parity
@@ -46,18 +46,14 @@ def train_variant(variant: str, data: MnistData, recipe: Recipe, settings: Setti
     write_text_atomically(model_dir / "summary.txt", f"{layers}\n")
     torch.manual_seed(settings.seed)
     model = build_model(variant, recipe.dropout)
-    warm_start = None
-    if settings.warm_start:
-        champion = champion_weights(settings.output_dir, variant, MNIST_MEAN if recipe.normalize else 0.0)
-        if champion is not None:
-            state, warm_start = champion
-            model.load_state_dict(state)
+    if warm_start is not None:
+        model.load_state_dict(load_trained(settings.output_dir / warm_start)[0].state_dict())
     model = model.to(device)
     layers_file = (model_dir / "summary.txt").relative_to(run_dir)
-    start = f"starting from the published {warm_start}" if warm_start else "from random weights" if \
-        settings.warm_start else None
-    log(f"[{variant}] {parameter_count(model):,} parameters (layers: {layers_file}), training on {device}"
-        + (f", {start}" if start else ""))
+    start = ""
+    if settings.warm_start:
+        start = f", starting from the published {warm_start}" if warm_start else ", from random weights"
+    log(f"[{variant}] {parameter_count(model):,} parameters (layers: {layers_file}), training on {device}{start}")
     started = time.perf_counter()
     try:
         history, final = train_model(model, data.train, data.test, recipe, device=device, seed=settings.seed,
