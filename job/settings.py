@@ -65,8 +65,9 @@ RECIPES = {
 
 
 class Settings(BaseSettings):
+    # allow_inf_nan: "inf" passes every bound of a float (LENET_PARITY_MAX_ABS_DIFF=inf turned the parity check off)
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", env_ignore_empty=True,
-                                      validate_default=True)
+                                      validate_default=True, allow_inf_nan=False)
 
     data_dir: Path = Field(Path("data"), description="a folder; MNIST is kept in DIR/MNIST/raw")
     output_dir: Path = Field(Path("outputs"), description="a folder; each run writes DIR/runs/RUN_ID")

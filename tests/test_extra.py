@@ -2,6 +2,7 @@
 cached, split by content so that the holdout never leaks into training as the folder grows."""
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -543,3 +544,82 @@ def test_names_in_another_encoding_reach_the_report_as_printable_names(monkeypat
     assert {os.fsencode(ast.literal_eval(name)) for name in names} == {
         os.fsencode(extra / "7" / f"{latin}.png"), os.fsencode(extra / "3" / f"{latin}-3.png"),
         os.fsencode(extra / "7" / f"{latin}-7.png")}  # the quoted names give the bytes back
+
+
+def test_a_stop_while_a_first_night_preprocesses_its_pictures_ends_the_job_within_seconds(outputs, real_data_dir,
+                                                                                           tmp_path):
+    """SIGTERM while 1,000 new pictures were preprocessed ended the job 23 s later; docker stop kills at 10 s."""
+    import signal
+    import subprocess
+    import time
+
+    from conftest import PYTHON, TINY, job_env
+
+    extra = tmp_path / "extra"
+    for index in range(800):
+        picture(extra / str(index % 10), f"{index}.png", index)
+    env = job_env(outputs.parent, real_data_dir, **TINY) | {"LENET_EXTRA_DATA": str(extra),
+                                                          "LENET_DATA_DIR": str(tmp_path / "data")}
+    shutil.copytree(real_data_dir, tmp_path / "data")  # a fresh cache: every picture is new tonight
+    job = subprocess.Popen([PYTHON, "-m", "job"], env=env, cwd=outputs.parent, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    for line in job.stdout:
+        if line.startswith("run "):
+            break
+    time.sleep(2)  # MNIST is read, the pictures are being preprocessed
+    job.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    stdout, stderr = job.communicate(timeout=120)
+    assert job.returncode == 143 and time.monotonic() - signalled < 5, stderr
+    assert "extra pictures from" not in stdout  # it was stopped during the preprocessing, not after it
+
+
+@pytest.mark.parametrize("seven_folder", ["dangling link", "file"])
+def test_a_class_folder_that_is_not_a_readable_folder_stops_the_run_in_one_line(tmp_path, seven_folder):
+    """A class folder that is a link to a drive not mounted, or a file: its digit's pictures were dropped with
+    exit 0, published, and not a word."""
+    extra = tmp_path / "extra"
+    picture(extra / "3", "a.png", 1)
+    if seven_folder == "dangling link":
+        (extra / "7").symlink_to(tmp_path / "usb-stick" / "sevens")
+    else:
+        (extra / "7").write_text("")
+    with pytest.raises(ExtraDataError) as raised:
+        load_extra(extra, tmp_path / "cache")
+    expected = "does not exist (a drive not mounted?)" if seven_folder == "dangling link" else "is a file"
+    assert f"class folder 7 {'is a link to ' if seven_folder == 'dangling link' else ''}" in str(raised.value)
+    assert expected in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_linked_sub_folders_are_followed_once_and_broken_ones_are_named(tmp_path):
+    extra = tmp_path / "extra"
+    elsewhere = tmp_path / "elsewhere"
+    for index in range(3):
+        picture(elsewhere, f"{index}.png", index)
+    picture(extra / "7", "here.png", 10)
+    (extra / "7" / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (extra / "7" / "linked" / "back-up").symlink_to(extra / "7", target_is_directory=True)  # a loop: once only
+    (extra / "7" / "gone").symlink_to(tmp_path / "nowhere", target_is_directory=True)
+    data = load_extra(extra, tmp_path / "cache", max_bad_share=0.5)
+    assert len(data.train_labels) + len(data.holdout_labels) == 4  # here.png and the three linked ones
+    assert [(os.path.basename(s.path), s.reason.split(" (")[0]) for s in data.skipped] == [
+        ("gone", "not a regular file")]
+
+
+def test_a_digit_that_disappears_since_the_published_run_stops_the_run(monkeypatch, capfd, outputs, real_data_dir,
+                                                                       tmp_path):
+    from conftest import job_in_process, published_files
+
+    extra = tmp_path / "extra"
+    for index in range(8):
+        picture(extra / ("3" if index % 2 else "7"), f"{index}.png", index)
+    code, _, stderr = job_in_process(monkeypatch, capfd, outputs, real_data_dir, extra_data=extra,
+                                     extra_min_holdout=0)
+    assert code == 0, stderr
+    shutil.rmtree(extra / "7")  # the sevens' folder is gone tonight
+    before = published_files(outputs)
+    code, stdout, stderr = job_in_process(monkeypatch, capfd, outputs, real_data_dir, extra_data=extra,
+                                          extra_min_holdout=0)
+    assert code == 3 and stderr.count("\n") == 1 and "Epoch" not in stdout, stderr
+    assert "digit 7 had 4 pictures in the published run" in stderr and "has none now" in stderr
+    assert published_files(outputs) == before

@@ -728,3 +728,25 @@ def test_a_huge_sparse_file_in_a_sorted_folder_or_a_labelled_one_is_passed_over_
     extra = load_extra(labelled, tmp_path / "cache", max_bad_share=0.5)
     assert [(Path(s.path).name, s.reason.split(" (")[0]) for s in extra.skipped] == [("huge.png",
                                                                                        "larger than any picture")]
+
+
+def test_closed_standard_output_is_exit_6_and_names_in_other_encodings_stay_strict_json(small_trained_onnx, tmp_path,
+                                                                                         capsys):
+    """`lenet-predict M pic >&-` exited 0 with its results dropped; a Latin-1 name went into --json as a lone
+    surrogate (jq shows U+FFFD: the name is lost). It is Python's quoted form now, which gives the bytes back."""
+    import ast
+
+    from lenet_client.predict import main
+
+    onnx_path, _ = small_trained_onnx
+    name = os.fsdecode(b"caf\xe9.png")
+    seven().save(tmp_path / name)
+    done = subprocess.run(["bash", "-c", '"$@" >&-', "_", sys.executable, "-m", "lenet_client", str(onnx_path),
+                           str(tmp_path / name)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 6 and done.stderr == "lenet-predict: cannot write the results: standard output is " \
+                                                   "closed\n", done.stderr
+    assert main([str(onnx_path), str(tmp_path / name), "--json"]) == 0
+    out = capsys.readouterr().out
+    out.encode("utf-8")  # strict: every character is Unicode
+    [result] = json.loads(out)["results"]
+    assert os.fsencode(ast.literal_eval(result["path"])) == os.fsencode(tmp_path / name)

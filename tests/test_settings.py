@@ -175,3 +175,18 @@ def test_the_extra_share_is_refused_where_its_epoch_could_not_be_held(monkeypatc
         return
     with pytest.raises(SettingsError, match=rf"^LENET_EXTRA_SHARE={share}: .*\(allowed: a number > 0 and <= 0.9: "):
         load_settings()
+
+
+@pytest.mark.parametrize("name", ["LENET_PARITY_MAX_ABS_DIFF", "LENET_CHAMPION_TOLERANCE", "LENET_MIN_CONFIDENCE"])
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+def test_infinity_and_nan_are_not_numbers_any_setting_takes(monkeypatch, name, value):
+    """"inf" passed every bound of LENET_PARITY_MAX_ABS_DIFF (> 0) and turned the parity check off."""
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=rf"^{name}={value}: "):
+        load_settings()
+
+
+def test_a_tracking_address_is_logged_without_its_credentials_and_keeps_its_brackets():
+    from job.outcome.tracking import without_credentials
+    assert without_credentials("http://someone:hunter2@[::1]:5000/mlflow") == "http://[::1]:5000/mlflow"
+    assert without_credentials("https://mlflow.example.com") == "https://mlflow.example.com"

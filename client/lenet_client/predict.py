@@ -227,10 +227,22 @@ def main(argv: list[str] | None = None) -> int:
         for result in not_copied:
             print(f"lenet-predict: {result['sort_error']}", file=sys.stderr)
         failures += [{"status": EXIT_OUTPUT}] if not_copied else []
+    if not write_results(results, model, metadata, args.json):
+        return EXIT_OUTPUT
+    return failures[0]["status"] if failures else EXIT_OK
+
+
+def write_results(results: list[dict], model: Path, metadata: dict[str, str], as_json: bool) -> bool:
+    """The results on standard output, as one JSON document or a line each; False when they could not be written
+    (said in one line on stderr). A reader that went away is not a failure."""
+    if sys.stdout is None:  # started with standard output closed (`>&-`): print() would drop every result silently
+        print("lenet-predict: cannot write the results: standard output is closed", file=sys.stderr)
+        return False
     try:
-        if args.json:
-            print(json.dumps({"model": str(model), "variant": metadata.get("model.variant"),
-                              "results": results}, indent=2, allow_nan=False), flush=True)
+        if as_json:
+            print(json.dumps({"model": utf8_or_printable(str(model)), "variant": metadata.get("model.variant"),
+                              "results": [{key: utf8_or_printable(value) for key, value in result.items()}
+                                          for result in results]}, indent=2, allow_nan=False), flush=True)
         else:
             for result in results:
                 if "error" not in result:
@@ -242,8 +254,19 @@ def main(argv: list[str] | None = None) -> int:
         discard(sys.stdout)
         if not reader_went_away(error):  # a full disk, a quota: the results are lost, and the status must say so
             print(f"lenet-predict: cannot write the results: {error.strerror or error}", file=sys.stderr)
-            return EXIT_OUTPUT
-    return failures[0]["status"] if failures else EXIT_OK
+            return False
+    return True
+
+
+def utf8_or_printable(value: object) -> object:
+    """A path named in another encoding (an old PC's Latin-1) as printable() shows it, Python's quoted form that
+    gives its bytes back: JSON holds only Unicode, and a lone surrogate would reach a reader as U+FFFD."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return printable(value)
+    return value
 
 
 def reader_went_away(error: OSError) -> bool:

@@ -53,8 +53,9 @@ def sort_into(results: list[dict], folder: Path) -> None:
         try:
             copy_one(result, folder, known)
         except OSError as error:  # this picture's problem (a name too long here, a full disk): its own line
+            where = f": {printable(error.filename)}" if error.filename else ""
             result["sort_error"] = (f"{printable(result['path'])}: cannot be copied into {printable(folder)} "
-                                    f"({error.strerror or error})")
+                                    f"({error.strerror or error}{where})")
 
 
 def copy_one(result: dict, folder: Path, known: dict[str, Path]) -> None:

@@ -44,8 +44,7 @@ def registered_name(variant: str) -> str:
 
 def without_credentials(uri: str) -> str:
     parts = urlsplit(uri)
-    host = parts.hostname or ""
-    return urlunsplit(parts._replace(netloc=host + (f":{parts.port}" if parts.port else "")))
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))  # host and port as given: [::1] too
 
 
 def mlflow_status(report: Report) -> str:

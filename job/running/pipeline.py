@@ -7,6 +7,7 @@ OUTPUT_DIR/runs/RUN_ID, which job.cli creates.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -18,13 +19,13 @@ from job.log import log, warn
 from job.outcome.champion import warm_starts
 from job.outcome.finish import RunFacts, finish
 from job.outcome.plots import plot_comparison, plot_confusion, plot_curves, plot_extra_confusion, plot_samples
-from job.outcome.publish import POINTER
+from job.outcome.publish import POINTER, DamagedFileError, published_run
 from job.outcome.report import DataInfo, DeviceInfo, ExtraDataInfo, Report, SkippedFile, VariantResult
 from job.outcome.status import HOLDOUT_TOO_SMALL, PARITY, RunFailure
 from job.running.pool import can_start_workers, train_in_parallel, variants_share_the_cpu
 from job.running.stop import StopRequest
 from job.settings import Settings
-from job.training.data import MNIST_MEAN, MnistData
+from job.training.data import MNIST_MEAN, DataError, MnistData
 from job.training.extra import load_run_data, too_few_held_out
 from job.training.variant import train_variant
 from lenet_client.sort import UNSURE
@@ -47,8 +48,9 @@ def run(settings: Settings, device: torch.device, run_dir: Path, run_id: str, st
         f"{plural(threads, 'thread')}, recipe {recipe.describe()}")
     data, extra, results, plots, error = None, None, [], [], None
     try:
-        data, extra = load_data(settings, recipe.normalize)
+        data, extra = load_data(settings, recipe.normalize, stop.check)
         check_extra_can_be_judged(extra, settings)
+        check_no_digit_disappeared(extra, settings)
         starts: dict[str, str | None] = dict.fromkeys(settings.variants)
         if settings.warm_start:  # decided once, before any variant trains
             starts = warm_starts(settings.output_dir, settings.variants, MNIST_MEAN if recipe.normalize else 0.0)
@@ -80,10 +82,11 @@ def plural(count: int, one: str, many: str = "") -> str:
     return f"{count} {one if count == 1 else many or one + 's'}"
 
 
-def load_data(settings: Settings, normalize: bool) -> tuple[MnistData, ExtraDataInfo | None]:
+def load_data(settings: Settings, normalize: bool,
+              check_stop: Callable[[], None]) -> tuple[MnistData, ExtraDataInfo | None]:
     """MNIST on the CPU, with LENET_EXTRA_DATA's pictures mixed in: each training process moves it onto the device
-    itself. Each extra file left out gets a warning line."""
-    data, extra, repeats = load_run_data(settings, normalize)
+    itself. Each extra file left out gets a warning line. `check_stop` is called between pictures."""
+    data, extra, repeats = load_run_data(settings, normalize, check_stop)
     mnist_images = len(data.train) - repeats * (len(extra.train_labels) if extra else 0)
     source = (f"unpacked from the vendored copy into {data.raw_dir.resolve()} (kept for the next runs: "
               f"LENET_DATA_DIR)" if data.source == "vendored" else f"from {data.source}")
@@ -113,6 +116,26 @@ def load_data(settings: Settings, normalize: bool) -> tuple[MnistData, ExtraData
         conflicts=[conflict | {"paths": [printable(path) for path in conflict["paths"]]}
                    for conflict in extra.conflicts],
         waiting_pictures=extra.waiting)
+
+
+def check_no_digit_disappeared(extra: ExtraDataInfo | None, settings: Settings) -> None:
+    """A digit that had labelled pictures in the published run and has none now (its folder emptied, unplugged or
+    renamed): retraining without them would forget them without a word. The run stops before training (exit 3)."""
+    if extra is None:
+        return
+    try:
+        published = published_run(settings.output_dir)
+    except DamagedFileError:  # the champion check, if on, says so; this check needs the counts only
+        return
+    if published is None or published[1].extra_data is None or published[1].extra_data.folder != extra.folder:
+        return
+    before = published[1].extra_data
+    for digit in sorted(set(before.train_pictures) | set(before.holdout_pictures)):
+        had = before.train_pictures.get(digit, 0) + before.holdout_pictures.get(digit, 0)
+        if had and not extra.train_pictures.get(digit, 0) + extra.holdout_pictures.get(digit, 0):
+            raise DataError(f"LENET_EXTRA_DATA={printable(extra.folder)}: digit {digit} had {had} pictures in the "
+                            f"published run {published[0]} and has none now (its folder emptied, renamed or not "
+                            f"mounted?)")
 
 
 def check_extra_can_be_judged(extra: ExtraDataInfo | None, settings: Settings) -> None:

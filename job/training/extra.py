@@ -22,6 +22,8 @@ preprocessing, the predictor's own code (lenet_client.preprocess.to_mnist), to a
 from __future__ import annotations
 
 import hashlib
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -74,6 +76,8 @@ def in_holdout(content_hash: str) -> bool:
 
 
 def class_folders(folder: Path) -> list[Path]:
+    """The folders 0-9 of `folder`. One that is there but cannot be read (a link to a drive not mounted, a file,
+    a folder this user may not list) stops the run: a digit's pictures would be lost without a word."""
     if not folder.is_dir():
         raise ExtraDataError(f"LENET_EXTRA_DATA={printable(folder)}: no such folder (allowed: a folder with "
                              f"subfolders 0-9 of pictures)")
@@ -86,7 +90,38 @@ def class_folders(folder: Path) -> list[Path]:
         raise ExtraDataError(f"LENET_EXTRA_DATA={printable(folder)}: class folder {printable(strangers[0])} is not a "
                              f"digit (allowed: subfolders named 0-9, one per digit, and {UNSURE}/ for pictures not "
                              f"labelled yet)")
+    for entry in (p for p in entries if p.name in CLASSES):
+        problem = "" if entry.is_dir() else \
+            f"is a link to {printable(os.readlink(entry))}, which does not exist (a drive not mounted?)" \
+            if entry.is_symlink() and not entry.exists() else "is a file, not a folder"
+        if not problem and not os.access(entry, os.R_OK | os.X_OK):
+            problem = "is a folder this user may not list (Permission denied)"
+        if problem:
+            raise ExtraDataError(f"LENET_EXTRA_DATA={printable(folder)}: class folder {entry.name} {problem}; its "
+                                 f"pictures would be left out (allowed: a folder of pictures this user can read)")
     return [p for p in entries if p.is_dir() and p.name in CLASSES]
+
+
+def files_under(class_folder: Path) -> tuple[list[Path], list[Skipped]]:
+    """Every file under `class_folder`, linked sub-folders followed (each real folder once), and each sub-folder
+    that cannot be listed as a Skipped entry that names it."""
+    found: list[Path] = []
+    unlisted: list[Skipped] = []
+    seen: set[str] = set()
+
+    def not_listed(error: OSError) -> None:
+        unlisted.append(Skipped(str(error.filename), f"a folder that cannot be listed ({error.strerror}): its "
+                                                     f"pictures are left out"))
+
+    for root, folders, files in os.walk(class_folder, followlinks=True, onerror=not_listed):
+        real = os.path.realpath(root)
+        if real in seen:  # a link back up the tree: walked once
+            folders[:] = []
+            continue
+        seen.add(real)
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        found += [Path(root) / name for name in sorted(files) if not name.startswith(".")]
+    return found, unlisted
 
 
 class PictureCache:
@@ -143,7 +178,8 @@ def why_not_a_picture(path: Path) -> str | None:
     return None
 
 
-def load_extra(folder: Path, cache_dir: Path, max_bad_share: float = 0.2) -> ExtraData:
+def load_extra(folder: Path, cache_dir: Path, max_bad_share: float = 0.2,
+               check_stop: Callable[[], None] = lambda: None) -> ExtraData:
     from lenet_client.pictures import PictureError
     from lenet_client.preprocess import METHOD, NoDigitError
 
@@ -152,8 +188,12 @@ def load_extra(folder: Path, cache_dir: Path, max_bad_share: float = 0.2) -> Ext
     skipped, files = [], 0
     for class_folder in class_folders(folder):
         label = int(class_folder.name)
-        for path in sorted(p for p in class_folder.rglob("*") if not p.is_dir() and not p.name.startswith(".")):
+        paths, unlisted = files_under(class_folder)
+        skipped += unlisted
+        files += len(unlisted)
+        for path in paths:
             files += 1
+            check_stop()  # a first night preprocesses its pictures for seconds each hundred: a stop must not wait
             try:
                 reason = why_not_a_picture(path)
                 if reason:
@@ -230,7 +270,8 @@ def with_extra(data: MnistData, extra: ExtraData, share: float, normalize: bool)
     return replace(data, train=train, extra_holdout=holdout), repeats
 
 
-def load_run_data(settings: Settings, normalize: bool) -> tuple[MnistData, ExtraData | None, int]:
+def load_run_data(settings: Settings, normalize: bool,
+                  check_stop: Callable[[], None] = lambda: None) -> tuple[MnistData, ExtraData | None, int]:
     """MNIST, with the extra pictures mixed in when LENET_EXTRA_DATA is set: (data, the extra pictures or None,
     their repeat count). An unusable extra folder is a DataError, like damaged MNIST files."""
     from job.training.data import DataError, load_mnist
@@ -240,7 +281,8 @@ def load_run_data(settings: Settings, normalize: bool) -> tuple[MnistData, Extra
     if settings.extra_data is None:
         return data, None, 0
     try:
-        extra = load_extra(settings.extra_data, settings.data_dir / "extra-cache", settings.extra_max_bad_share)
+        extra = load_extra(settings.extra_data, settings.data_dir / "extra-cache", settings.extra_max_bad_share,
+                           check_stop)
     except ExtraDataError as error:
         raise DataError(str(error)) from None
     mixed, repeats = with_extra(data, extra, settings.extra_share, normalize)
