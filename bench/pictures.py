@@ -152,12 +152,16 @@ def speed(run_dir: Path) -> None:
             times = []
             for _ in range(3):
                 started = time.perf_counter()
+                # Exit 5 is a picture with no digit found (a few faint ones of the mixed folder): still timed.
                 done = subprocess.run([sys.executable, "-m", "lenet_client", "--json", str(model), str(target)],
-                                      capture_output=True, check=True)
+                                      capture_output=True)
                 times.append(time.perf_counter() - started)
-            read = len(json.loads(done.stdout)["results"])
+                if done.returncode not in (0, 5):
+                    raise SystemExit(f"lenet-predict failed on {name}: {done.stderr.decode()[-500:]}")
+            results = json.loads(done.stdout)["results"]
+            read = sum("digit" in result for result in results)
             print(f"lenet-predict --json, {name}: {statistics.median(times):.2f} s wall, process start included "
-                  f"(runs: {', '.join(f'{t:.2f}' for t in times)}; {read} read)")
+                  f"(runs: {', '.join(f'{t:.2f}' for t in times)}; {read} of {len(results)} read)")
 
 
 def sweep_pen_widths(run_dir: Path, count: int) -> None:
