@@ -199,6 +199,55 @@ def test_a_server_that_never_answers_holds_the_job_only_as_long_as_its_timeouts(
     assert published_files(outputs) == before
 
 
+@pytest.mark.parametrize("required", [False, True])
+def test_a_server_that_trickles_its_answers_is_cut_off_by_the_tracking_budget(outputs, real_data_dir, monkeypatch,
+                                                                              capfd, required):
+    """A server that answers one byte a second never trips LENET_TRACKING_TIMEOUT_SECONDS (a bound on each read): the
+    scheduler's deadline killed a run that had passed every gate. The budget ends the tracking; the run is then
+    published with a warning, or, with tracking required, ends with exit 12."""
+    import threading
+
+    stop = threading.Event()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+
+    def trickle():
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                continue
+            threading.Thread(target=send_slowly, args=(connection,), daemon=True).start()
+
+    def send_slowly(connection):
+        with connection:
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" * 100:
+                if stop.wait(0.5):
+                    return
+                try:
+                    connection.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    server = threading.Thread(target=trickle, daemon=True)
+    server.start()
+    before = published_files(outputs)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{listener.getsockname()[1]}")
+    started = time.monotonic()
+    try:
+        code, _, stderr = job_in_process(monkeypatch, capfd, outputs, real_data_dir, tracking_timeout_seconds=3,
+                                         tracking_budget_seconds=4, tracking_retries=0,
+                                         tracking_required=str(required).lower())
+    finally:
+        stop.set()
+        listener.close()
+    assert time.monotonic() - started < 60  # the run's own work and 4 s of tracking, not minutes of trickle
+    assert "was cut short: all of the tracking may take LENET_TRACKING_BUDGET_SECONDS=4" in stderr, stderr
+    assert (code, published_files(outputs) == before) == ((12, True) if required else (0, False)), stderr
+
+
 @pytest.mark.slow
 def test_without_a_tracking_address_mlflow_is_never_imported(real_data_dir, tmp_path):
     script = ("import sys; from job.cli import main; code = main(); "

@@ -198,14 +198,14 @@ def track_run(report: Report, run_dir: Path, settings: Settings, stop: StopReque
             failure: RunFailure | None) -> tuple[Tracking | None, RunFailure | None]:
     """The judged run logged to MLflow (job.outcome.tracking), and the failure it ends with. A run that cannot be
     tracked is still published, with a warning, unless LENET_TRACKING_REQUIRED: then it is not (exit 12)."""
-    from job.outcome.tracking import TrackingFailed, restore_champion, track
+    from job.outcome.tracking import TrackingFailed, restore_champion, track, within_budget
 
     publishing = failure is None
     if publishing and stop():  # the stop came after judging: no request that only a new signal could cut short;
         return None, failure  # publish_run's stop check ends the run as interrupted
     try:
-        with raising_on_stop(stop):  # a stop does not wait for a server's timeouts
-            return track(report, run_dir, settings, publishing), failure
+        with raising_on_stop(stop), within_budget(settings.tracking_budget_seconds):  # a stop, or the budget spent,
+            return track(report, run_dir, settings, publishing), failure            # does not wait for the server
     except TrackingFailed as failed:
         tracking = failed.tracking.model_copy(update={"message": str(failed)})
         # A champion alias that moved goes back; a stopped run is marked KILLED in MLflow.

@@ -14,11 +14,14 @@ here only, and only when tracking is on: the default install does not have it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import signal
 import tempfile
 import warnings
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -28,6 +31,35 @@ from job.running.stop import Interrupted
 from job.settings import Settings
 
 CHAMPION = "champion"
+
+
+class BudgetSpent(Exception):
+    """LENET_TRACKING_BUDGET_SECONDS have passed within `track`."""
+
+
+@contextlib.contextmanager
+def within_budget(seconds: float) -> Iterator[None]:
+    """Raise BudgetSpent in this (the main) thread once `seconds` have passed, and again every half second after,
+    until the block is left: a library that catches the first one to retry does not get to wait again. The same
+    way a stop signal cuts a request short (job.running.stop.raising_on_stop)."""
+    global budget_spent
+
+    def spent(number: int, frame: object) -> None:
+        global budget_spent
+        budget_spent = True
+        raise BudgetSpent()
+
+    budget_spent = False
+    previous = signal.signal(signal.SIGALRM, spent)
+    signal.setitimer(signal.ITIMER_REAL, seconds, 0.5)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+budget_spent = False  # set by within_budget's alarm: a library may wrap BudgetSpent in its own exception
 
 
 class TrackingFailed(Exception):
@@ -114,6 +146,10 @@ def track(report: Report, run_dir: Path, settings: Settings, publishing: bool) -
     except Interrupted:
         raise TrackingFailed(f"MLflow at {tracking.uri}: {step} was cut short by a stop signal", tracking) from None
     except Exception as error:  # noqa: BLE001 - any failure of the server, the network or the client library
+        if budget_spent:  # BudgetSpent, or whatever a library made of it
+            raise TrackingFailed(f"MLflow at {tracking.uri}: {step} was cut short: all of the tracking may take "
+                                 f"LENET_TRACKING_BUDGET_SECONDS={settings.tracking_budget_seconds}", tracking) \
+                from None
         raise TrackingFailed(f"MLflow at {tracking.uri}: {step} failed: {reason(error, settings)}", tracking) \
             from None
 
