@@ -421,3 +421,51 @@ def test_a_failure_is_one_line_whatever_its_message_holds():
     from job.outcome.status import failure_of
 
     assert failure_of(ValueError("line one\nline two")).line() == "unexpected error: ValueError: line one line two"
+
+
+def test_a_report_says_published_only_once_the_pointer_has_moved(monkeypatch, capfd, outputs, real_data_dir):
+    """SIGKILL after the report was written and before latest.json moved left `published: true` with the old run
+    still published. What is on disk at the moment the pointer moves: the report says not published."""
+    import job.outcome.finish
+
+    seen = []
+    move = job.outcome.finish.point_latest_at
+
+    def moving(output_dir, run_dir, report):
+        seen.append(json.loads((run_dir / "report.json").read_text())["published"])
+        move(output_dir, run_dir, report)
+
+    monkeypatch.setattr(job.outcome.finish, "point_latest_at", moving)
+    code, _, stderr = job_in_process(monkeypatch, capfd, outputs, real_data_dir)
+    assert code == 0, stderr
+    latest = json.loads((outputs / "latest.json").read_text())
+    assert seen == [False] and json.loads((outputs / latest["report"]).read_text())["published"] is True
+
+
+def test_a_report_that_cannot_say_it_was_published_moves_the_pointer_back(monkeypatch, capfd, outputs,
+                                                                          real_data_dir):
+    import errno
+
+    import job.outcome.finish
+
+    before = published_files(outputs)
+    moved = []
+    move, manifest = job.outcome.finish.point_latest_at, job.outcome.finish.write_manifest
+
+    def moving(output_dir, run_dir, report):
+        move(output_dir, run_dir, report)
+        moved.append(run_dir)
+
+    def full_once_moved(run_dir, run_id):
+        if moved:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return manifest(run_dir, run_id)
+
+    monkeypatch.setattr(job.outcome.finish, "point_latest_at", moving)
+    monkeypatch.setattr(job.outcome.finish, "write_manifest", full_once_moved)
+    code, _, stderr = job_in_process(monkeypatch, capfd, outputs, real_data_dir)
+    assert moved and code == 6 and stderr.count("\n") == 1 and "No space left on device" in stderr, stderr
+    assert published_files(outputs) == before  # the old pointer is back, byte for byte
+    assert not (outputs / ".latest.json.before").exists()
+    report = moved[0] / "report.json"
+    assert not report.exists() or json.loads(report.read_text())["published"] is False

@@ -21,6 +21,7 @@ from job.outcome.metadata import library_versions
 from job.outcome.publish import (
     POINTER,
     LockWaitTooLong,
+    PointerBefore,
     check_pointer_replaceable,
     point_latest_at,
     prune_runs,
@@ -73,7 +74,10 @@ def finish(facts: RunFacts, settings: Settings, run_dir: Path, stop: StopRequest
         if settings.mlflow_tracking_uri is not None:
             pending, failure = write_run_report(facts, settings, run_dir, failure, champion, pending=True)
             tracking, failure = track_run(pending, run_dir, settings, stop, failure)
-        report, failure = write_run_report(facts, settings, run_dir, failure, champion, tracking)
+        # A run about to be published says `published: false` until the pointer has moved: a report may only say
+        # what is already true on disk (a run killed before the move is not published).
+        report, failure = write_run_report(facts, settings, run_dir, failure, champion, tracking,
+                                           pending=failure is None)
         if failure is None:
             return publish_run(report, facts, settings, run_dir, stop, champion)
         if tracking is not None and tracking.champion_moved:  # tracked to publish, then the report failed
@@ -222,22 +226,30 @@ def track_run(report: Report, run_dir: Path, settings: Settings, stop: StopReque
 
 
 def publish_run(report: Report, facts: RunFacts, settings: Settings, run_dir: Path, stop: StopRequest,
-              champion: ChampionCheck | None) -> Report:
-    """Point latest.json at the run that passed, then prune old runs (a folder it cannot remove is named in a
-    warning and changes nothing). Moving the pointer is the last step that can fail: a stop that came first, or a
-    pointer that cannot move, leaves the run unpublished, its report rewritten to say why, and MLflow's `champion`
-    moved back. A stop that arrives once the pointer has moved does not unpublish the run."""
+                champion: ChampionCheck | None) -> Report:
+    """Point latest.json at the run that passed, then say so in its report, then prune old runs (a folder it cannot
+    remove is named in a warning and changes nothing). A stop that came first, or a pointer that cannot move, leaves
+    the run unpublished, its report rewritten to say why, and MLflow's `champion` moved back; a report that cannot
+    say it was published moves the pointer back too. A stop that arrives once the pointer has moved does not
+    unpublish the run."""
+    before = PointerBefore.keep(settings.output_dir)
     try:
         stop.check()
         point_latest_at(settings.output_dir, run_dir, report)
+        published, failure = write_run_report(facts, settings, run_dir, None, champion, report.tracking)
+        if failure is not None:
+            before.restore()
     except (Interrupted, OSError) as error:
         failure = failure_of(error)
+    finally:
+        before.forget()
+    if failure is not None:
         tracking = report.tracking
         if tracking is not None and tracking.champion_moved:
             tracking = restore_champion_in_mlflow(tracking, settings, failure)
         return write_run_report(facts, settings, run_dir, failure, champion, tracking)[0]
     prune_runs(settings.output_dir, settings.keep_runs, report.run_id)
-    return report
+    return published
 
 
 def restore_champion_in_mlflow(tracking: Tracking, settings: Settings, failure: RunFailure) -> Tracking:

@@ -8,11 +8,14 @@ complete run. Each finished run folder holds manifest.json, the SHA-256 of every
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import secrets
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
@@ -22,11 +25,12 @@ from filelock import FileLock, Timeout
 from job.log import log, warn
 from job.outcome.report import Artifact, Report, read_report
 from job.outcome.status import DAMAGED, LOCK_WAIT, RunFailure
-from lenet_client.atomic import write_text_atomically
+from lenet_client.atomic import write_bytes_atomically, write_text_atomically
 from lenet_client.jsonfile import read_json
 from lenet_client.text import printable
 
 POINTER = "latest.json"
+KEPT_POINTER = ".latest.json.before"  # PointerBefore's hard link, while a run publishes
 MANIFEST = "manifest.json"
 RUNS = "runs"
 
@@ -132,6 +136,42 @@ def point_latest_at(output_dir: Path, run_dir: Path, report: Report) -> None:
     except OSError as error:
         raise OSError(error.errno, f"could not point {printable(output_dir / POINTER)} at the run: "
                                    f"{error.strerror or error}") from None
+
+
+@dataclass
+class PointerBefore:
+    """latest.json as it was before a run moved it, to put back if the run's report cannot then say it was
+    published: a hard link (putting it back is a rename, which a full disk allows), or where the filesystem has no
+    hard links, its bytes. `existed` False: there was none, and putting back is removing the new one."""
+    output_dir: Path
+    existed: bool
+    kept: Path | None = None
+    data: bytes | None = None
+
+    @classmethod
+    def keep(cls, output_dir: Path) -> PointerBefore:
+        pointer, kept = output_dir / POINTER, output_dir / KEPT_POINTER
+        kept.unlink(missing_ok=True)  # left by a run killed in between
+        if not pointer.is_file():
+            return cls(output_dir, existed=False)
+        try:
+            os.link(pointer, kept)
+            return cls(output_dir, existed=True, kept=kept)
+        except OSError:
+            return cls(output_dir, existed=True, data=pointer.read_bytes())
+
+    def restore(self) -> None:
+        pointer = self.output_dir / POINTER
+        if not self.existed:
+            pointer.unlink(missing_ok=True)
+        elif self.kept is not None:
+            self.kept.replace(pointer)
+        elif self.data is not None:
+            write_bytes_atomically(pointer, self.data)
+
+    def forget(self) -> None:
+        with contextlib.suppress(OSError):
+            (self.output_dir / KEPT_POINTER).unlink(missing_ok=True)
 
 
 def hold_run(run_dir: Path) -> FileLock:

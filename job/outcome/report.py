@@ -187,7 +187,8 @@ class Report(Strict):
     min_test_accuracy: float
     accuracy_gate_passed: bool
     champion: ChampionCheck | None = Field(None, description="Present when LENET_CHAMPION_CHECK is on")
-    published: bool = Field(False, description="Whether OUTPUT_DIR/latest.json was pointed at this run")
+    published: bool = Field(False, description="Whether OUTPUT_DIR/latest.json points at this run: written true only "
+                                               "once it does")
     variants: list[VariantResult] = Field(default_factory=list)
     plots: dict[str, Artifact] = Field(default_factory=dict, description="figure name -> PNG file")
     tracking: Tracking | None = Field(None, description="Present when MLFLOW_TRACKING_URI is set")
