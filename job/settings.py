@@ -126,8 +126,8 @@ class Settings(BaseSettings):
                                                                         "the MLflow server may take")
     tracking_retries: int = Field(2, ge=0, le=10, description="an integer 0-10: retries of a failed request")
     # A request's timeout bounds each socket read: a server that answers a byte a second never trips it.
-    tracking_budget_seconds: int = Field(120, ge=1, le=3600, description="an integer 1-3600: seconds all of a run's "
-                                                                         "tracking may take")
+    tracking_budget_seconds: int = Field(120, ge=5, le=3600, description="an integer 5-3600: seconds all of a "
+                                                                          "run's tracking may take")
 
     @field_validator("variants", mode="before")
     @classmethod

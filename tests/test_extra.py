@@ -417,9 +417,12 @@ def test_a_warm_start_trains_on_from_the_published_weights_and_the_report_names_
     torch.manual_seed(0)  # where the run would have started without it: LENET_SEED's random weights
     fresh = build_model("plain", 0.0).state_dict()
     assert max(float((fresh[k] - champion[k]).abs().max()) for k in champion) > 0.01
-    # The seed recipe sees pixels in [0, 1], the published model standardized ones: its weights would not fit.
-    _, variant, stdout = run(warm_start="true", recipe="seed")
-    assert variant.warm_start is None and "training on cpu, from random weights" in stdout
+    # The seed recipe sees pixels in [0, 1], the published model standardized ones: its weights would not fit; a
+    # variant with nothing published starts from random weights too.
+    from job.outcome.champion import warm_starts
+    assert warm_starts(outputs, ("plain", "bn_dropout"), 0.0) == {"plain": None, "bn_dropout": None}
+    now_published = json.loads((outputs / "latest.json").read_text())["models"]["plain"]["state_dict"]
+    assert warm_starts(outputs, ("plain", "bn_dropout"), 0.1307) == {"plain": now_published, "bn_dropout": None}
 
 
 def test_a_warm_start_from_a_published_model_that_cannot_be_read_stops_before_training(monkeypatch, capfd, outputs,
@@ -459,7 +462,6 @@ def test_the_labelling_loop_sort_label_by_moving_retrain_and_read_again(monkeypa
     import json
     import shutil
     import subprocess
-    import sys
 
     import numpy as np
 
@@ -478,9 +480,12 @@ def test_the_labelling_loop_sort_label_by_moving_retrain_and_read_again(monkeypa
         truth[name] = str(digit)
     labelled = tmp_path / "labelled"
 
-    def predict(*arguments):
-        return subprocess.run([sys.executable, "-m", "lenet_client", *arguments], capture_output=True, text=True,
-                              timeout=120)
+    def predict(*arguments):  # lenet-predict in this process (its main is what the command runs)
+        from lenet_client.predict import main
+
+        code = main(list(arguments))
+        out, err = capfd.readouterr()
+        return subprocess.CompletedProcess(arguments, code, out, err)
 
     sorted_once = predict("--json", str(outputs), str(inbox), "--sort-into", str(labelled))
     assert sorted_once.returncode == 0, sorted_once.stderr
@@ -546,33 +551,25 @@ def test_names_in_another_encoding_reach_the_report_as_printable_names(monkeypat
         os.fsencode(extra / "7" / f"{latin}-7.png")}  # the quoted names give the bytes back
 
 
-def test_a_stop_while_a_first_night_preprocesses_its_pictures_ends_the_job_within_seconds(outputs, real_data_dir,
-                                                                                           tmp_path):
-    """SIGTERM while 1,000 new pictures were preprocessed ended the job 23 s later; docker stop kills at 10 s."""
-    import signal
-    import subprocess
-    import time
 
-    from conftest import PYTHON, TINY, job_env
+def test_a_stop_while_a_first_night_preprocesses_its_pictures_is_heard_at_the_next_picture(tmp_path):
+    """SIGTERM while 1,000 new pictures were preprocessed ended the job 23 s later: the stop check (the job passes
+    its StopRequest's) now runs before each picture, so nothing after it is read or cached."""
+    from job.running.stop import Interrupted
 
     extra = tmp_path / "extra"
-    for index in range(800):
+    for index in range(30):
         picture(extra / str(index % 10), f"{index}.png", index)
-    env = job_env(outputs.parent, real_data_dir, **TINY) | {"LENET_EXTRA_DATA": str(extra),
-                                                          "LENET_DATA_DIR": str(tmp_path / "data")}
-    shutil.copytree(real_data_dir, tmp_path / "data")  # a fresh cache: every picture is new tonight
-    job = subprocess.Popen([PYTHON, "-m", "job"], env=env, cwd=outputs.parent, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
-    for line in job.stdout:
-        if line.startswith("run "):
-            break
-    time.sleep(2)  # MNIST is read, the pictures are being preprocessed
-    job.send_signal(signal.SIGTERM)
-    signalled = time.monotonic()
-    stdout, stderr = job.communicate(timeout=120)
-    assert job.returncode == 143 and time.monotonic() - signalled < 5, stderr
-    assert "extra pictures from" not in stdout  # it was stopped during the preprocessing, not after it
+    checks = []
 
+    def stop_at_the_fifth():
+        checks.append(1)
+        if len(checks) == 5:
+            raise Interrupted(15)
+
+    with pytest.raises(Interrupted):
+        load_extra(extra, tmp_path / "cache", check_stop=stop_at_the_fifth)
+    assert len(checks) == 5 and len(list((tmp_path / "cache").rglob("*.npy"))) == 4
 
 @pytest.mark.parametrize("seven_folder", ["dangling link", "file"])
 def test_a_class_folder_that_is_not_a_readable_folder_stops_the_run_in_one_line(tmp_path, seven_folder):
@@ -600,10 +597,15 @@ def test_linked_sub_folders_are_followed_once_and_broken_ones_are_named(tmp_path
     (extra / "7" / "linked").symlink_to(elsewhere, target_is_directory=True)
     (extra / "7" / "linked" / "back-up").symlink_to(extra / "7", target_is_directory=True)  # a loop: once only
     (extra / "7" / "gone").symlink_to(tmp_path / "nowhere", target_is_directory=True)
+    picture(extra / "3", "three.png", 20)
+    (extra / "7" / "up").symlink_to(extra, target_is_directory=True)  # would label the 3 as a 7
+    (extra / "7" / "sibling").symlink_to(extra / "3", target_is_directory=True)
     data = load_extra(extra, tmp_path / "cache", max_bad_share=0.5)
-    assert len(data.train_labels) + len(data.holdout_labels) == 4  # here.png and the three linked ones
-    assert [(os.path.basename(s.path), s.reason.split(" (")[0]) for s in data.skipped] == [
-        ("gone", "not a regular file")]
+    assert len(data.train_labels) + len(data.holdout_labels) == 5  # here.png, the three linked ones, the 3
+    assert sorted((os.path.basename(s.path), s.reason.split(" (")[0]) for s in data.skipped) == [
+        ("gone", "not a regular file"), ("sibling", "a link to a folder outside this digit's"),
+        ("up", "a link to a folder outside this digit's")]
+    assert sorted(set(data.train_labels) | set(data.holdout_labels)) == [3, 7] and not data.conflicts
 
 
 def test_a_digit_that_disappears_since_the_published_run_stops_the_run(monkeypatch, capfd, outputs, real_data_dir,

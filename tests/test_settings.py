@@ -182,11 +182,5 @@ def test_the_extra_share_is_refused_where_its_epoch_could_not_be_held(monkeypatc
 def test_infinity_and_nan_are_not_numbers_any_setting_takes(monkeypatch, name, value):
     """"inf" passed every bound of LENET_PARITY_MAX_ABS_DIFF (> 0) and turned the parity check off."""
     monkeypatch.setenv(name, value)
-    with pytest.raises(SettingsError, match=rf"^{name}={value}: "):
+    with pytest.raises(SettingsError, match=rf"^{name}={value}: Input should be a finite number "):
         load_settings()
-
-
-def test_a_tracking_address_is_logged_without_its_credentials_and_keeps_its_brackets():
-    from job.outcome.tracking import without_credentials
-    assert without_credentials("http://someone:hunter2@[::1]:5000/mlflow") == "http://[::1]:5000/mlflow"
-    assert without_credentials("https://mlflow.example.com") == "https://mlflow.example.com"

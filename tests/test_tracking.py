@@ -238,13 +238,13 @@ def test_a_server_that_trickles_its_answers_is_cut_off_by_the_tracking_budget(ou
     started = time.monotonic()
     try:
         code, _, stderr = job_in_process(monkeypatch, capfd, outputs, real_data_dir, tracking_timeout_seconds=3,
-                                         tracking_budget_seconds=4, tracking_retries=0,
+                                         tracking_budget_seconds=5, tracking_retries=0,
                                          tracking_required=str(required).lower())
     finally:
         stop.set()
         listener.close()
-    assert time.monotonic() - started < 60  # the run's own work and 4 s of tracking, not minutes of trickle
-    assert "was cut short: all of the tracking may take LENET_TRACKING_BUDGET_SECONDS=4" in stderr, stderr
+    assert time.monotonic() - started < 60  # the run's own work and 5 s of tracking, not minutes of trickle
+    assert "was cut short: all of the tracking may take LENET_TRACKING_BUDGET_SECONDS=5" in stderr, stderr
     assert (code, published_files(outputs) == before) == ((12, True) if required else (0, False)), stderr
 
 
@@ -381,3 +381,28 @@ def test_the_job_speaks_to_mlflow_only_once_the_work_is_done(outputs, real_data_
     code, _, stderr = job_in_process(monkeypatch, capfd, outputs, real_data_dir, tracking_retries=0)
     assert code == 0 and "tracking failed" in stderr, stderr
     assert made_when and all(state == [True] for state in made_when), made_when
+
+
+def test_a_tracking_address_is_logged_without_its_credentials_and_keeps_its_brackets():
+    from job.outcome.tracking import without_credentials
+
+    assert without_credentials("http://someone:hunter2@[::1]:5000/mlflow") == "http://[::1]:5000/mlflow"
+    assert without_credentials("https://mlflow.example.com") == "https://mlflow.example.com"
+
+
+def test_the_tracking_budget_cuts_a_wait_short_once_and_is_gone_after_the_block():
+    """within_budget raises BudgetSpent once its time is out, and not after the work is done; SIGALRM's handler and
+    timer are put back as they were."""
+    import signal as signals
+
+    from job.outcome.tracking import BudgetSpent, within_budget
+
+    before = signals.getsignal(signals.SIGALRM)
+    with pytest.raises(BudgetSpent), within_budget(0.2) as budget:
+        time.sleep(5)
+    assert budget.spent and signals.getsignal(signals.SIGALRM) is before
+    assert signals.getitimer(signals.ITIMER_REAL) == (0.0, 0.0)
+    with within_budget(0.2) as budget:
+        budget.done = True
+        time.sleep(0.4)  # the alarm comes after the work: ignored
+    assert not budget.spent

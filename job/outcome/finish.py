@@ -14,6 +14,7 @@ import contextlib
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from job.log import warn
 from job.outcome.champion import SameGround, check_champion
@@ -44,6 +45,9 @@ from job.running.stop import Interrupted, StopRequest, raising_on_stop
 from job.settings import Settings
 from job.training.data import DataError
 from job.training.extra import too_few_held_out
+
+if TYPE_CHECKING:  # imported where used: mlflow's module is loaded only when tracking is on
+    from job.outcome.tracking import TrackingFailed
 
 
 @dataclass(frozen=True)
@@ -202,27 +206,46 @@ def track_run(report: Report, run_dir: Path, settings: Settings, stop: StopReque
             failure: RunFailure | None) -> tuple[Tracking | None, RunFailure | None]:
     """The judged run logged to MLflow (job.outcome.tracking), and the failure it ends with. A run that cannot be
     tracked is still published, with a warning, unless LENET_TRACKING_REQUIRED: then it is not (exit 12)."""
-    from job.outcome.tracking import TrackingFailed, restore_champion, track, within_budget
+    from job.outcome.tracking import BudgetSpent, TrackingFailed, track, within_budget, without_credentials
 
     publishing = failure is None
     if publishing and stop():  # the stop came after judging: no request that only a new signal could cut short;
         return None, failure  # publish_run's stop check ends the run as interrupted
     try:
-        with raising_on_stop(stop), within_budget(settings.tracking_budget_seconds):  # a stop, or the budget spent,
-            return track(report, run_dir, settings, publishing), failure            # does not wait for the server
+        # A stop, or the budget spent, does not wait for the server.
+        with raising_on_stop(stop), within_budget(settings.tracking_budget_seconds) as budget:
+            tracked = track(report, run_dir, settings, publishing, budget)
+            budget.done = True
+            return tracked, failure
+    except BudgetSpent:  # the alarm landed outside track's own handler (it had caught an error just then)
+        failed = TrackingFailed(f"MLflow at {without_credentials(settings.mlflow_tracking_uri or '')}: cut short: all "
+                                f"of the tracking may take LENET_TRACKING_BUDGET_SECONDS="
+                                f"{settings.tracking_budget_seconds}", Tracking(
+                                    uri=without_credentials(settings.mlflow_tracking_uri or ""),
+                                    experiment=settings.mlflow_experiment, logged=False))
+        return tracking_failed(failed, settings, stop, failure, publishing)
     except TrackingFailed as failed:
-        tracking = failed.tracking.model_copy(update={"message": str(failed)})
-        # A champion alias that moved goes back; a stopped run is marked KILLED in MLflow.
-        if tracking.champion_moved or (stop() and tracking.mlflow_run_id):
-            tracking = restore_champion(tracking, settings, "KILLED" if stop() else "FAILED")
-        if stop():  # publish_run's stop check ends the run as interrupted, which says so
-            return tracking, failure
-        if publishing and settings.tracking_required:
-            return tracking, RunFailure(f"tracking failed: {failed}", TRACKING)
-        warn(f"tracking failed, the run's own outputs are complete: {failed}")
-        return tracking, failure
+        return tracking_failed(failed, settings, stop, failure, publishing)
     except Interrupted:  # a stop after track returned, before the usual handler was back: publish_run's check ends it
         return None, failure
+
+
+def tracking_failed(failed: TrackingFailed, settings: Settings, stop: StopRequest, failure: RunFailure | None,
+                    publishing: bool) -> tuple[Tracking | None, RunFailure | None]:
+    """What a run whose tracking failed does: the champion alias back, then published with a warning, or (tracking
+    required) not published."""
+    from job.outcome.tracking import restore_champion
+
+    tracking = failed.tracking.model_copy(update={"message": str(failed)})
+    # A champion alias that moved goes back; a stopped run is marked KILLED in MLflow.
+    if tracking.champion_moved or (stop() and tracking.mlflow_run_id):
+        tracking = restore_champion(tracking, settings, "KILLED" if stop() else "FAILED")
+    if stop():  # publish_run's stop check ends the run as interrupted, which says so
+        return tracking, failure
+    if publishing and settings.tracking_required:
+        return tracking, RunFailure(f"tracking failed: {failed}", TRACKING)
+    warn(f"tracking failed, the run's own outputs are complete: {failed}")
+    return tracking, failure
 
 
 def publish_run(report: Report, facts: RunFacts, settings: Settings, run_dir: Path, stop: StopRequest,
@@ -232,9 +255,10 @@ def publish_run(report: Report, facts: RunFacts, settings: Settings, run_dir: Pa
     the run unpublished, its report rewritten to say why, and MLflow's `champion` moved back; a report that cannot
     say it was published moves the pointer back too. A stop that arrives once the pointer has moved does not
     unpublish the run."""
-    before = PointerBefore.keep(settings.output_dir)
+    before = None
     try:
         stop.check()
+        before = PointerBefore.keep(settings.output_dir)
         point_latest_at(settings.output_dir, run_dir, report)
         published, failure = write_run_report(facts, settings, run_dir, None, champion, report.tracking)
         if failure is not None:
@@ -242,7 +266,8 @@ def publish_run(report: Report, facts: RunFacts, settings: Settings, run_dir: Pa
     except (Interrupted, OSError) as error:
         failure = failure_of(error)
     finally:
-        before.forget()
+        if before is not None:
+            before.forget()
     if failure is not None:
         tracking = report.tracking
         if tracking is not None and tracking.champion_moved:

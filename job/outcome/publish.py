@@ -25,7 +25,7 @@ from filelock import FileLock, Timeout
 from job.log import log, warn
 from job.outcome.report import Artifact, Report, read_report
 from job.outcome.status import DAMAGED, LOCK_WAIT, RunFailure
-from lenet_client.atomic import write_bytes_atomically, write_text_atomically
+from lenet_client.atomic import fsync_path, write_bytes_atomically, write_text_atomically
 from lenet_client.jsonfile import read_json
 from lenet_client.text import printable
 
@@ -168,6 +168,7 @@ class PointerBefore:
             self.kept.replace(pointer)
         elif self.data is not None:
             write_bytes_atomically(pointer, self.data)
+        fsync_path(self.output_dir)  # the name put back survives a power loss
 
     def forget(self) -> None:
         with contextlib.suppress(OSError):

@@ -35,7 +35,8 @@ UNEXPECTED = ExitStatus(1, "failed", "unexpected error (a bug): the message name
 BAD_SETTING = ExitStatus(2, None, "bad setting, unknown variant or device, device not present", "no (nothing started)",
                          "no")
 DATA = ExitStatus(3, "failed", "data problem: MNIST missing, truncated, corrupted, wrong shape (checksums), download "
-                               "failed", "yes", "no")
+                               "failed; `LENET_EXTRA_DATA` unusable (a class folder that cannot be read, a digit gone "
+                               "since the published run, too many bad files)", "yes", "no")
 ACCURACY_GATE = ExitStatus(4, "accuracy_gate_failed", "accuracy gate missed (`LENET_MIN_TEST_ACCURACY`)", "yes", "no")
 PARITY = ExitStatus(5, "parity_failed", "an exported file does not predict what the trained model predicts", "yes",
                     "no")

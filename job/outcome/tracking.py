@@ -31,35 +31,42 @@ from job.running.stop import Interrupted
 from job.settings import Settings
 
 CHAMPION = "champion"
+RESTORE_BUDGET_SECONDS = 15  # putting the aliases back after a failure: a few requests of at most 5 s each
 
 
 class BudgetSpent(Exception):
     """LENET_TRACKING_BUDGET_SECONDS have passed within `track`."""
 
 
+class Budget:
+    """What within_budget yields: `spent` once its time ran out, `done` once the block's work returned (an alarm
+    after that changes nothing)."""
+
+    def __init__(self) -> None:
+        self.spent = False
+        self.done = False
+
+
 @contextlib.contextmanager
-def within_budget(seconds: float) -> Iterator[None]:
-    """Raise BudgetSpent in this (the main) thread once `seconds` have passed, and again every half second after,
-    until the block is left: a library that catches the first one to retry does not get to wait again. The same
-    way a stop signal cuts a request short (job.running.stop.raising_on_stop)."""
-    global budget_spent
+def within_budget(seconds: float) -> Iterator[Budget]:
+    """Raise BudgetSpent in this (the main) thread once `seconds` have passed, unless the work is done: the same
+    way a stop signal cuts a request short (job.running.stop.raising_on_stop). A library may wrap BudgetSpent in its
+    own exception: `spent` tells."""
+    budget = Budget()
 
-    def spent(number: int, frame: object) -> None:
-        global budget_spent
-        budget_spent = True
-        raise BudgetSpent()
+    def alarm(number: int, frame: object) -> None:
+        if not budget.done:
+            budget.spent = True
+            raise BudgetSpent()
 
-    budget_spent = False
-    previous = signal.signal(signal.SIGALRM, spent)
-    signal.setitimer(signal.ITIMER_REAL, seconds, 0.5)
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
-        yield
+        yield budget
     finally:
+        budget.done = True  # first: an alarm from here on is ignored
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-
-
-budget_spent = False  # set by within_budget's alarm: a library may wrap BudgetSpent in its own exception
 
 
 class TrackingFailed(Exception):
@@ -100,7 +107,8 @@ def client_for(settings: Settings, cleanup: bool = False):
     return MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
 
 
-def track(report: Report, run_dir: Path, settings: Settings, publishing: bool) -> Tracking:
+def track(report: Report, run_dir: Path, settings: Settings, publishing: bool, budget: Budget | None = None
+          ) -> Tracking:
     """Log the judged run; for a run about to be published (`publishing`), register its models and move `champion`
     to them. Raises TrackingFailed with the Tracking so far."""
     assert settings.mlflow_tracking_uri is not None  # called only when MLflow is configured
@@ -146,7 +154,7 @@ def track(report: Report, run_dir: Path, settings: Settings, publishing: bool) -
     except Interrupted:
         raise TrackingFailed(f"MLflow at {tracking.uri}: {step} was cut short by a stop signal", tracking) from None
     except Exception as error:  # noqa: BLE001 - any failure of the server, the network or the client library
-        if budget_spent:  # BudgetSpent, or whatever a library made of it
+        if budget is not None and budget.spent:  # BudgetSpent, or whatever a library made of it
             raise TrackingFailed(f"MLflow at {tracking.uri}: {step} was cut short: all of the tracking may take "
                                  f"LENET_TRACKING_BUDGET_SECONDS={settings.tracking_budget_seconds}", tracking) \
                 from None
@@ -265,17 +273,23 @@ def restore_champion(tracking: Tracking, settings: Settings, run_status: str = "
     """Best effort, when the run was not published after all (latest.json could not move, a stop arrived) or
     tracking failed while moving the alias: the alias back where it was, and the MLflow run marked `run_status`."""
     try:
-        client = client_for(settings, cleanup=True)
-        for variant, version in tracking.replaced_versions.items():
-            if version is None:
-                client.delete_registered_model_alias(registered_name(variant), CHAMPION)
-            else:
-                client.set_registered_model_alias(registered_name(variant), CHAMPION, version)
-        if tracking.mlflow_run_id:
-            client.set_terminated(tracking.mlflow_run_id, run_status)
-        return tracking.model_copy(update={"champion_moved": False})
+        with within_budget(RESTORE_BUDGET_SECONDS):  # a server that trickles its answers must not hold the job here
+            restored = restore_aliases(tracking, settings, run_status)
+        return restored
     except Exception:  # noqa: BLE001 - the run's outcome is already decided; the warning says what to check
         from job.log import warn
 
         warn(f"could not move {CHAMPION} back in MLflow at {tracking.uri}: check the registry's aliases")
         return tracking
+
+
+def restore_aliases(tracking: Tracking, settings: Settings, run_status: str) -> Tracking:
+    client = client_for(settings, cleanup=True)
+    for variant, version in tracking.replaced_versions.items():
+        if version is None:
+            client.delete_registered_model_alias(registered_name(variant), CHAMPION)
+        else:
+            client.set_registered_model_alias(registered_name(variant), CHAMPION, version)
+    if tracking.mlflow_run_id:
+        client.set_terminated(tracking.mlflow_run_id, run_status)
+    return tracking.model_copy(update={"champion_moved": False})

@@ -127,8 +127,9 @@ def check_no_digit_disappeared(extra: ExtraDataInfo | None, settings: Settings) 
         published = published_run(settings.output_dir)
     except DamagedFileError:  # the champion check, if on, says so; this check needs the counts only
         return
-    if published is None or published[1].extra_data is None or published[1].extra_data.folder != extra.folder:
-        return
+    if published is None or published[1].extra_data is None or \
+            Path(published[1].extra_data.folder).resolve() != Path(extra.folder).resolve():
+        return  # another folder (LENET_EXTRA_DATA pointed elsewhere, on purpose) is another set of labels
     before = published[1].extra_data
     for digit in sorted(set(before.train_pictures) | set(before.holdout_pictures)):
         had = before.train_pictures.get(digit, 0) + before.holdout_pictures.get(digit, 0)

@@ -155,7 +155,7 @@ def train_one(variant: str, settings: Settings, device: str, run_id: str, run_di
 
     try:
         recipe = settings.resolved_recipe()
-        data, _, _ = load_run_data(settings, recipe.normalize)  # the job has warned about the extra pictures
+        data, _, _ = load_run_data(settings, recipe.normalize, _stop.check)  # the job warned of the extra pictures
         # No bar of its own (two processes drawing on one terminal line would garble it): the job draws the status.
         return train_variant(variant, data.to(torch.device(device)), recipe, settings, torch.device(device), _stop,
                              run_id, run_dir, warm_start, on_step=on_step)

@@ -103,15 +103,23 @@ def class_folders(folder: Path) -> list[Path]:
 
 
 def files_under(class_folder: Path) -> tuple[list[Path], list[Skipped]]:
-    """Every file under `class_folder`, linked sub-folders followed (each real folder once), and each sub-folder
-    that cannot be listed as a Skipped entry that names it."""
+    """Every file under `class_folder`, linked sub-folders followed (each real folder once), and as Skipped entries
+    that name them: each sub-folder that cannot be listed, and each link to a folder that holds this one or lies
+    elsewhere in the labelled folder (a link to `..` would label every other digit's pictures as this one's)."""
     found: list[Path] = []
     unlisted: list[Skipped] = []
+    labelled = os.path.realpath(class_folder.parent)
+    own = os.path.realpath(class_folder)
     seen: set[str] = set()
 
     def not_listed(error: OSError) -> None:
         unlisted.append(Skipped(str(error.filename), f"a folder that cannot be listed ({error.strerror}): its "
                                                      f"pictures are left out"))
+
+    def elsewhere(real: str) -> bool:
+        within = real == own or real.startswith(own + os.sep)
+        return not within and (real == labelled or real.startswith(labelled + os.sep) or
+                               labelled.startswith(real + os.sep))
 
     for root, folders, files in os.walk(class_folder, followlinks=True, onerror=not_listed):
         real = os.path.realpath(root)
@@ -119,7 +127,16 @@ def files_under(class_folder: Path) -> tuple[list[Path], list[Skipped]]:
             folders[:] = []
             continue
         seen.add(real)
-        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        kept = []
+        for name in sorted(folders):
+            if name.startswith("."):
+                continue
+            if elsewhere(os.path.realpath(os.path.join(root, name))):
+                unlisted.append(Skipped(os.path.join(root, name), "a link to a folder outside this digit's (another "
+                                                                  "digit's, or one that holds them): left out"))
+                continue
+            kept.append(name)
+        folders[:] = kept
         found += [Path(root) / name for name in sorted(files) if not name.startswith(".")]
     return found, unlisted
 
@@ -193,7 +210,7 @@ def load_extra(folder: Path, cache_dir: Path, max_bad_share: float = 0.2,
         files += len(unlisted)
         for path in paths:
             files += 1
-            check_stop()  # a first night preprocesses its pictures for seconds each hundred: a stop must not wait
+            check_stop()  # a first night preprocesses a whole new folder: a stop must not wait for all of it
             try:
                 reason = why_not_a_picture(path)
                 if reason:
