@@ -164,9 +164,8 @@ class Settings(BaseSettings):
         parts = urlsplit(value)
         try:
             port = parts.port
-        except ValueError:
-            raise ValueError("is not a usable address: its port is not a number 1-65535 (e.g. "
-                             "http://127.0.0.1:5000)") from None
+        except ValueError:  # not a number, or over 65535
+            port = 0
         if port == 0:
             raise ValueError("is not a usable address: its port is not a number 1-65535 (e.g. "
                              "http://127.0.0.1:5000)")

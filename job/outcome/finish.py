@@ -206,7 +206,7 @@ def track_run(report: Report, run_dir: Path, settings: Settings, stop: StopReque
             failure: RunFailure | None) -> tuple[Tracking | None, RunFailure | None]:
     """The judged run logged to MLflow (job.outcome.tracking), and the failure it ends with. A run that cannot be
     tracked is still published, with a warning, unless LENET_TRACKING_REQUIRED: then it is not (exit 12)."""
-    from job.outcome.tracking import BudgetSpent, TrackingFailed, track, within_budget, without_credentials
+    from job.outcome.tracking import BudgetSpent, TrackingFailed, track, untracked, within_budget
 
     publishing = failure is None
     if publishing and stop():  # the stop came after judging: no request that only a new signal could cut short;
@@ -218,11 +218,9 @@ def track_run(report: Report, run_dir: Path, settings: Settings, stop: StopReque
             budget.done = True
             return tracked, failure
     except BudgetSpent:  # the alarm landed outside track's own handler (it had caught an error just then)
-        failed = TrackingFailed(f"MLflow at {without_credentials(settings.mlflow_tracking_uri or '')}: cut short: all "
-                                f"of the tracking may take LENET_TRACKING_BUDGET_SECONDS="
-                                f"{settings.tracking_budget_seconds}", Tracking(
-                                    uri=without_credentials(settings.mlflow_tracking_uri or ""),
-                                    experiment=settings.mlflow_experiment, logged=False))
+        tracking = untracked(settings)
+        failed = TrackingFailed(f"MLflow at {tracking.uri}: cut short: all of the tracking may take "
+                                f"LENET_TRACKING_BUDGET_SECONDS={settings.tracking_budget_seconds}", tracking)
         return tracking_failed(failed, settings, stop, failure, publishing)
     except TrackingFailed as failed:
         return tracking_failed(failed, settings, stop, failure, publishing)

@@ -55,7 +55,7 @@ def model_metadata(variant: str, recipe: Recipe, accuracy: float, temperature: f
                    run_id: str, trained_at: datetime) -> dict:
     import torch
 
-    from job.training.data import MNIST_MEAN, MNIST_STD
+    from job.training.data import standardization
 
     return {
         "model.variant": variant,
@@ -64,8 +64,8 @@ def model_metadata(variant: str, recipe: Recipe, accuracy: float, temperature: f
         "preprocess.image_size": "28x28",
         "preprocess.color": "white digit on black background, grayscale",
         "preprocess.scale": repr(1 / 255),
-        "preprocess.mean": repr(MNIST_MEAN if recipe.normalize else 0.0),
-        "preprocess.std": repr(MNIST_STD if recipe.normalize else 1.0),
+        "preprocess.mean": repr(standardization(recipe.normalize)[0]),
+        "preprocess.std": repr(standardization(recipe.normalize)[1]),
         "preprocess.method": PICTURE_METHOD,
         "metrics.test_accuracy": f"{accuracy:.4f}",
         "calibration.temperature": repr(temperature),

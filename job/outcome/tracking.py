@@ -107,13 +107,18 @@ def client_for(settings: Settings, cleanup: bool = False):
     return MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
 
 
+def untracked(settings: Settings) -> Tracking:
+    """The Tracking of a run before anything was logged."""
+    assert settings.mlflow_tracking_uri is not None  # called only when MLflow is configured
+    return Tracking(uri=without_credentials(settings.mlflow_tracking_uri), experiment=settings.mlflow_experiment,
+                    logged=False)
+
+
 def track(report: Report, run_dir: Path, settings: Settings, publishing: bool, budget: Budget | None = None
           ) -> Tracking:
     """Log the judged run; for a run about to be published (`publishing`), register its models and move `champion`
     to them. Raises TrackingFailed with the Tracking so far."""
-    assert settings.mlflow_tracking_uri is not None  # called only when MLflow is configured
-    tracking = Tracking(uri=without_credentials(settings.mlflow_tracking_uri), experiment=settings.mlflow_experiment,
-                        logged=False)
+    tracking = untracked(settings)
     step = "connecting"
     try:
         client = client_for(settings)

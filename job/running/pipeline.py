@@ -25,7 +25,7 @@ from job.outcome.status import HOLDOUT_TOO_SMALL, PARITY, RunFailure
 from job.running.pool import can_start_workers, train_in_parallel, variants_share_the_cpu
 from job.running.stop import StopRequest
 from job.settings import Settings
-from job.training.data import MNIST_MEAN, DataError, MnistData
+from job.training.data import DataError, MnistData, standardization
 from job.training.extra import load_run_data, too_few_held_out
 from job.training.variant import train_variant
 from lenet_client.sort import UNSURE
@@ -53,7 +53,7 @@ def run(settings: Settings, device: torch.device, run_dir: Path, run_id: str, st
         check_no_digit_disappeared(extra, settings)
         starts: dict[str, str | None] = dict.fromkeys(settings.variants)
         if settings.warm_start:  # decided once, before any variant trains
-            starts = warm_starts(settings.output_dir, settings.variants, MNIST_MEAN if recipe.normalize else 0.0)
+            starts = warm_starts(settings.output_dir, settings.variants, standardization(recipe.normalize)[0])
         stop.check()
         (run_dir / "plots").mkdir()
         plots.append(plot_first_images(data, settings.seed, run_dir / "plots"))

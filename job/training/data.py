@@ -23,6 +23,11 @@ from lenet_client.text import printable
 VENDORED_DIR = Path(__file__).parents[1] / "mnist"  # job/mnist
 # Mean and std of the MNIST training pixels after ToTensor's scaling to [0, 1].
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+
+
+def standardization(normalize: bool) -> tuple[float, float]:
+    """(mean, std) that 0-1 pixels are standardized with: MNIST's, or none (the seed recipe's plain 0-1)."""
+    return (MNIST_MEAN, MNIST_STD) if normalize else (0.0, 1.0)
 # Canonical MD5 of the uncompressed files (the ones torchvision and most loaders publish), and SHA-256.
 CHECKSUMS = {
     "train-images-idx3-ubyte": ("6bbc9ace898e44ae57da46a324031adb",

@@ -91,15 +91,22 @@ def class_folders(folder: Path) -> list[Path]:
                              f"digit (allowed: subfolders named 0-9, one per digit, and {UNSURE}/ for pictures not "
                              f"labelled yet)")
     for entry in (p for p in entries if p.name in CLASSES):
-        problem = "" if entry.is_dir() else \
-            f"is a link to {printable(os.readlink(entry))}, which does not exist (a drive not mounted?)" \
-            if entry.is_symlink() and not entry.exists() else "is a file, not a folder"
-        if not problem and not os.access(entry, os.R_OK | os.X_OK):
-            problem = "is a folder this user may not list (Permission denied)"
+        problem = unreadable(entry)
         if problem:
             raise ExtraDataError(f"LENET_EXTRA_DATA={printable(folder)}: class folder {entry.name} {problem}; its "
                                  f"pictures would be left out (allowed: a folder of pictures this user can read)")
     return [p for p in entries if p.is_dir() and p.name in CLASSES]
+
+
+def unreadable(class_folder: Path) -> str | None:
+    """Why a class folder's pictures cannot be read, or None."""
+    if class_folder.is_symlink() and not class_folder.exists():
+        return f"is a link to {printable(os.readlink(class_folder))}, which does not exist (a drive not mounted?)"
+    if not class_folder.is_dir():
+        return "is a file, not a folder"
+    if not os.access(class_folder, os.R_OK | os.X_OK):
+        return "is a folder this user may not list (Permission denied)"
+    return None
 
 
 def files_under(class_folder: Path) -> tuple[list[Path], list[Skipped]]:
