@@ -242,3 +242,37 @@ def onnx_exporter_registry_built_once():
     registry.from_torchlib = classmethod(build)  # type: ignore[method-assign, assignment]
     yield
     registry.from_torchlib = original  # type: ignore[method-assign]
+
+
+def descendants(pid):
+    """Every live process under `pid`, from /proc (the forkserver, the workers, multiprocessing's helpers)."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def children(pid):
+    return [child for child in descendants(pid) if parent_of(child) == pid]
+
+
+def parent_of(pid):
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def live(pid):
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from conftest import PYTHON, TINY, job_env, job_in_process, published_files, published_id
+from conftest import PYTHON, TINY, children, descendants, job_env, job_in_process, live, published_files, published_id
 from job.outcome import status
 from job.outcome.report import read_report
 
@@ -153,40 +153,6 @@ def test_a_pointer_that_is_a_pipe_is_named_as_one(outputs, real_data_dir, monkey
 
 
 PARALLEL = {"variants": "plain,bn_dropout", "parallel_variants": "true", "epochs": 3, "train_limit": 6000}
-
-
-def descendants(pid):
-    """Every live process under `pid`, from /proc (the forkserver, the workers, multiprocessing's helpers)."""
-    children = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z":
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def children(pid):
-    return [child for child in descendants(pid) if parent_of(child) == pid]
-
-
-def parent_of(pid):
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
-def live(pid):
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def start_parallel(outputs, data_dir):

@@ -8,8 +8,8 @@
 //                                     ImageData). Throws NoDigitError when the picture holds no digit.
 //   toInput(mnist, scale, mean, std) -> Float32Array(784), the model's input
 
-export const METHOD = "mnist-fit-20-center-of-mass-28 v4"; // the ONNX metadata's preprocess.method
-const MAX_PIXELS = 40_000_000, MIN_SIDE = 8, WORK_SIDE = 512, FINE_SIDE = 80;
+export const METHOD = "mnist-fit-20-center-of-mass-28 v5"; // the ONNX metadata's preprocess.method
+const MAX_PIXELS = 40_000_000, MIN_SIDE = 8, WORK_SIDE = 256, FINE_SIDE = 80;
 const MIN_STROKE = 1.5, BOX = 20, FIELD = 28, CENTER = 14.0, OPAQUE_PICTURE = 0.7;
 const BORDER_BAND = 0.05, BORDER_UNIFORM = 0.5, MIN_CONTRAST = 0.05, MIN_COHERENCE = 0.5, NOISE_SIGMAS = 5;
 const FRAME_MARGIN = 0.08, FRAME_COVERAGE = 0.8, FRAME_SIDES = 3, FRAME_GAP = 0.2, FRAME_GAPS = 2, MIN_PART = 0.05;

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from lenet_client.preprocess import DAMAGED_HEADER_ERRORS, MAX_PIXELS, MAX_SIDE, WORK_SIDE
+from lenet_client.preprocess import DAMAGED_HEADER_ERRORS, MAX_PIXELS, MAX_SIDE, WORK_SIDE, fit_size
 from lenet_client.text import printable
 
 # What cameras, phones, browsers and scanners save, and Pillow reads: .jfif is a JPEG as Windows browsers save it,
@@ -52,8 +52,8 @@ def picture_paths(paths: list[Path]) -> list[Path]:
 
 def open_picture(path: Path) -> Image.Image:
     """The picture, decoded. A JPEG (what cameras and phones save) is decoded reduced, by a power of two that keeps
-    its shorter side at least WORK_SIDE (the preprocessing works at that size anyway): a 12-megapixel photo is read
-    at 1/4, a 200-megapixel one at 1/8, each in a fraction of the time and memory. What would still be too large once
+    its longer side at least WORK_SIDE (the preprocessing works at that size anyway): a 12-megapixel photo is read
+    at 1/8, in a fraction of the time and memory. What would still be too large once
     decoded is refused from its header, before decoding (a decompression bomb)."""
     if path.is_dir():
         if not os.access(path, os.R_OK | os.X_OK):
@@ -88,14 +88,15 @@ def open_picture(path: Path) -> Image.Image:
 
 
 def decoded(image: Image.Image, path: Path) -> None:
-    """Decode `image` in place: a JPEG reduced, as far as keeps both sides at least WORK_SIDE, to its gray (luma)
-    channel when it has one; anything too large once decoded is refused first. A progressive JPEG is not reduced
+    """Decode `image` in place: a JPEG reduced, as far as keeps the longer side at least WORK_SIDE, to its gray
+    (luma) channel when it has one; anything too large once decoded is refused first. A progressive JPEG is not reduced
     where it counts: its decoder holds every coefficient of the full picture, so it is bounded as any other."""
     width, height = image.size  # read from the header: nothing is decoded yet
     if max(width, height) > MAX_SIDE:
         raise PictureError(too_large(path, width, height))
     if image.format == "JPEG" and not image.info.get("progressive"):
-        image.draft("L" if image.mode in ("L", "RGB") else image.mode, (WORK_SIDE, WORK_SIDE))
+        least_height, least_width = fit_size(height, width, WORK_SIDE)
+        image.draft("L" if image.mode in ("L", "RGB") else image.mode, (least_width, least_height))
     if image.size[0] * image.size[1] > MAX_PIXELS:  # image.size: what the decoder will produce, after draft
         raise PictureError(too_large(path, width, height))
     image.load()

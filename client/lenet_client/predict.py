@@ -35,8 +35,9 @@ import onnxruntime as ort
 from lenet_client import __version__
 from lenet_client.contract import CLASS_LABELS, INPUT_NAME, OUTPUT_NAME, calibration, preprocessing
 from lenet_client.jsonfile import read_json
-from lenet_client.pictures import PictureError, open_picture, picture_paths
-from lenet_client.preprocess import NoDigitError, to_input
+from lenet_client.pictures import PictureError, picture_paths
+from lenet_client.preprocess import NoDigitError, model_input
+from lenet_client.reading import mnist_pictures
 from lenet_client.sort import sort_into
 from lenet_client.text import discard, printable
 
@@ -146,17 +147,19 @@ def classify(session: ort.InferenceSession, metadata: dict[str, str], paths: lis
     temperature, model_min_confidence = calibration(metadata)
     threshold = model_min_confidence if min_confidence is None else min_confidence
     results: list[dict[str, Any]] = []
-    inputs: list[np.ndarray] = []
-    for path in picture_paths(paths):
-        try:
-            inputs.append(to_input(open_picture(path), scale, mean, std))
+    read: list[np.ndarray] = []
+    paths = picture_paths(paths)
+    for path, reading in zip(paths, mnist_pictures(paths), strict=True):
+        if isinstance(reading, PictureError):
+            results.append({"path": str(path), "error": str(reading), "status": EXIT_PICTURE})
+        elif isinstance(reading, NoDigitError):
+            results.append({"path": str(path), "error": f"{printable(path)}: {reading}", "status": EXIT_NO_DIGIT})
+        else:
+            read.append(reading)
             results.append({"path": str(path)})
-        except PictureError as error:
-            results.append({"path": str(path), "error": str(error), "status": EXIT_PICTURE})
-        except NoDigitError as error:
-            results.append({"path": str(path), "error": f"{printable(path)}: {error}", "status": EXIT_NO_DIGIT})
-    if inputs:
-        logits = session.run([OUTPUT_NAME], {INPUT_NAME: np.stack(inputs)})[0]
+    if read:
+        inputs = model_input(np.stack(read)[:, None], scale, mean, std)
+        logits = session.run([OUTPUT_NAME], {INPUT_NAME: inputs})[0]
         if not np.isfinite(logits).all():  # a damaged weight (NaN, infinity) spreads to every answer
             raise PredictError(EXIT_MODEL, "gives NaN or infinite logits: a damaged model, not what the job exported")
         # In float64: a sure answer's float32 probability rounds to 1.0, above any --min-confidence.

@@ -8,6 +8,7 @@ a test vector, for ports to other languages.
 
     to_mnist(image) -> uint8 [28, 28], white ink on black, as in MNIST's own files
     to_input(image, scale, mean, std) -> float32 [1, 28, 28], the model's input
+    model_input(mnist, scale, mean, std) -> float32: the same from MNIST-style bytes, for a batch
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ from PIL import Image, ImageOps
 
 from lenet_client.ink import NoDigitError, digit_ink, window_max
 
-METHOD = "mnist-fit-20-center-of-mass-28 v4"  # the ONNX metadata's preprocess.method names this algorithm
+METHOD = "mnist-fit-20-center-of-mass-28 v5"  # the ONNX metadata's preprocess.method names this algorithm
 MAX_PIXELS = 40_000_000  # larger pictures are refused before decoding (a JPEG: once reduced, lenet_client.pictures)...
 MAX_SIDE = 20_000  # ...and so are longer sides: a strip of 8 x 4,000,000 pixels is 31 KB as a PNG
 MIN_SIDE = 8  # a smaller picture cannot hold a recognizable digit
-WORK_SIDE = 512  # pictures are first reduced so that their longer side is at most this
+WORK_SIDE = 256  # pictures are first reduced so that their longer side is at most this
 FINE_SIDE = 80  # strokes are measured and grown with the digit at this size (4 x the 20x20 box)
 MIN_STROKE = 1.5  # strokes thinner than this once fitted into 20x20 are grown to it (MNIST: 10th percentile)
 OPAQUE_PICTURE = 0.7  # a picture with an alpha channel at least this opaque on average is not ink on a canvas
@@ -80,7 +81,7 @@ def working_size(pixels: np.ndarray) -> np.ndarray:
     height, width = fit_size(pixels.shape[0], pixels.shape[1], min(WORK_SIDE, max(pixels.shape)))
     if (height, width) == pixels.shape:
         return pixels.astype(np.float64)
-    across = np.concatenate([area_average(pixels[top:top + 256].astype(np.float64), width, 1)
+    across = np.concatenate([area_average(pixels[top:top + 256], width, 1)
                              for top in range(0, pixels.shape[0], 256)])
     return area_average(across, height, 0)
 
@@ -88,14 +89,17 @@ def working_size(pixels: np.ndarray) -> np.ndarray:
 def area_average(pixels: np.ndarray, size: int, axis: int) -> np.ndarray:
     """Resize one axis to `size` by area averaging: output pixel i is the mean of the input over its span
     [i * n / size, (i + 1) * n / size), partial input pixels counted by the share covered. The input's running
-    sum is piecewise linear between whole pixels, so each span's sum is read off it by linear interpolation."""
+    sum is piecewise linear between whole pixels, so each span's sum is read off it by linear interpolation. The
+    running sum of 8-bit pixels is kept in whole numbers: exact, as a port's is in any arithmetic."""
     length = pixels.shape[axis]
-    running = np.concatenate([np.zeros_like(pixels.take([0], axis=axis)), np.cumsum(pixels, axis=axis)], axis=axis)
+    along = np.moveaxis(pixels, axis, -1)
+    exact = np.int32 if pixels.dtype.kind in "ub" else np.float64  # up to 255 x MAX_SIDE: within int32
+    running = np.zeros(along.shape[:-1] + (length + 1,), dtype=exact)
+    np.cumsum(along, axis=-1, dtype=exact, out=running[..., 1:])
     edges = np.arange(size + 1) * (length / size)
     whole = np.minimum(np.floor(edges).astype(np.intp), length - 1)
-    part = (edges - whole).reshape([-1 if a == axis else 1 for a in range(pixels.ndim)])
-    at_edges = running.take(whole, axis=axis) + part * pixels.take(whole, axis=axis)
-    return np.diff(at_edges, axis=axis) / (length / size)
+    at_edges = running[..., whole] + (edges - whole) * along[..., whole]
+    return np.moveaxis(np.diff(at_edges, axis=-1) / (length / size), -1, axis)
 
 
 def resize_area(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -165,4 +169,9 @@ def centered(patch: np.ndarray) -> np.ndarray:
 
 def to_input(image: Image.Image, scale: float, mean: float, std: float) -> np.ndarray:
     """float32 [1, 28, 28]: the MNIST-style picture, then the model's own scale, mean and std."""
-    return ((to_mnist(image).astype(np.float32) * scale - mean) / std)[None]
+    return model_input(to_mnist(image), scale, mean, std)[None]
+
+
+def model_input(mnist: np.ndarray, scale: float, mean: float, std: float) -> np.ndarray:
+    """float32, the same shape: MNIST-style bytes (any number of pictures) scaled as the model's metadata says."""
+    return (mnist.astype(np.float32) * scale - mean) / std
