@@ -767,7 +767,7 @@ def test_closed_standard_output_is_exit_6_and_names_in_other_encodings_stay_stri
 def test_many_pictures_are_read_on_every_core_as_they_are_one_by_one(tmp_path, monkeypatch):
     """A folder of many pictures is read by a pool of processes: the same bytes, the same errors with the same
     words, in the same order, as reading them one by one here (a damaged file, a blank page and a text file among
-    them, each in a different chunk)."""
+    them, each in a different chunk). Only a caller that asks for every core gets a pool."""
     from lenet_client import reading
 
     paths = []
@@ -795,7 +795,8 @@ def test_many_pictures_are_read_on_every_core_as_they_are_one_by_one(tmp_path, m
     monkeypatch.setattr(reading, "ESTIMATE_AFTER", 0.0)  # the pool from the second picture on
     pooled = reading.mnist_pictures(paths)
     assert len(pools) == 1, "the pictures were not read by a pool"
-    one_by_one = [reading.mnist_picture(path) for path in paths]
+    one_by_one = reading.mnist_pictures(paths, every_core=False)  # as an app's classify() reads, by default
+    assert len(pools) == 1, "a pool was started for a caller that did not ask for one"
     assert [type(r) for r in pooled] == [type(r) for r in one_by_one]
     assert [type(pooled[i]).__name__ for i in (3, 17, 30)] == ["PictureError", "NoDigitError", "PictureError"]
     for got, expected in zip(pooled, one_by_one, strict=True):
@@ -805,7 +806,7 @@ def test_many_pictures_are_read_on_every_core_as_they_are_one_by_one(tmp_path, m
             assert str(got) == str(expected)
 
 
-def reading_in_a_pool(model, tmp_path):
+def reading_in_a_pool(model, tmp_path, options=()):
     """lenet-predict started on 600 pictures, once its pool of readers is running: (process, the readers' pids)."""
     import signal
     import time
@@ -820,15 +821,23 @@ def reading_in_a_pool(model, tmp_path):
     seven((480, 360), (100, 60, 380, 320), 12).save(pictures / "0.png")
     for i in range(1, 600):
         (pictures / f"{i}.png").write_bytes((pictures / "0.png").read_bytes() + str(i).encode())
-    process = subprocess.Popen([sys.executable, "-m", "lenet_client", str(model), str(pictures)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    process = subprocess.Popen([sys.executable, "-m", "lenet_client", str(model), str(pictures), *options],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal has it
     deadline = time.monotonic() + 60
-    while len(readers := children(process.pid)) < 2:
+    while len(readers := [pid for pid in children(process.pid) if is_reader(pid)]) < 2:
         assert process.poll() is None and time.monotonic() < deadline, "no pool was started"
         time.sleep(0.01)
     time.sleep(0.5)  # reading
     return process, readers
+
+
+def is_reader(pid):
+    """Whether the process is one of the pool's (not multiprocessing's resource tracker, also a child)."""
+    try:
+        return b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def all_ended(pids, seconds):
@@ -865,8 +874,27 @@ def test_the_readers_end_when_lenet_predict_is_killed(small_trained_onnx, tmp_pa
     """SIGKILL (the OOM killer, a container stopped hard): the readers must not wait for work forever."""
     import signal
 
+    from conftest import children
+
     model, _ = small_trained_onnx
     process, readers = reading_in_a_pool(model, tmp_path)
+    helpers = children(process.pid)  # the readers and multiprocessing's resource tracker
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=60)
-    assert all_ended(readers, 5), "readers outlived a killed lenet-predict"
+    assert all_ended(helpers, 5), "processes outlived a killed lenet-predict"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_reader_killed_from_outside_leaves_every_picture_read(small_trained_onnx, tmp_path):
+    """The OOM killer takes one of the pool's processes: the pictures are read in lenet-predict itself, every one
+    answered, exit 0, and the other reader ends too."""
+    import signal
+
+    model, _ = small_trained_onnx
+    process, readers = reading_in_a_pool(model, tmp_path, ["--json"])
+    os.kill(readers[0], signal.SIGKILL)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0 and stderr == "", stderr
+    results = json.loads(stdout)["results"]
+    assert len(results) == 600 and {r["digit"] for r in results} == {7}
+    assert all_ended(readers, 5)

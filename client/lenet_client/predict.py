@@ -140,16 +140,18 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def classify(session: ort.InferenceSession, metadata: dict[str, str], paths: list[Path],
-             min_confidence: float | None = None) -> list[dict]:
+             min_confidence: float | None = None, every_core: bool = False) -> list[dict]:
     """One result per picture: {"path", "digit", "probability", "unsure", "top3"}, or {"path", "error", "status"}.
-    The probabilities are calibrated; `min_confidence` (default: the model's) decides `unsure`."""
+    The probabilities are calibrated; `min_confidence` (default: the model's) decides `unsure`. `every_core`: many
+    pictures may be read by a pool of processes (lenet_client.reading), as lenet-predict does; an app that imports
+    this module decides that itself (its main module is imported again in each new process)."""
     scale, mean, std = preprocessing(metadata)
     temperature, model_min_confidence = calibration(metadata)
     threshold = model_min_confidence if min_confidence is None else min_confidence
     results: list[dict[str, Any]] = []
     read: list[np.ndarray] = []
     paths = picture_paths(paths)
-    for path, reading in zip(paths, mnist_pictures(paths), strict=True):
+    for path, reading in zip(paths, mnist_pictures(paths, every_core), strict=True):
         if isinstance(reading, PictureError):
             results.append({"path": str(path), "error": str(reading), "status": EXIT_PICTURE})
         elif isinstance(reading, NoDigitError):
@@ -212,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lenet-predict: {error}", file=sys.stderr)
         return error.status
     try:
-        results = classify(session, metadata, args.pictures, args.min_confidence)
+        results = classify(session, metadata, args.pictures, args.min_confidence, every_core=True)
     except PredictError as error:
         print(f"lenet-predict: {printable(model)}: {error}", file=sys.stderr)
         return error.status

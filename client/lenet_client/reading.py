@@ -2,7 +2,7 @@
 every core this process may use. The preprocessing is numpy on pictures of a few hundred pixels a side, one core
 each: a pool of worker processes (concurrent.futures) reads them in chunks and sends back 784 bytes per picture.
 
-    mnist_pictures(paths) -> [uint8 [28, 28], or the PictureError / NoDigitError that picture gave], in order
+    mnist_pictures(paths, every_core) -> [uint8 [28, 28], or the PictureError / NoDigitError it gave], in order
 """
 
 from __future__ import annotations
@@ -42,18 +42,23 @@ def usable_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def mnist_pictures(paths: list[Path]) -> list[Reading]:
+def mnist_pictures(paths: list[Path], every_core: bool = True) -> list[Reading]:
     """Read here, one by one, until the pictures left would take longer than POOL_PAYS_FROM seconds: those are read
-    by a pool of processes, one per CPU. Starting the pool costs about 0.3 s (fresh interpreters, numpy and Pillow
-    imported), which a few pictures, or many small ones, do not repay (docs/performance.md)."""
+    by a pool of processes, one per CPU (unless not `every_core`). Starting the pool costs about 0.3 s (fresh
+    interpreters, numpy and Pillow imported), which a few pictures, or many small ones, do not repay
+    (docs/performance.md)."""
     readings: list[Reading] = []
     started = time.perf_counter()
     for index, path in enumerate(paths):
-        spent, left = time.perf_counter() - started, len(paths) - index
-        if index and spent >= ESTIMATE_AFTER and spent / index * left > POOL_PAYS_FROM and usable_cpus() > 1:
+        if every_core and pool_pays(time.perf_counter() - started, index, len(paths) - index):
             return readings + in_a_pool(paths[index:])
         readings.append(mnist_picture(path))
     return readings
+
+
+def pool_pays(spent: float, read: int, left: int) -> bool:
+    """Whether the pictures left, at the pace of those read so far, would take longer than POOL_PAYS_FROM here."""
+    return read > 0 and spent >= ESTIMATE_AFTER and spent / read * left > POOL_PAYS_FROM and usable_cpus() > 1
 
 
 def in_a_pool(paths: list[Path]) -> list[Reading]:
