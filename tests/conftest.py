@@ -276,3 +276,29 @@ def live(pid):
     except OSError:
         return False
     return state != "Z"
+
+
+def foreign_model(path, *, input_name="input", input_shape=("N", 1, 28, 28), input_type=None, output_name="logits",
+                  output_shape=("N", 10), metadata=None, outputs=10, noise=False):
+    """A plausible ONNX model that is not this job's: one Identity-like graph with the contract's metadata (its
+    logits the first `outputs` pixels, plus random noise if `noise`), and one thing changed."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    elem = input_type or TensorProto.FLOAT
+    nodes = [helper.make_node("Flatten", [input_name], ["flat"]),
+             helper.make_node("Slice", ["flat", "start", "end", "axis"], ["sliced" if noise else output_name])]
+    if noise:  # as dropout exported in training mode would
+        nodes += [helper.make_node("RandomUniformLike", ["sliced"], ["random"]),
+                  helper.make_node("Add", ["sliced", "random"], [output_name])]
+    inits = [helper.make_tensor(name, TensorProto.INT64, [1], [value])
+             for name, value in (("start", 0), ("end", outputs), ("axis", 1))]
+    graph = helper.make_graph(nodes, "foreign", [helper.make_tensor_value_info(input_name, elem, list(input_shape))],
+                              [helper.make_tensor_value_info(output_name, elem, list(output_shape))], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    for key, value in (metadata or {"preprocess.scale": repr(1 / 255), "preprocess.mean": "0.1307",
+                                    "preprocess.std": "0.3081"}).items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+    return path

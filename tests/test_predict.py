@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from conftest import ROOT, seven
+from conftest import ROOT, foreign_model, seven
 from export.formats import export_model
 from job.settings import RECIPES
 from job.training.data import load_mnist
@@ -254,29 +254,6 @@ def test_a_bold_tight_crop_and_low_resolution_sevens_are_read(small_trained_onnx
     assert [r["digit"] for r in json.loads(done.stdout)["results"]] == [0, 7, 7]
 
 
-def foreign_model(path, *, input_name="input", input_shape=("N", 1, 28, 28), input_type=None, output_name="logits",
-                  output_shape=("N", 10), metadata=None):
-    """A plausible ONNX model that is not this job's: one Identity-like graph with the contract's metadata, and one
-    thing changed."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    elem = input_type or TensorProto.FLOAT
-    nodes = [helper.make_node("Flatten", [input_name], ["flat"]),
-             helper.make_node("Slice", ["flat", "start", "end", "axis"], [output_name])]
-    inits = [helper.make_tensor(name, TensorProto.INT64, [1], [value])
-             for name, value in (("start", 0), ("end", 10), ("axis", 1))]
-    graph = helper.make_graph(nodes, "foreign", [helper.make_tensor_value_info(input_name, elem, list(input_shape))],
-                              [helper.make_tensor_value_info(output_name, elem, list(output_shape))], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    for key, value in (metadata or {"preprocess.scale": repr(1 / 255), "preprocess.mean": "0.1307",
-                                    "preprocess.std": "0.3081"}).items():
-        model.metadata_props.add(key=key, value=value)
-    onnx.save(model, str(path))
-    return path
-
-
 @pytest.mark.parametrize("change, message", [
     ({"input_name": "pixels"}, "its inputs are ['pixels']"),
     ({"output_name": "probs"}, "its outputs are ['probs']"),
@@ -287,7 +264,13 @@ def foreign_model(path, *, input_name="input", input_shape=("N", 1, 28, 28), inp
      "preprocess.std='0' (allowed: a finite number, above 0)"),
     ({"metadata": {"preprocess.scale": "nan", "preprocess.mean": "0", "preprocess.std": "1"}},
      "preprocess.scale='nan'"),
-], ids=["input name", "output name", "input rank", "input dtype", "output rank", "std 0", "scale nan"])
+    ({"input_shape": (1, 1, 28, 28), "output_shape": (1, 10)}, "cannot be run on a batch of 2 pictures"),
+    ({"outputs": 12}, "its output is tensor(float) ['N', None]"),  # 12 logits where the model says 10
+    ({"noise": True}, "answers the same picture differently each time"),
+    ({"metadata": {"preprocess.scale": "1", "preprocess.mean": "0", "preprocess.std": "1",
+                   "model.classes": "9,8,7,6,5,4,3,2,1,0"}}, "model.classes='9,8,7,6,5,4,3,2,1,0' (allowed: "),
+], ids=["input name", "output name", "input rank", "input dtype", "output rank", "std 0", "scale nan", "fixed batch",
+        "12 logits", "random", "labels reversed"])
 def test_a_plausible_foreign_model_is_refused_in_one_line_before_any_picture(change, message, tmp_path):
     picture = tmp_path / "digit.png"
     seven((50, 50), (10, 10, 40, 40), 3, mode="RGB").save(picture)

@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 from bench.digits import STROKES, make_sample
 from bench.families import FAMILIES, HELD_OUT, TUNING, family_samples, mnist_test_set
 from bench.web_drawings import draw
-from conftest import ROOT, job_env, seven
+from conftest import ROOT, foreign_model, job_env, seven
 from lenet_client.ink import NoDigitError
 from lenet_client.preprocess import to_mnist
 
@@ -262,6 +262,16 @@ def test_with_no_model_published_the_page_says_so(browser, tmp_path):
                           "(outputs/runs/r1/model.onnx: HTTP 404)"), status
     finally:
         missing.close()
+    (tmp_path / "runs" / "r1").mkdir(parents=True)  # a model whose output i is not digit i: refused, as by Python
+    foreign_model(tmp_path / "runs" / "r1" / "model.onnx", metadata={
+        "preprocess.scale": "1", "preprocess.mean": "0", "preprocess.std": "1", "model.classes": "9,8,7,6,5,4,3,2,1,0"})
+    relabelled = Page(browser, tmp_path)
+    try:
+        status = relabelled.page.text_content("#status")
+        assert status == ("Could not load the published model: outputs/runs/r1/model.onnx labels its outputs "
+                          "9,8,7,6,5,4,3,2,1,0, not the digits 0-9 in order (docs/model-contract.md)"), status
+    finally:
+        relabelled.close()
 
 
 def test_the_server_is_read_only_and_serves_nothing_outside_its_folders(tmp_path):

@@ -150,9 +150,12 @@ async function loadModel(variant) {
   if (!(temperature >= 0.01 && temperature <= 100 && minConfidence >= 0 && minConfidence <= 1)) { // as lenet_client.contract.TEMPERATURES
     throw new Error(`${path} has a calibration this page cannot use (calibration.temperature and min_confidence: docs/model-contract.md)`);
   }
+  const digits = "0,1,2,3,4,5,6,7,8,9"; // output i is digit i (lenet_client.contract.check_classes)
+  if ((metadata["model.classes"] ?? digits) !== digits) {
+    throw new Error(`${path} labels its outputs ${metadata["model.classes"]}, not the digits 0-9 in order (docs/model-contract.md)`);
+  }
   const session = await ort.InferenceSession.create(bytes, { executionProviders: ["wasm"] });
-  model = { session, metadata, variant, scale, mean, std, temperature, minConfidence,
-    classes: (metadata["model.classes"] ?? "0,1,2,3,4,5,6,7,8,9").split(",") };
+  model = { session, metadata, variant, scale, mean, std, temperature, minConfidence, classes: digits.split(",") };
   const accuracy = Number(metadata["metrics.test_accuracy"]);
   const method = metadata["preprocess.method"];
   say(`Model ${variant} of run ${latest.run_id}` + (accuracy ? `, ${(accuracy * 100).toFixed(2)} % on MNIST's test set` : "") +

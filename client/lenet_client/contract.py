@@ -68,3 +68,12 @@ def calibration(metadata: dict[str, str]) -> tuple[float, float]:
                          f"calibration.min_confidence={min_confidence!r} (allowed: a number {TEMPERATURES[0]:g}-"
                          f"{TEMPERATURES[1]:g}, and a number 0-1)")
     return scale, minimum
+
+
+def check_classes(metadata: dict[str, str]) -> None:
+    """Output i must be digit i: a model that labels its outputs otherwise (a permutation, letters) is not this
+    job's, and lenet-predict would answer the wrong digit. A model without the key is read as digits in order."""
+    classes = metadata.get("model.classes", ",".join(CLASS_LABELS))
+    if classes != ",".join(CLASS_LABELS):
+        raise ValueError(f"the model's metadata has model.classes={classes!r} (allowed: {','.join(CLASS_LABELS)!r}, "
+                         f"output i being digit i)")

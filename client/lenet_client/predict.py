@@ -33,7 +33,7 @@ import numpy as np
 import onnxruntime as ort
 
 from lenet_client import __version__
-from lenet_client.contract import CLASS_LABELS, INPUT_NAME, OUTPUT_NAME, calibration, preprocessing
+from lenet_client.contract import CLASS_LABELS, INPUT_NAME, OUTPUT_NAME, calibration, check_classes, preprocessing
 from lenet_client.jsonfile import read_json
 from lenet_client.pictures import PictureError, picture_paths
 from lenet_client.preprocess import NoDigitError, model_input
@@ -101,13 +101,13 @@ def load_model(path: Path) -> tuple[ort.InferenceSession, dict[str, str]]:
         options.log_severity_level = 3  # errors only: onnxruntime's warnings would break the one-line promise
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own types for unreadable, invalid or non-ONNX files
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise PredictError(EXIT_MODEL, f"{printable(path)}: not an ONNX model that onnxruntime can load "
-                                       f"({first_line})") from None
+                                       f"({one_line(error)})") from None
     metadata = dict(session.get_modelmeta().custom_metadata_map)
     try:
         preprocessing(metadata)
         calibration(metadata)
+        check_classes(metadata)
     except ValueError as error:
         raise PredictError(EXIT_MODEL, f"{printable(path)}: {error}") from None
     problem = interface_problem(session)
@@ -115,6 +115,9 @@ def load_model(path: Path) -> tuple[ort.InferenceSession, dict[str, str]]:
         raise PredictError(EXIT_MODEL, f"{printable(path)}: {problem}: not an export of this job (allowed: input "
                                        f"{INPUT_NAME!r} float32 [N, 1, 28, 28], output {OUTPUT_NAME!r} float32 "
                                        f"[N, 10])")
+    problem = behaviour_problem(session, metadata)
+    if problem:
+        raise PredictError(EXIT_MODEL, f"{printable(path)}: {problem}: not a model this job exported, or a damaged one")
     return session, metadata
 
 
@@ -132,6 +135,31 @@ def interface_problem(session: ort.InferenceSession) -> str | None:
     if logits.type != "tensor(float)" or len(logits.shape) != 2 or logits.shape[1] != len(CLASS_LABELS):
         return f"its output is {logits.type} {logits.shape}"
     return None
+
+
+def behaviour_problem(session: ort.InferenceSession, metadata: dict[str, str]) -> str | None:
+    """What the model does that the contract's cannot, or None: tried on two pictures (an empty field, a full one),
+    twice, before any picture is read. A model can have the contract's names and shapes and still take no batch
+    (a fixed batch size), carry a NaN weight, or answer the same picture differently each time (dropout exported
+    in training mode). (An output shape other than the declared one is refused by interface_problem: onnxruntime
+    reports what its shape inference finds.)"""
+    probes = model_input(np.stack([np.zeros((1, 28, 28), np.uint8), np.full((1, 28, 28), 255, np.uint8)]),
+                         *preprocessing(metadata))
+    try:
+        first, second = (session.run([OUTPUT_NAME], {INPUT_NAME: probes})[0] for _ in range(2))
+    except Exception as error:  # onnxruntime's own types: a fixed batch size, a graph that fails when run
+        return f"cannot be run on a batch of 2 pictures ({one_line(error)})"
+    if not np.isfinite(first).all():
+        return "gives NaN or infinite logits"
+    if not np.allclose(first, second, rtol=1e-4, atol=1e-4):  # CPU runs repeat exactly; dropout moves them by units
+        return "answers the same picture differently each time (dropout left in training mode?)"
+    return None
+
+
+def one_line(error: Exception) -> str:
+    """The first line of an exception's message (onnxruntime's run many), or its type's name."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
