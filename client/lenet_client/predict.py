@@ -15,9 +15,10 @@ labelled-data layout of LENET_EXTRA_DATA; a person labels the unsure ones and co
 and each line ends with where its copy is.
 
 Exit status: 0 every picture was read; 2 bad command line; 3 the model is missing, not ONNX, not an export of this
-job, or damaged (tried on two pictures as it is loaded); 4 a picture is missing, not a picture, too large, or a folder without pictures; 5 a picture holds no digit
-(no ink); 6 the results (a full disk) or the --sort-into folder cannot be written. A failing picture gets one line on
-stderr and the others are still read; the exit status is that of the first picture that failed.
+job, or damaged (tried on two pictures as it is loaded); 4 a picture is missing, not a picture, too large, or a
+folder without pictures; 5 a picture holds no digit (no ink); 6 the results (a full disk) or the --sort-into folder
+cannot be written. A failing picture gets one line on stderr and the others are still read; the exit status is that
+of the first picture that failed.
 """
 
 from __future__ import annotations
