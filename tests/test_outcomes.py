@@ -391,9 +391,16 @@ def test_a_failure_is_one_line_whatever_its_message_holds():
 
 def test_a_report_says_published_only_once_the_pointer_has_moved(monkeypatch, capfd, outputs, real_data_dir):
     """SIGKILL after the report was written and before latest.json moved left `published: true` with the old run
-    still published. What is on disk at the moment the pointer moves: the report says not published."""
+    still published. What is on disk at the moment the pointer moves: the report says not published. And a SIGKILL
+    right after the pointer moved leaves that run published with a report that says it is not, and a manifest
+    without the report's last hash: the next run to publish corrects both (here, the published run so broken)."""
+    import hashlib
+
     import job.outcome.finish
 
+    killed = outputs / json.loads((outputs / "latest.json").read_text())["run_dir"]
+    report = json.loads((killed / "report.json").read_text())
+    (killed / "report.json").write_text(json.dumps(report | {"published": False}, indent=2) + "\n")
     seen = []
     move = job.outcome.finish.point_latest_at
 
@@ -402,10 +409,15 @@ def test_a_report_says_published_only_once_the_pointer_has_moved(monkeypatch, ca
         move(output_dir, run_dir, report)
 
     monkeypatch.setattr(job.outcome.finish, "point_latest_at", moving)
-    code, _, stderr = job_in_process(monkeypatch, capfd, outputs, real_data_dir)
+    code, stdout, stderr = job_in_process(monkeypatch, capfd, outputs, real_data_dir)
     assert code == 0, stderr
     latest = json.loads((outputs / "latest.json").read_text())
     assert seen == [False] and json.loads((outputs / latest["report"]).read_text())["published"] is True
+    corrected = (killed / "report.json").read_bytes()
+    assert json.loads(corrected) == report  # published: true, and nothing else changed
+    listed = json.loads((killed / "manifest.json").read_text())["files"]["report.json"]
+    assert listed["sha256"] == hashlib.sha256(corrected).hexdigest()
+    assert f"run {report['run_id']} is published (latest.json names it) but its report said it was not" in stdout
 
 
 def test_a_report_that_cannot_say_it_was_published_moves_the_pointer_back(monkeypatch, capfd, outputs,

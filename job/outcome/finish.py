@@ -27,6 +27,7 @@ from job.outcome.publish import (
     point_latest_at,
     prune_runs,
     publish_lock,
+    repair_published_report,
     write_manifest,
 )
 from job.outcome.report import (
@@ -71,6 +72,7 @@ def finish(facts: RunFacts, settings: Settings, run_dir: Path, stop: StopRequest
         if error is None:  # a run that failed publishes nothing: it neither needs nor waits for the lock
             try:
                 held.callback(publish_lock(settings.output_dir, stop.check, settings.publish_wait_seconds).release)
+                repair_published_report(settings.output_dir)
             except (Interrupted, LockWaitTooLong, OSError) as waited:
                 error = waited
         failure, champion = judge(facts, settings, stop, error)

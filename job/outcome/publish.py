@@ -23,7 +23,7 @@ from typing import Any, cast
 from filelock import FileLock, Timeout
 
 from job.log import log, warn
-from job.outcome.report import Artifact, Report, read_report
+from job.outcome.report import Artifact, Report, read_report, write_report
 from job.outcome.status import DAMAGED, LOCK_WAIT, RunFailure
 from lenet_client.atomic import fsync_path, write_bytes_atomically, write_text_atomically
 from lenet_client.jsonfile import read_json
@@ -101,6 +101,30 @@ def published_run(output_dir: Path) -> tuple[str, Report] | None:
         reason = error.strerror if isinstance(error, OSError) else str(error).splitlines()[0]
         raise DamagedFileError(f"{printable(report_path)}, the report {pointer.name} names, cannot be read ({reason}); "
                                f"restore it, or remove {pointer.name} to publish anew") from None
+
+
+def repair_published_report(output_dir: Path) -> None:
+    """Called holding the publish lock. A run killed (SIGKILL, the OOM killer) after latest.json moved to it and
+    before its report could say so leaves that report `published: false`, and its manifest maybe without the report's
+    last hash: the next run to publish makes both say what is true on disk. (Under the lock, latest.json names a
+    report that says false in no other case: a run whose report cannot say true puts the pointer back.)"""
+    try:
+        current = published_run(output_dir)
+    except DamagedFileError:  # the champion check, if on, names it; publishing replaces it
+        return
+    if current is None or current[1].published:
+        return
+    run_id, report = current
+    run_dir = output_dir / cast(dict[str, Any], read_json(output_dir / POINTER))["run_dir"]
+    try:
+        write_report(report.model_copy(update={"published": True}), run_dir)
+        write_manifest(run_dir, run_id)
+    except OSError as error:
+        warn(f"run {run_id} is published but its report says it is not (a run killed as it published), and it "
+             f"cannot be corrected: {error.strerror or error}")
+        return
+    log(f"run {run_id} is published (latest.json names it) but its report said it was not: a run killed as it "
+        f"published; its report and manifest now say so")
 
 
 def write_manifest(run_dir: Path, run_id: str) -> Path:
