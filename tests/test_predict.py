@@ -645,6 +645,22 @@ def test_results_lost_to_a_full_disk_are_exit_6_and_a_reader_that_left_is_not(sm
                                                        "device\n", done.stderr
 
 
+def test_a_stderr_that_is_full_or_closed_loses_the_line_not_the_status_nor_the_json(small_trained_onnx, tmp_path):
+    """A bad picture with stderr on a full disk was exit 1 (the line's OSError, then its traceback, lost too); with
+    stderr closed, print(file=None) would put the line on stdout, inside --json."""
+    onnx_path, _ = small_trained_onnx
+    (tmp_path / "bad.png").write_text("not a picture")
+    seven().save(tmp_path / "seven.png")
+    command = [sys.executable, "-m", "lenet_client", "--json", str(onnx_path), str(tmp_path / "bad.png"),
+               str(tmp_path / "seven.png")]
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=full, text=True, timeout=120)
+    assert done.returncode == 4 and [r.get("digit") for r in json.loads(done.stdout)["results"]] == [None, 7]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                          preexec_fn=lambda: os.close(2))  # as `2>&-`
+    assert done.returncode == 4 and [r.get("digit") for r in json.loads(done.stdout)["results"]] == [None, 7]
+
+
 def test_sort_into_long_names_an_inbox_sorted_into_itself_and_one_picture_that_cannot_be_copied(
         small_trained_onnx, tmp_path, capsys):
     """A name of 80 Japanese characters (244 bytes: the temporary name did not fit) is copied, hashed when its name

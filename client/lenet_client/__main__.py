@@ -4,7 +4,7 @@ import signal
 import sys
 
 from lenet_client.environment import writable_cache_folder
-from lenet_client.text import discard, tolerant_output
+from lenet_client.text import complain, discard, tolerant_output
 
 
 class Terminated(BaseException):
@@ -32,12 +32,12 @@ def main_exit() -> None:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second signal (to the whole group, say)
             signal.signal(signum, signal.SIG_IGN)                        # changes nothing
         number = signal.SIGINT if isinstance(stopped, KeyboardInterrupt) else stopped.number
+        complain(f"lenet-predict: interrupted by {signal.Signals(number).name}")
         try:
-            print(f"lenet-predict: interrupted by {signal.Signals(number).name}", file=sys.stderr, flush=True)
-            sys.stdout.flush()
+            if sys.stdout is not None:  # None: started with it closed
+                sys.stdout.flush()
         except OSError:  # the terminal hung up: nothing can be shown, and Python's own flush at exit must not fail
             discard(sys.stdout)
-            discard(sys.stderr)
         sys.exit(128 + number)
 
 

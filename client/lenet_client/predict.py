@@ -40,7 +40,7 @@ from lenet_client.pictures import PictureError, picture_paths
 from lenet_client.preprocess import NoDigitError, model_input
 from lenet_client.reading import mnist_pictures
 from lenet_client.sort import sort_into
-from lenet_client.text import discard, printable
+from lenet_client.text import complain, discard, printable
 
 EXIT_OK, EXIT_USAGE, EXIT_MODEL, EXIT_PICTURE, EXIT_NO_DIGIT, EXIT_OUTPUT = 0, 2, 3, 4, 5, 6
 
@@ -240,26 +240,26 @@ def main(argv: list[str] | None = None) -> int:
         model = model_file(args.model, args.variant)
         session, metadata = load_model(model)
     except PredictError as error:
-        print(f"lenet-predict: {error}", file=sys.stderr)
+        complain(f"lenet-predict: {error}")
         return error.status
     try:
         results = classify(session, metadata, args.pictures, args.min_confidence, every_core=True)
     except PredictError as error:
-        print(f"lenet-predict: {printable(model)}: {error}", file=sys.stderr)
+        complain(f"lenet-predict: {printable(model)}: {error}")
         return error.status
     failures = [r for r in results if "error" in r]
     for failure in failures:
-        print(f"lenet-predict: {failure['error']}", file=sys.stderr)
+        complain(f"lenet-predict: {failure['error']}")
     if args.sort_into is not None:
         try:
             sort_into(results, args.sort_into)
         except OSError as error:
-            print(f"lenet-predict: --sort-into {printable(args.sort_into)}: cannot copy the pictures there "
-                  f"({error.strerror or error}: {printable(error.filename or args.sort_into)})", file=sys.stderr)
+            complain(f"lenet-predict: --sort-into {printable(args.sort_into)}: cannot copy the pictures there "
+                  f"({error.strerror or error}: {printable(error.filename or args.sort_into)})")
             return EXIT_OUTPUT
         not_copied = [r for r in results if "sort_error" in r]
         for result in not_copied:
-            print(f"lenet-predict: {result['sort_error']}", file=sys.stderr)
+            complain(f"lenet-predict: {result['sort_error']}")
         failures += [{"status": EXIT_OUTPUT}] if not_copied else []
     if not write_results(results, model, metadata, args.json):
         return EXIT_OUTPUT
@@ -270,7 +270,7 @@ def write_results(results: list[dict], model: Path, metadata: dict[str, str], as
     """The results on standard output, as one JSON document or a line each; False when they could not be written
     (said in one line on stderr). A reader that went away is not a failure."""
     if sys.stdout is None:  # started with standard output closed (`>&-`): print() would drop every result silently
-        print("lenet-predict: cannot write the results: standard output is closed", file=sys.stderr)
+        complain("lenet-predict: cannot write the results: standard output is closed")
         return False
     try:
         if as_json:
@@ -287,7 +287,7 @@ def write_results(results: list[dict], model: Path, metadata: dict[str, str], as
     except OSError as error:
         discard(sys.stdout)
         if not reader_went_away(error):  # a full disk, a quota: the results are lost, and the status must say so
-            print(f"lenet-predict: cannot write the results: {error.strerror or error}", file=sys.stderr)
+            complain(f"lenet-predict: cannot write the results: {error.strerror or error}")
             return False
     return True
 

@@ -7,6 +7,7 @@ a terminal whose encoding cannot show it. Shown through `printable`, it is quote
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from typing import TextIO
@@ -34,3 +35,15 @@ def tolerant_output() -> None:
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:
             reconfigure(errors="backslashreplace")
+
+
+def complain(line: str) -> None:
+    """`line` on stderr. A stderr that is full or closed (`2>/dev/full`, `2>&-`) loses the line, never the exit status
+    the caller goes on to return, and never sends it to stdout (where print's file=None would, into --json)."""
+    if sys.stderr is None:
+        return
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):  # ValueError: a stream closed in this process
+        with contextlib.suppress(OSError, ValueError):
+            discard(sys.stderr)
