@@ -806,7 +806,7 @@ def test_many_pictures_are_read_on_every_core_as_they_are_one_by_one(tmp_path, m
 
 
 def reading_in_a_pool(model, tmp_path, options=()):
-    """lenet-predict started on 600 pictures, once its pool of readers is running: (process, the readers' pids)."""
+    """lenet-predict started on 400 pictures, once its pool of readers is running: (process, the readers' pids)."""
     import signal
     import time
 
@@ -818,7 +818,7 @@ def reading_in_a_pool(model, tmp_path, options=()):
     pictures = tmp_path / "pictures"
     pictures.mkdir(parents=True)
     seven((480, 360), (100, 60, 380, 320), 12).save(pictures / "0.png")
-    for i in range(1, 600):
+    for i in range(1, 400):
         (pictures / f"{i}.png").write_bytes((pictures / "0.png").read_bytes() + str(i).encode())
     process = subprocess.Popen([sys.executable, "-m", "lenet_client", str(model), str(pictures), *options],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
@@ -827,7 +827,6 @@ def reading_in_a_pool(model, tmp_path, options=()):
     while len(readers := [pid for pid in children(process.pid) if is_reader(pid)]) < 2:
         assert process.poll() is None and time.monotonic() < deadline, "no pool was started"
         time.sleep(0.01)
-    time.sleep(0.5)  # reading
     return process, readers
 
 
@@ -895,5 +894,5 @@ def test_a_reader_killed_from_outside_leaves_every_picture_read(small_trained_on
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 0 and stderr == "", stderr
     results = json.loads(stdout)["results"]
-    assert len(results) == 600 and {r["digit"] for r in results} == {7}
+    assert len(results) == 400 and {r["digit"] for r in results} == {7}
     assert all_ended(readers, 5)

@@ -13,8 +13,11 @@ import select
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from multiprocessing import resource_tracker
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +28,8 @@ from lenet_client.preprocess import NoDigitError, to_mnist
 POOL_PAYS_FROM = 0.6  # seconds: the pictures left to read take longer than this here, a pool is started for them
 ESTIMATE_AFTER = 0.1  # seconds of reading here before the time left is estimated (the first picture is slower)
 CHUNK = 8  # pictures per task: few enough that a stop waits for little, enough that sending tasks costs little
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # lenet_client.__main__ turns each into its status
 
 Reading = np.ndarray | PictureError | NoDigitError
 
@@ -64,22 +69,41 @@ def pool_pays(spent: float, read: int, left: int) -> bool:
 def in_a_pool(paths: list[Path]) -> list[Reading]:
     # spawn: a fresh interpreter, the same on every system (a fork would copy onnxruntime's and BLAS's threads'
     # locks; macOS refuses to fork its frameworks)
-    pool = ProcessPoolExecutor(min(usable_cpus(), -(-len(paths) // CHUNK)), initializer=worker_started,
-                               mp_context=multiprocessing.get_context("spawn"), initargs=(os.getpid(),))
+    with stop_signals_held():
+        pool = ProcessPoolExecutor(min(usable_cpus(), -(-len(paths) // CHUNK)), initializer=worker_started,
+                                   mp_context=multiprocessing.get_context("spawn"), initargs=(os.getpid(),))
+        readings = pool.map(mnist_picture, paths, chunksize=CHUNK)  # every chunk sent: the workers are started
     try:
-        return list(pool.map(mnist_picture, paths, chunksize=CHUNK))
+        return list(readings)
     except BrokenProcessPool:  # a worker killed from outside (the OOM killer): the rest is read here
         return [mnist_picture(path) for path in paths]
     finally:
         pool.shutdown(cancel_futures=True)  # after a Ctrl-C, only the chunks being read are waited for
 
 
+@contextmanager
+def stop_signals_held() -> Iterator[None]:
+    """Stop signals held back (blocked: delivered when the block ends, not lost) while the pool's processes start.
+    They start with them blocked too, so that a Ctrl-C, which reaches the whole process group, cannot break their
+    interpreter's start ("Fatal Python error: init_import_site"); and this process cannot stop halfway through
+    sending one its start-up data (an EOFError traceback from the worker). multiprocessing's resource tracker is
+    started first: starting it unblocks SIGINT and SIGTERM."""
+    resource_tracker.ensure_running()
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 def worker_started(parent: int) -> None:
     """Stop signals are the parent's to handle (the pool's processes share its process group, so a Ctrl-C reaches
-    them too): a worker ignores them, and ends the moment its parent does, however it ends (SIGKILL, an OOM kill),
-    instead of waiting forever for work: a thread waits on the parent's pidfd (Linux; elsewhere nothing)."""
-    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    them too): a worker ignores them (one held back since its start is dropped), and ends the moment its parent
+    does, however it ends (SIGKILL, an OOM kill), instead of waiting forever for work: a thread waits on the
+    parent's pidfd (Linux; elsewhere nothing)."""
+    for number in STOP_SIGNALS:
         signal.signal(number, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     try:
         parent_ended = os.pidfd_open(parent)
     except ProcessLookupError:  # the parent died while this process was being started
