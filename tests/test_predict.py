@@ -497,6 +497,9 @@ def test_a_phone_photo_of_48_megapixels_is_read_reduced_and_pictures_too_large_a
     seven((8000, 6000), (3000, 1500, 5000, 4500), 120, mode="RGB").save(photo, quality=90)
     image = open_picture(photo)
     assert image.size == (1000, 750)  # 1/8: decoded as 0.75 MP, not 48
+    for size, decoded in (((640, 480), (320, 240)), ((4000, 56), (1000, 14))):  # the longer side kept at 256 or
+        seven(size, (0, 0, size[0] - 1, size[1] - 1), 3, mode="RGB").save(tmp_path / "other.jpg")  # more, and
+        assert open_picture(tmp_path / "other.jpg").size == decoded  # the shorter at 8 (500x7 was "too small")
     small = ink_box(to_mnist(seven((1000, 750), (375, 187, 625, 562), 15)))
     read = ink_box(to_mnist(image))  # the digits compared, not where rounding put each in the field
     assert read.shape == small.shape and np.abs(read - small).mean() < 8
@@ -763,10 +766,19 @@ def test_closed_standard_output_is_exit_6_and_names_in_other_encodings_stay_stri
     assert os.fsencode(ast.literal_eval(result["path"])) == os.fsencode(tmp_path / name)
 
 
-def test_many_pictures_are_read_on_every_core_as_they_are_one_by_one(tmp_path, monkeypatch):
+def test_a_pool_is_started_only_for_what_would_take_long_here():
+    from lenet_client import reading
+
+    assert reading.pool_pays(spent=0.2, read=20, left=200)  # 2 s left at this pace
+    assert not reading.pool_pays(spent=0.2, read=20, left=40)  # 0.4 s left
+    assert not reading.pool_pays(spent=0.05, read=1, left=1000)  # too soon to tell: the first picture is slow
+
+
+def test_many_pictures_are_read_on_every_core_as_they_are_one_by_one(small_trained_onnx, tmp_path, monkeypatch):
     """A folder of many pictures is read by a pool of processes: the same bytes, the same errors with the same
     words, in the same order, as reading them one by one here (a damaged file, a blank page and a text file among
-    them, each in a different chunk). Only a caller that asks for every core gets a pool."""
+    them, each in a different chunk). Only a caller that asks for every core gets a pool: a script without an
+    `if __name__ == "__main__":` guard would run again in each of its processes."""
     from lenet_client import reading
 
     paths = []
@@ -792,9 +804,13 @@ def test_many_pictures_are_read_on_every_core_as_they_are_one_by_one(tmp_path, m
     monkeypatch.setattr(reading, "usable_cpus", lambda: 2)
     monkeypatch.setattr(reading, "POOL_PAYS_FROM", 0.0)
     monkeypatch.setattr(reading, "ESTIMATE_AFTER", 0.0)  # the pool from the second picture on
-    pooled = reading.mnist_pictures(paths)
+    pooled = reading.mnist_pictures(paths, every_core=True)
     assert len(pools) == 1, "the pictures were not read by a pool"
-    one_by_one = reading.mnist_pictures(paths, every_core=False)  # as an app's classify() reads, by default
+    one_by_one = [reading.mnist_picture(path) for path in paths]
+    from lenet_client.predict import classify, load_model, main
+
+    classify(*load_model(small_trained_onnx[0]), paths)  # an app's call, and the command line's function called
+    main([str(small_trained_onnx[0]), *map(str, paths)])  # from a script: neither asked for a pool
     assert len(pools) == 1, "a pool was started for a caller that did not ask for one"
     assert [type(r) for r in pooled] == [type(r) for r in one_by_one]
     assert [type(pooled[i]).__name__ for i in (3, 17, 30)] == ["PictureError", "NoDigitError", "PictureError"]
@@ -811,15 +827,11 @@ def reading_in_a_pool(model, tmp_path, options=()):
     import time
 
     from conftest import children
-    from lenet_client.reading import usable_cpus
+    from lenet_client.environment import usable_cpus
 
     if usable_cpus() < 2:
         pytest.skip("one CPU: pictures are read in the process itself")
-    pictures = tmp_path / "pictures"
-    pictures.mkdir(parents=True)
-    seven((480, 360), (100, 60, 380, 320), 12).save(pictures / "0.png")
-    for i in range(1, 400):
-        (pictures / f"{i}.png").write_bytes((pictures / "0.png").read_bytes() + str(i).encode())
+    pictures = many_pictures(tmp_path / "pictures")
     process = subprocess.Popen([sys.executable, "-m", "lenet_client", str(model), str(pictures), *options],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal has it
@@ -828,6 +840,15 @@ def reading_in_a_pool(model, tmp_path, options=()):
         assert process.poll() is None and time.monotonic() < deadline, "no pool was started"
         time.sleep(0.01)
     return process, readers
+
+
+def many_pictures(folder, count=400):
+    """`count` pictures of 480x360 in `folder`: enough that lenet-predict reads them in a pool."""
+    folder.mkdir(parents=True)
+    seven((480, 360), (100, 60, 380, 320), 12).save(folder / "0.png")
+    for i in range(1, count):
+        (folder / f"{i}.png").write_bytes((folder / "0.png").read_bytes() + str(i).encode())
+    return folder
 
 
 def is_reader(pid):
@@ -851,20 +872,39 @@ def all_ended(pids, seconds):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_stop_while_the_pool_reads_ends_every_reader_with_one_line(small_trained_onnx, tmp_path):
-    """SIGTERM to lenet-predict alone (as `kill` sends it), and Ctrl-C, which a terminal sends to the whole process
-    group, readers included: one line, its status, and no reader left."""
+    """SIGTERM to lenet-predict alone (as `kill` sends it); Ctrl-C, which a terminal sends to the whole process
+    group, readers included, and twice (a second one during the pool's shutdown left it waiting forever); the
+    terminal closed (SIGHUP to the group: multiprocessing's resource tracker died of it, with tracebacks): one line,
+    the first signal's status, and no reader left."""
     import signal
+    import time
 
     model, _ = small_trained_onnx
-    for number, status, to_the_group in ((signal.SIGTERM, 143, False), (signal.SIGINT, 130, True)):
-        process, readers = reading_in_a_pool(model, tmp_path / number.name)
-        if to_the_group:
-            os.killpg(process.pid, number)
-        else:
-            process.send_signal(number)
+    for number, status, to_the_group, twice in ((signal.SIGTERM, 143, False, False), (signal.SIGINT, 130, True, True),
+                                                (signal.SIGHUP, 129, True, False)):
+        process, readers = reading_in_a_pool(model, tmp_path / f"{number.name}-{twice}")
+        for _ in range(2 if twice else 1):
+            if to_the_group:
+                os.killpg(process.pid, number)
+            else:
+                process.send_signal(number)
+            time.sleep(0.2)
         stderr = process.communicate(timeout=60)[1]
         assert process.returncode == status and stderr == f"lenet-predict: interrupted by {number.name}\n", stderr
         assert all_ended(readers, 5), "readers outlived lenet-predict"
+
+
+def test_where_no_pool_can_start_the_pictures_are_read_in_lenet_predict_itself(small_trained_onnx, tmp_path):
+    """Run from a folder that was deleted (multiprocessing's start asks for the working folder): a traceback and
+    exit 1, where one process reads them all."""
+    model, _ = small_trained_onnx
+    pictures = many_pictures(tmp_path / "pictures")
+    (tmp_path / "gone").mkdir()
+    done = subprocess.run([sys.executable, "-m", "lenet_client", "--json", str(model), str(pictures)],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path / "gone",
+                          preexec_fn=lambda: os.rmdir(tmp_path / "gone"))
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert [r["digit"] for r in json.loads(done.stdout)["results"]] == [7] * 400
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")

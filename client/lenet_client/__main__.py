@@ -27,7 +27,7 @@ def main_exit() -> None:
     try:
         from lenet_client.predict import main
 
-        sys.exit(main())
+        sys.exit(main(every_core=True))  # the command's own process: its main module is this guarded one
     except (KeyboardInterrupt, Terminated) as stopped:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second signal (to the whole group, say)
             signal.signal(signum, signal.SIG_IGN)                        # changes nothing

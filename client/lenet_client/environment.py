@@ -1,4 +1,4 @@
-"""What the command-line tools set up before they import onnxruntime.
+"""What the command-line tools set up before they import onnxruntime, and the CPUs they may use.
 
 onnxruntime writes a telemetry device id under the user's cache folder ($XDG_CACHE_HOME, else ~/.cache) when it
 is imported, and prints a warning on stderr when it cannot (a service account, `docker run --user`, `setpriv`:
@@ -33,3 +33,8 @@ def writable_or_temporary(variable: str, usual: Callable[[], Path], prefix: str)
         pass
     os.environ[variable] = temporary = tempfile.mkdtemp(prefix=prefix)
     atexit.register(shutil.rmtree, temporary, ignore_errors=True)  # not one more folder in /tmp for every run
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may use (its affinity, `taskset`, as torch counts them), not the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

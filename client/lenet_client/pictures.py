@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from lenet_client.preprocess import DAMAGED_HEADER_ERRORS, MAX_PIXELS, MAX_SIDE, WORK_SIDE, fit_size
+from lenet_client.preprocess import DAMAGED_HEADER_ERRORS, MAX_PIXELS, MAX_SIDE, MIN_SIDE, WORK_SIDE, fit_size
 from lenet_client.text import printable
 
 # What cameras, phones, browsers and scanners save, and Pillow reads: .jfif is a JPEG as Windows browsers save it,
@@ -88,14 +88,15 @@ def open_picture(path: Path) -> Image.Image:
 
 
 def decoded(image: Image.Image, path: Path) -> None:
-    """Decode `image` in place: a JPEG reduced, as far as keeps the longer side at least WORK_SIDE, to its gray
-    (luma) channel when it has one; anything too large once decoded is refused first. A progressive JPEG is not reduced
-    where it counts: its decoder holds every coefficient of the full picture, so it is bounded as any other."""
+    """Decode `image` in place: a JPEG reduced, as far as keeps the longer side at least WORK_SIDE (and the shorter at
+    least MIN_SIDE), to its gray (luma) channel when it has one; anything too large once decoded is refused first. A
+    progressive JPEG is not reduced where it counts: its decoder holds every coefficient of the full picture, so it
+    is bounded as any other."""
     width, height = image.size  # read from the header: nothing is decoded yet
     if max(width, height) > MAX_SIDE:
         raise PictureError(too_large(path, width, height))
     if image.format == "JPEG" and not image.info.get("progressive"):
-        least_height, least_width = fit_size(height, width, WORK_SIDE)
+        least_height, least_width = (max(MIN_SIDE, side) for side in fit_size(height, width, WORK_SIDE))
         image.draft("L" if image.mode in ("L", "RGB") else image.mode, (least_width, least_height))
     if image.size[0] * image.size[1] > MAX_PIXELS:  # image.size: what the decoder will produce, after draft
         raise PictureError(too_large(path, width, height))

@@ -178,18 +178,18 @@ def classify(session: ort.InferenceSession, metadata: dict[str, str], paths: lis
     temperature, model_min_confidence = calibration(metadata)
     threshold = model_min_confidence if min_confidence is None else min_confidence
     results: list[dict[str, Any]] = []
-    read: list[np.ndarray] = []
+    digits: list[np.ndarray] = []  # the 28x28 of each picture read
     paths = picture_paths(paths)
-    for path, reading in zip(paths, mnist_pictures(paths, every_core), strict=True):
+    for path, reading in zip(paths, mnist_pictures(paths, every_core=every_core), strict=True):
         if isinstance(reading, PictureError):
             results.append({"path": str(path), "error": str(reading), "status": EXIT_PICTURE})
         elif isinstance(reading, NoDigitError):
             results.append({"path": str(path), "error": f"{printable(path)}: {reading}", "status": EXIT_NO_DIGIT})
         else:
-            read.append(reading)
+            digits.append(reading)
             results.append({"path": str(path)})
-    if read:
-        inputs = model_input(np.stack(read)[:, None], scale, mean, std)
+    if digits:
+        inputs = model_input(np.stack(digits)[:, None], scale, mean, std)
         logits = session.run([OUTPUT_NAME], {INPUT_NAME: inputs})[0]
         if not np.isfinite(logits).all():  # a damaged weight (NaN, infinity) spreads to every answer
             raise PredictError(EXIT_MODEL, "gives NaN or infinite logits: a damaged model, not what the job exported")
@@ -218,7 +218,8 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see --help)\n")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, every_core: bool = False) -> int:
+    """The command line; `every_core` as for classify (the `lenet-predict` command sets it)."""
     parser = OneLineParser(prog="lenet-predict", description=__doc__.split("\n\n")[0],
                            epilog="exit status: 0 ok, 2 bad command line, 3 model problem, 4 picture unreadable, "
                                   "5 no digit in a picture, 6 the results or the --sort-into folder cannot be "
@@ -243,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         complain(f"lenet-predict: {error}")
         return error.status
     try:
-        results = classify(session, metadata, args.pictures, args.min_confidence, every_core=True)
+        results = classify(session, metadata, args.pictures, args.min_confidence, every_core)
     except PredictError as error:
         complain(f"lenet-predict: {printable(model)}: {error}")
         return error.status

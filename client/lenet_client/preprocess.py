@@ -26,6 +26,7 @@ MAX_PIXELS = 40_000_000  # larger pictures are refused before decoding (a JPEG: 
 MAX_SIDE = 20_000  # ...and so are longer sides: a strip of 8 x 4,000,000 pixels is 31 KB as a PNG
 MIN_SIDE = 8  # a smaller picture cannot hold a recognizable digit
 WORK_SIDE = 256  # pictures are first reduced so that their longer side is at most this
+STRIP_ROWS = 256  # a large picture is reduced across this many rows at a time
 FINE_SIDE = 80  # strokes are measured and grown with the digit at this size (4 x the 20x20 box)
 MIN_STROKE = 1.5  # strokes thinner than this once fitted into 20x20 are grown to it (MNIST: 10th percentile)
 OPAQUE_PICTURE = 0.7  # a picture with an alpha channel at least this opaque on average is not ink on a canvas
@@ -76,26 +77,26 @@ def grayscale(image: Image.Image) -> tuple[np.ndarray, bool]:
 
 
 def working_size(pixels: np.ndarray) -> np.ndarray:
-    """float64, reduced by area averaging to a longer side of at most WORK_SIDE; 256 rows at a time across, so that
-    a large photo never exists as floats at full size."""
+    """float64, reduced by area averaging to a longer side of at most WORK_SIDE; STRIP_ROWS rows at a time across,
+    so that a large photo never exists as floats at full size."""
     height, width = fit_size(pixels.shape[0], pixels.shape[1], min(WORK_SIDE, max(pixels.shape)))
     if (height, width) == pixels.shape:
         return pixels.astype(np.float64)
-    across = np.concatenate([area_average(pixels[top:top + 256], width, 1)
-                             for top in range(0, pixels.shape[0], 256)])
+    across = np.concatenate([area_average(pixels[top:top + STRIP_ROWS], width, 1)
+                             for top in range(0, pixels.shape[0], STRIP_ROWS)])
     return area_average(across, height, 0)
 
 
 def area_average(pixels: np.ndarray, size: int, axis: int) -> np.ndarray:
     """Resize one axis to `size` by area averaging: output pixel i is the mean of the input over its span
     [i * n / size, (i + 1) * n / size), partial input pixels counted by the share covered. The input's running
-    sum is piecewise linear between whole pixels, so each span's sum is read off it by linear interpolation. The
-    running sum of 8-bit pixels is kept in whole numbers: exact, as a port's is in any arithmetic."""
+    sum is piecewise linear between whole pixels, so each span's sum is read off it by linear interpolation."""
     length = pixels.shape[axis]
     along = np.moveaxis(pixels, axis, -1)
-    exact = np.int32 if pixels.dtype.kind in "ub" else np.float64  # up to 255 x MAX_SIDE: within int32
-    running = np.zeros(along.shape[:-1] + (length + 1,), dtype=exact)
-    np.cumsum(along, axis=-1, dtype=exact, out=running[..., 1:])
+    # 8-bit pixels add up in int32 (at most 255 x MAX_SIDE): the same sums as in float64, twice as fast
+    sum_type = np.int32 if pixels.dtype == np.uint8 else np.float64
+    running = np.zeros(along.shape[:-1] + (length + 1,), dtype=sum_type)
+    np.cumsum(along, axis=-1, dtype=sum_type, out=running[..., 1:])
     edges = np.arange(size + 1) * (length / size)
     whole = np.minimum(np.floor(edges).astype(np.intp), length - 1)
     at_edges = running[..., whole] + (edges - whole) * along[..., whole]

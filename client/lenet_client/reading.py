@@ -2,14 +2,14 @@
 every core this process may use. The preprocessing is numpy on pictures of a few hundred pixels a side, one core
 each: a pool of worker processes (concurrent.futures) reads them in chunks and sends back 784 bytes per picture.
 
-    mnist_pictures(paths, every_core) -> [uint8 [28, 28], or the PictureError / NoDigitError it gave], in order
+    mnist_pictures(paths, every_core=...) -> [uint8 [28, 28], or the PictureError / NoDigitError it gave], in order
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
 import os
-import select
 import signal
 import threading
 import time
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lenet_client.environment import usable_cpus
 from lenet_client.pictures import PictureError, open_picture
 from lenet_client.preprocess import NoDigitError, to_mnist
 
@@ -30,6 +31,7 @@ ESTIMATE_AFTER = 0.1  # seconds of reading here before the time left is estimate
 CHUNK = 8  # pictures per task: few enough that a stop waits for little, enough that sending tasks costs little
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # lenet_client.__main__ turns each into its status
+BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 Reading = np.ndarray | PictureError | NoDigitError
 
@@ -42,16 +44,10 @@ def mnist_picture(path: Path) -> Reading:
         return error
 
 
-def usable_cpus() -> int:
-    """The CPUs this process may use (its affinity, `taskset`), not the machine's."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def mnist_pictures(paths: list[Path], every_core: bool = True) -> list[Reading]:
-    """Read here, one by one, until the pictures left would take longer than POOL_PAYS_FROM seconds: those are read
-    by a pool of processes, one per CPU (unless not `every_core`). Starting the pool costs about 0.3 s (fresh
-    interpreters, numpy and Pillow imported), which a few pictures, or many small ones, do not repay
-    (docs/performance.md)."""
+def mnist_pictures(paths: list[Path], *, every_core: bool) -> list[Reading]:
+    """Read here, one by one; with `every_core`, once the pictures left would take longer than POOL_PAYS_FROM seconds
+    here, those are read by a pool of processes, one per CPU. Starting the pool (fresh interpreters importing numpy
+    and Pillow) costs more than a few pictures, or many small ones, take (docs/performance.md)."""
     readings: list[Reading] = []
     started = time.perf_counter()
     for index, path in enumerate(paths):
@@ -67,18 +63,45 @@ def pool_pays(spent: float, read: int, left: int) -> bool:
 
 
 def in_a_pool(paths: list[Path]) -> list[Reading]:
-    # spawn: a fresh interpreter, the same on every system (a fork would copy onnxruntime's and BLAS's threads'
-    # locks; macOS refuses to fork its frameworks)
-    with stop_signals_held():
-        pool = ProcessPoolExecutor(min(usable_cpus(), -(-len(paths) // CHUNK)), initializer=worker_started,
-                                   mp_context=multiprocessing.get_context("spawn"), initargs=(os.getpid(),))
-        readings = pool.map(mnist_picture, paths, chunksize=CHUNK)  # every chunk sent: the workers are started
+    """The pictures read by a pool of processes, in order; read here instead when no pool can start (a working
+    folder that was deleted, no /dev/shm, a limit on processes or threads) or one of its processes is killed from
+    outside (the OOM killer): then all of them are read again here. A stop kills the pool's processes rather than
+    wait for the pictures they hold (a 12 MP picture, a file on a slow network share)."""
+    pool = None
     try:
+        # spawn: a fresh interpreter, the same on every system (a fork would copy onnxruntime's and BLAS's threads'
+        # locks; macOS refuses to fork its frameworks)
+        with stop_signals_held(), one_blas_thread():
+            pool = ProcessPoolExecutor(min(usable_cpus(), -(-len(paths) // CHUNK)), initializer=worker_started,
+                                       mp_context=multiprocessing.get_context("spawn"))
+            readings = pool.map(mnist_picture, paths, chunksize=CHUNK)  # every chunk sent: the workers are started
         return list(readings)
-    except BrokenProcessPool:  # a worker killed from outside (the OOM killer): the rest is read here
+    except (OSError, RuntimeError, BrokenProcessPool):  # RuntimeError: "can't start new thread"
         return [mnist_picture(path) for path in paths]
+    except BaseException:  # a stop
+        for process in multiprocessing.active_children():
+            process.kill()
+        raise
     finally:
-        pool.shutdown(cancel_futures=True)  # after a Ctrl-C, only the chunks being read are waited for
+        if pool is not None:
+            with stop_signals_held():  # a second stop breaking the shutdown's join left it waiting forever
+                pool.shutdown(cancel_futures=True)
+
+
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """The pool's processes start with numpy's BLAS on one thread: they make no matrix products, and a thread per
+    core in each is a thread per core more against a container's limit on processes."""
+    before = {name: os.environ.get(name) for name in BLAS_THREADS}
+    os.environ.update(dict.fromkeys(BLAS_THREADS, "1"))
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @contextmanager
@@ -86,33 +109,31 @@ def stop_signals_held() -> Iterator[None]:
     """Stop signals held back (blocked: delivered when the block ends, not lost) while the pool's processes start.
     They start with them blocked too, so that a Ctrl-C, which reaches the whole process group, cannot break their
     interpreter's start ("Fatal Python error: init_import_site"); and this process cannot stop halfway through
-    sending one its start-up data (an EOFError traceback from the worker). multiprocessing's resource tracker is
-    started first: starting it unblocks SIGINT and SIGTERM."""
-    resource_tracker.ensure_running()
+    sending one its start-up data (an EOFError traceback from the worker). multiprocessing's resource tracker, which
+    ignores SIGINT and SIGTERM but not SIGHUP, starts with SIGHUP held back for good; starting it unblocks SIGINT
+    and SIGTERM, so they are held back again after it."""
     held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    resource_tracker.ensure_running()
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
-def worker_started(parent: int) -> None:
+def worker_started() -> None:
     """Stop signals are the parent's to handle (the pool's processes share its process group, so a Ctrl-C reaches
     them too): a worker ignores them (one held back since its start is dropped), and ends the moment its parent
     does, however it ends (SIGKILL, an OOM kill), instead of waiting forever for work: a thread waits on the
-    parent's pidfd (Linux; elsewhere nothing)."""
+    parent's sentinel, which multiprocessing gives every process it spawns."""
     for number in STOP_SIGNALS:
         signal.signal(number, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-    try:
-        parent_ended = os.pidfd_open(parent)
-    except ProcessLookupError:  # the parent died while this process was being started
-        os._exit(1)
-    except (AttributeError, OSError):  # not Linux 5.3 or later
-        return
-    threading.Thread(target=exit_when_readable, args=(parent_ended,), name="parent watcher", daemon=True).start()
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=exit_with, args=(parent.sentinel,), name="parent watcher", daemon=True).start()
 
 
-def exit_when_readable(pidfd: int) -> None:
-    select.select([pidfd], [], [])
+def exit_with(sentinel: int) -> None:
+    multiprocessing.connection.wait([sentinel])
     os._exit(1)

@@ -37,6 +37,7 @@ from job.outcome.report import VariantResult
 from job.outcome.status import WORKER_KILLED, RunFailure
 from job.running.stop import STOP_SIGNALS, Interrupted, StopRequest, helpers_ignore_stop_signals
 from job.settings import Settings
+from lenet_client.environment import usable_cpus
 
 if TYPE_CHECKING:  # not at run time: `python -m job` imports this module before torch, to start the server early
     import torch
@@ -74,13 +75,6 @@ def might_share_the_cpu(settings: Settings) -> bool:
     with an accelerator the early server then goes unused.)"""
     device_type = "cpu" if settings.device == "auto" else settings.device
     return variants_share_the_cpu(settings, device_type, settings.num_threads or usable_cpus())
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may use (its affinity, `taskset`, as torch counts them), not the machine's."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def worker_context() -> BaseContext:
