@@ -244,8 +244,9 @@ def onnx_exporter_registry_built_once():
     registry.from_torchlib = original  # type: ignore[method-assign]
 
 
-def descendants(pid):
-    """Every live process under `pid`, from /proc (the forkserver, the workers, multiprocessing's helpers)."""
+def children_by_parent():
+    """parent pid -> the pids of its live children, from /proc (the forkserver, the workers, multiprocessing's
+    helpers)."""
     children = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -254,6 +255,12 @@ def descendants(pid):
             continue
         if fields[0] != "Z":
             children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    return children
+
+
+def descendants(pid):
+    """Every live process under `pid`."""
+    children = children_by_parent()
     found, todo = [], [pid]
     while todo:
         for child in children.get(todo.pop(), []):
@@ -263,11 +270,7 @@ def descendants(pid):
 
 
 def children(pid):
-    return [child for child in descendants(pid) if parent_of(child) == pid]
-
-
-def parent_of(pid):
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    return children_by_parent().get(pid, [])
 
 
 def live(pid):
