@@ -267,7 +267,7 @@ def test_no_writable_temporary_folder_is_one_line_and_exit_6(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-SETTINGS_EXAMPLES = int(os.environ.get("HYPOTHESIS_SETTINGS_EXAMPLES", "6"))
+SETTINGS_EXAMPLES = int(os.environ.get("HYPOTHESIS_SETTINGS_EXAMPLES", "4"))
 
 
 @st.composite
