@@ -821,7 +821,28 @@ def test_many_pictures_are_read_on_every_core_as_they_are_one_by_one(small_train
             assert str(got) == str(expected)
 
 
-def reading_in_a_pool(model, tmp_path, options=()):
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_readers_start_with_one_blas_thread_and_a_heap_that_keeps_its_memory(small_trained_onnx, tmp_path):
+    """The pool's processes get WORKER_ENVIRONMENT (without MALLOC_TOP_PAD_, glibc faults each picture's memory in
+    again: docs/performance.md), except where the user set a value; lenet-predict's own environment is unchanged."""
+    import signal
+
+    from lenet_client.reading import WORKER_ENVIRONMENT
+
+    process, readers = reading_in_a_pool(small_trained_onnx[0], tmp_path, environment={"OMP_NUM_THREADS": "3"})
+    try:
+        seen = [dict(line.split(b"=", 1) for line in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if line)
+                for pid in (*readers, process.pid)]
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=60)
+    for reader in seen[:-1]:
+        assert reader[b"MALLOC_TOP_PAD_"] == WORKER_ENVIRONMENT["MALLOC_TOP_PAD_"].encode() == b"33554432"
+        assert reader[b"OPENBLAS_NUM_THREADS"] == b"1" and reader[b"OMP_NUM_THREADS"] == b"3"
+    assert b"MALLOC_TOP_PAD_" not in seen[-1] and b"OPENBLAS_NUM_THREADS" not in seen[-1]
+
+
+def reading_in_a_pool(model, tmp_path, options=(), environment=None):
     """lenet-predict started on 400 pictures, once its pool of readers is running: (process, the readers' pids)."""
     import signal
     import time
@@ -833,6 +854,7 @@ def reading_in_a_pool(model, tmp_path, options=()):
         pytest.skip("one CPU: pictures are read in the process itself")
     pictures = many_pictures(tmp_path / "pictures")
     process = subprocess.Popen([sys.executable, "-m", "lenet_client", str(model), str(pictures), *options],
+                               env={**without_worker_environment(), **(environment or {})},
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal has it
     deadline = time.monotonic() + 60
@@ -840,6 +862,12 @@ def reading_in_a_pool(model, tmp_path, options=()):
         assert process.poll() is None and time.monotonic() < deadline, "no pool was started"
         time.sleep(0.01)
     return process, readers
+
+
+def without_worker_environment():
+    from lenet_client.reading import WORKER_ENVIRONMENT
+
+    return {name: value for name, value in os.environ.items() if name not in WORKER_ENVIRONMENT}
 
 
 def many_pictures(folder, count=400):

@@ -214,6 +214,19 @@ def test_any_picture_gives_a_28x28_digit_or_says_there_is_none(picture):
     assert field.shape == (28, 28) and field.dtype == np.uint8 and field.max() == 255
 
 
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(arrays(np.float64, st.tuples(st.integers(1, 30), st.integers(1, 30)),
+              elements=st.floats(-2, 2, allow_nan=False) | st.sampled_from([0.0, 0.5, 1.0])),
+       st.lists(st.floats(0, 100), min_size=1, max_size=4))
+def test_the_inks_quantiles_are_numpys_to_the_last_bit(values, qs):
+    """ink.median and ink.percentiles select once per rank where numpy selects twice; the contract (and the
+    JavaScript port) is numpy's figures, so they must be the same floats, ties and neighbouring ranks included."""
+    from lenet_client.ink import median, percentiles
+
+    assert median(values) == np.median(values)
+    assert percentiles(values, qs) == [float(v) for v in np.percentile(values, qs)]
+
+
 def bold_zero(margin: int = 0, width: int = 22) -> Image.Image:
     """A 0 drawn with a broad marker, dark on white; with no margin it touches all four edges of the picture."""
     image = Image.new("L", (80 + 2 * margin, 112 + 2 * margin), 255)

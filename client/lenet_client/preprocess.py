@@ -19,7 +19,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
-from lenet_client.ink import NoDigitError, digit_ink, window_max
+from lenet_client.ink import NoDigitError, digit_ink, median, window_max
 
 METHOD = "mnist-fit-20-center-of-mass-28 v5"  # the ONNX metadata's preprocess.method names this algorithm
 MAX_PIXELS = 40_000_000  # larger pictures are refused before decoding (a JPEG: once reduced, lenet_client.pictures)...
@@ -64,16 +64,24 @@ def grayscale(image: Image.Image) -> tuple[np.ndarray, bool]:
         full = 255.0 if image.mode == "F" else 65535.0 if pixels.max(initial=0) <= 65535 else pixels.max()
         return np.clip(pixels / (1.0 if image.mode == "F" and pixels.max(initial=0) <= 1 else full), 0, 1), False
     if not transparent(image):
-        return working_size(np.asarray(image.convert("RGB").convert("L"))) / 255, False
+        return working_size(np.asarray(luminance(image))) / 255, False
     rgba = image.convert("RGBA")
     gray = working_size(np.asarray(rgba.convert("L"))) / 255
     alpha = working_size(np.asarray(rgba.getchannel("A"))) / 255
     if alpha.mean() >= OPAQUE_PICTURE:
-        return alpha * gray + (1 - alpha) * float(np.median(gray[alpha >= 0.5])), False
+        return alpha * gray + (1 - alpha) * median(gray[alpha >= 0.5]), False
     if alpha.sum() == 0:
         return np.ones_like(gray), True
     paper = 1.0 if (gray * alpha).sum() / alpha.sum() < 0.5 else 0.0
     return 1 - alpha * np.abs(gray - paper), True
+
+
+def luminance(image: Image.Image) -> Image.Image:
+    """Mode L by way of RGB (a palette or CMYK picture's own conversion to L differs); a picture already in L or RGB
+    takes the same values without the copies."""
+    if image.mode == "L":
+        return image
+    return (image if image.mode == "RGB" else image.convert("RGB")).convert("L")
 
 
 def working_size(pixels: np.ndarray) -> np.ndarray:

@@ -31,7 +31,12 @@ ESTIMATE_AFTER = 0.1  # seconds of reading here before the time left is estimate
 CHUNK = 8  # pictures per task: few enough that a stop waits for little, enough that sending tasks costs little
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # lenet_client.__main__ turns each into its status
-BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+# The pool's processes start with these (a value the user set is kept): numpy's BLAS on one thread, since they make
+# no matrix products and a thread per core in each counts against a container's limit on processes; and glibc's
+# malloc keeping 32 MB above its heap's top instead of giving freed memory back after each picture and faulting
+# it in again, a page at a time, for the next (docs/performance.md, "Under the target")
+WORKER_ENVIRONMENT = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                      "MALLOC_TOP_PAD_": str(32 << 20)}
 
 Reading = np.ndarray | PictureError | NoDigitError
 
@@ -71,7 +76,7 @@ def in_a_pool(paths: list[Path]) -> list[Reading]:
     try:
         # spawn: a fresh interpreter, the same on every system (a fork would copy onnxruntime's and BLAS's threads'
         # locks; macOS refuses to fork its frameworks)
-        with stop_signals_held(), one_blas_thread():
+        with stop_signals_held(), worker_environment():
             pool = ProcessPoolExecutor(min(usable_cpus(), -(-len(paths) // CHUNK)), initializer=worker_started,
                                        mp_context=multiprocessing.get_context("spawn"))
             readings = pool.map(mnist_picture, paths, chunksize=CHUNK)  # every chunk sent: the workers are started
@@ -89,19 +94,15 @@ def in_a_pool(paths: list[Path]) -> list[Reading]:
 
 
 @contextmanager
-def one_blas_thread() -> Iterator[None]:
-    """The pool's processes start with numpy's BLAS on one thread: they make no matrix products, and a thread per
-    core in each is a thread per core more against a container's limit on processes."""
-    before = {name: os.environ.get(name) for name in BLAS_THREADS}
-    os.environ.update(dict.fromkeys(BLAS_THREADS, "1"))
+def worker_environment() -> Iterator[None]:
+    """WORKER_ENVIRONMENT's values, where the user set none, for the processes started inside."""
+    added = {name: value for name, value in WORKER_ENVIRONMENT.items() if name not in os.environ}
+    os.environ.update(added)
     try:
         yield
     finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        for name in added:
+            os.environ.pop(name, None)
 
 
 @contextmanager
