@@ -58,7 +58,7 @@ def main() -> None:
                 logits_of(run, images, batch_size)
                 seconds = time.perf_counter() - started
                 total += seconds
-                shown.append(f"{seconds:.2f}")
+                shown.append(f"{seconds:.3g}")  # 3 figures: a fast runner on a few images is not 0.00
             print(f"{model_dir.name:<11} {name:<30} {shown[0]:>8} {shown[1]:>10}")
         print(f"{model_dir.name:<11} {'loading the 3 files':<30} {loading:8.2f}")
         print(f"{model_dir.name:<11} {'total':<30} {total:8.2f}", flush=True)

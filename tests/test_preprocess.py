@@ -71,6 +71,16 @@ def test_every_colour_form_gives_the_same_digit(form):
     assert differs(to_mnist(picture), reference) < 0.03
 
 
+def test_a_float_picture_of_0_to_1_and_a_premultiplied_one_read_as_their_8_bit_form():
+    """Pictures that only an app makes in memory: floats of 0-1 large enough to be reduced (the reduction's sums
+    end a rounding error over 1, which once made it a 0-255 picture with no contrast) and La (Pillow converts it to
+    nothing but LA)."""
+    large = seven(size=(600, 600), box=(180, 120, 420, 480), width=27)
+    floats = Image.fromarray(np.asarray(large, dtype=np.float32) / 255)
+    assert differs(to_mnist(floats), to_mnist(large)) < 0.03
+    assert differs(to_mnist(seven().convert("RGB").convert("La")), to_mnist(seven())) < 0.03
+
+
 def rounded_corners(picture: Image.Image, radius: int) -> Image.Image:
     mask = Image.new("L", picture.size, 0)
     ImageDraw.Draw(mask).rounded_rectangle([(0, 0), (picture.width - 1, picture.height - 1)], radius, fill=255)

@@ -3,6 +3,7 @@ folder), with the job run as a scheduler runs it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
@@ -199,12 +200,9 @@ def test_a_server_that_never_answers_holds_the_job_only_as_long_as_its_timeouts(
     assert published_files(outputs) == before
 
 
-@pytest.mark.parametrize("required", [False, True])
-def test_a_server_that_trickles_its_answers_is_cut_off_by_the_tracking_budget(outputs, real_data_dir, monkeypatch,
-                                                                              capfd, required):
-    """A server that answers one byte a second never trips LENET_TRACKING_TIMEOUT_SECONDS (a bound on each read): the
-    scheduler's deadline killed a run that had passed every gate. The budget ends the tracking; the run is then
-    published with a warning, or, with tracking required, ends with exit 12."""
+@contextlib.contextmanager
+def trickling_server():
+    """The address of a server that answers every request one byte each 0.5 s, while the block runs."""
     import threading
 
     stop = threading.Event()
@@ -231,21 +229,49 @@ def test_a_server_that_trickles_its_answers_is_cut_off_by_the_tracking_budget(ou
                 except OSError:
                     return
 
-    server = threading.Thread(target=trickle, daemon=True)
-    server.start()
-    before = published_files(outputs)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{listener.getsockname()[1]}")
-    started = time.monotonic()
+    threading.Thread(target=trickle, daemon=True).start()
     try:
-        code, _, stderr = job_in_process(monkeypatch, capfd, outputs, real_data_dir, tracking_timeout_seconds=3,
-                                         tracking_budget_seconds=5, tracking_retries=0,
-                                         tracking_required=str(required).lower())
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
     finally:
         stop.set()
         listener.close()
+
+
+@pytest.mark.parametrize("required", [False, True])
+def test_a_server_that_trickles_its_answers_is_cut_off_by_the_tracking_budget(outputs, real_data_dir, monkeypatch,
+                                                                              capfd, required):
+    """A server that answers one byte a second never trips LENET_TRACKING_TIMEOUT_SECONDS (a bound on each read): the
+    scheduler's deadline killed a run that had passed every gate. The budget ends the tracking; the run is then
+    published with a warning, or, with tracking required, ends with exit 12."""
+    before = published_files(outputs)
+    with trickling_server() as address:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", address)
+        started = time.monotonic()
+        code, _, stderr = job_in_process(monkeypatch, capfd, outputs, real_data_dir, tracking_timeout_seconds=3,
+                                         tracking_budget_seconds=5, tracking_retries=0,
+                                         tracking_required=str(required).lower())
     assert time.monotonic() - started < 60  # the run's own work and 5 s of tracking, not minutes of trickle
     assert "was cut short: all of the tracking may take LENET_TRACKING_BUDGET_SECONDS=5" in stderr, stderr
     assert (code, published_files(outputs) == before) == ((12, True) if required else (0, False)), stderr
+
+
+def test_after_a_stop_a_trickling_server_holds_the_champions_restore_3_s_at_most(monkeypatch, capfd):
+    """A stop while the champion alias had moved: putting it back is best effort within 3 s, so that the whole stop
+    stays within 5 s (docker stop kills at 10 s); without a stop, a failure's restore may take 15 s."""
+    from job.outcome.report import Tracking
+    from job.outcome.tracking import RESTORE_AFTER_A_STOP_SECONDS, restore_champion
+    from job.settings import load_settings
+
+    with trickling_server() as address:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", address)
+        settings = load_settings()
+        moved = Tracking(uri=address, experiment="lenet-mnist", logged=True, mlflow_run_id="0" * 32,
+                         model_versions={"plain": "2"}, champion_moved=True, replaced_versions={"plain": "1"})
+        started = time.monotonic()
+        after = restore_champion(moved, settings, stopped=True)
+        spent = time.monotonic() - started
+    assert RESTORE_AFTER_A_STOP_SECONDS == 3 and spent < 4, spent
+    assert after.champion_moved and "could not move champion back in MLflow" in capfd.readouterr().err
 
 
 @pytest.mark.slow

@@ -44,26 +44,31 @@ def window_max(pixels: np.ndarray, window: int) -> np.ndarray:
 
 
 def percentiles(values: np.ndarray, qs: list[float]) -> list[float]:
-    """np.percentile(values, qs) with its default ("linear") method, to the last bit, faster: numpy partitions at
-    both neighbours of each rank (two selections), here one selection and the smallest value above it."""
+    """np.percentile(values, qs) with its default ("linear") method, the same floats for float64 values without NaN
+    (the only ones here), several times faster: see ranked_pairs."""
     count = values.size
     ranks = [q / 100 * (count - 1) for q in qs]
-    pairs = neighbours(values, [int(np.floor(rank)) for rank in ranks])
+    pairs = ranked_pairs(values, [int(np.floor(rank)) for rank in ranks])
     return [lerp(low, high, rank - np.floor(rank)) for rank, (low, high) in zip(ranks, pairs, strict=True)]
 
 
 def median(values: np.ndarray) -> float:
-    """np.median(values), to the last bit: the middle value, or the mean of the middle two."""
+    """np.median(values), the same float for float64 values without NaN: the middle value, or the mean of the
+    middle two."""
     count = values.size
-    ((low, high),) = neighbours(values, [(count - 1) // 2])
+    ((low, high),) = ranked_pairs(values, [(count - 1) // 2])
     return low if count % 2 else (low + high) / 2
 
 
-def neighbours(values: np.ndarray, ranks: list[int]) -> list[tuple[float, float]]:
-    """For each rank r, the values at ranks r and r + 1 of the sorted array (r + 1 capped at the last): one
-    partition at every r; the value at r + 1 is the smallest of those between r and the next partition point."""
+def ranked_pairs(values: np.ndarray, ranks: list[int]) -> list[tuple[float, float]]:
+    """For each rank r, the values at ranks r and r + 1 of the sorted array (r + 1 capped at the last). Each r is
+    selected alone, in what lies above the r before it, and the value at r + 1 is the smallest between r and the
+    next r: numpy's median and percentile partition at several positions in one call (their NaN check's included),
+    which is several times slower on this numpy (docs/performance.md)."""
+    part = values.flatten()  # a copy: it is partitioned in place
     points = sorted(set(ranks))
-    part = np.partition(values.ravel(), points)
+    for start, point in zip([0, *(point + 1 for point in points[:-1])], points, strict=True):
+        part[start:].partition(point - start)
     ends = dict(zip(points, [*(point + 1 for point in points[1:]), None], strict=True))
     return [(float(part[rank]), float(part[rank + 1:ends[rank]].min()) if rank + 1 < part.size else float(part[rank]))
             for rank in ranks]
@@ -75,7 +80,8 @@ def lerp(low: float, high: float, share: float) -> float:
 
 
 def otsu(values: np.ndarray) -> float:
-    """Otsu's threshold over 256 bins of 0-1: the split that maximizes the between-class variance."""
+    """Otsu's threshold over 256 bins of 0-1 (values outside are clipped to it): the split that maximizes the
+    between-class variance."""
     # floor(v * 255 + 0.5) clipped to 0-255: the values are clipped first, so the cast's truncation is the floor
     counts = np.bincount((np.clip(values, 0, 1) * 255 + 0.5).astype(np.intp).ravel(), minlength=256).astype(float)
     weight, mass = np.cumsum(counts), np.cumsum(counts * np.arange(256))
@@ -243,7 +249,7 @@ def digit_ink(gray: np.ndarray, leave_out: tuple[str, ...] = (), dark_ink: bool 
     ink = oriented(gray) if dark_ink is None else 1 - gray if dark_ink else gray
     if "shading" not in leave_out:
         ink = flattened(ink)
-    threshold = otsu(np.clip(ink, 0, 1))
+    threshold = otsu(ink)  # on the ink clipped to 0-1
     paper_side = ink[ink <= threshold]
     if not paper_side.size:  # one level everywhere: nothing stands out
         raise NoDigitError("no ink found: the picture has no contrast (it is one level everywhere)")

@@ -60,12 +60,14 @@ def grayscale(image: Image.Image) -> tuple[np.ndarray, bool]:
     photo with rounded corners; any PNG saved with an alpha channel it does not use) is a picture whose transparent
     parts are more of its paper: they take the level of the opaque part's median."""
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        pixels = working_size(np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0, posinf=0, neginf=0))
-        full = 255.0 if image.mode == "F" else 65535.0 if pixels.max(initial=0) <= 65535 else pixels.max()
-        return np.clip(pixels / (1.0 if image.mode == "F" and pixels.max(initial=0) <= 1 else full), 0, 1), False
+        pixels = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0, posinf=0, neginf=0)
+        # the scale is the decoded picture's, not its reduction's (whose sums may end a rounding error over 1)
+        top = float(pixels.max(initial=0))
+        full = (1.0 if top <= 1 else 255.0) if image.mode == "F" else 65535.0 if top <= 65535 else top
+        return np.clip(working_size(pixels) / full, 0, 1), False
     if not transparent(image):
         return working_size(np.asarray(luminance(image))) / 255, False
-    rgba = image.convert("RGBA")
+    rgba = (image.convert("LA") if image.mode == "La" else image).convert("RGBA")  # Pillow: no La -> RGBA
     gray = working_size(np.asarray(rgba.convert("L"))) / 255
     alpha = working_size(np.asarray(rgba.getchannel("A"))) / 255
     if alpha.mean() >= OPAQUE_PICTURE:
@@ -77,8 +79,9 @@ def grayscale(image: Image.Image) -> tuple[np.ndarray, bool]:
 
 
 def luminance(image: Image.Image) -> Image.Image:
-    """Mode L by way of RGB (a palette or CMYK picture's own conversion to L differs); a picture already in L or RGB
-    takes the same values without the copies."""
+    """Mode L by way of RGB, as the contract defines it (docs/model-contract.md step 3: Pillow's direct conversions
+    to L are not the same for every mode and version; YCbCr's differs by a level); a picture already in L or RGB
+    gets the same values without the copies."""
     if image.mode == "L":
         return image
     return (image if image.mode == "RGB" else image.convert("RGB")).convert("L")

@@ -31,10 +31,11 @@ ESTIMATE_AFTER = 0.1  # seconds of reading here before the time left is estimate
 CHUNK = 8  # pictures per task: few enough that a stop waits for little, enough that sending tasks costs little
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # lenet_client.__main__ turns each into its status
-# The pool's processes start with these (a value the user set is kept): numpy's BLAS on one thread, since they make
-# no matrix products and a thread per core in each counts against a container's limit on processes; and glibc's
-# malloc keeping 32 MB above its heap's top instead of giving freed memory back after each picture and faulting
-# it in again, a page at a time, for the next (docs/performance.md, "Under the target")
+# The pool's processes start with these, whatever the user set: numpy's BLAS on one thread (they make no matrix
+# products, and a thread per core in each counts against a container's limit on processes); glibc's malloc keeping
+# 32 MB above its heap's top, instead of giving each picture's freed memory back and faulting it in again, a page at
+# a time, for the next (any other value of it, even glibc's own default, turns off glibc's adaptive threshold and
+# is slower than none: docs/performance.md, "Reading pictures on every core")
 WORKER_ENVIRONMENT = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                       "MALLOC_TOP_PAD_": str(32 << 20)}
 
@@ -95,14 +96,18 @@ def in_a_pool(paths: list[Path]) -> list[Reading]:
 
 @contextmanager
 def worker_environment() -> Iterator[None]:
-    """WORKER_ENVIRONMENT's values, where the user set none, for the processes started inside."""
-    added = {name: value for name, value in WORKER_ENVIRONMENT.items() if name not in os.environ}
-    os.environ.update(added)
+    """WORKER_ENVIRONMENT in this process's environment while the pool's processes start, then as it was: an app
+    that calls classify(every_core=True) keeps its own."""
+    before = {name: os.environ.get(name) for name in WORKER_ENVIRONMENT}
+    os.environ.update(WORKER_ENVIRONMENT)
     try:
         yield
     finally:
-        for name in added:
-            os.environ.pop(name, None)
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @contextmanager

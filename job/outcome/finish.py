@@ -239,7 +239,7 @@ def tracking_failed(failed: TrackingFailed, settings: Settings, stop: StopReques
     tracking = failed.tracking.model_copy(update={"message": str(failed)})
     # A champion alias that moved goes back; a stopped run is marked KILLED in MLflow.
     if tracking.champion_moved or (stop() and tracking.mlflow_run_id):
-        tracking = restore_champion(tracking, settings, "KILLED" if stop() else "FAILED")
+        tracking = restore_champion(tracking, settings, stopped=stop())
     if stop():  # publish_run's stop check ends the run as interrupted, which says so
         return tracking, failure
     if publishing and settings.tracking_required:
@@ -282,4 +282,4 @@ def restore_champion_in_mlflow(tracking: Tracking, settings: Settings, failure: 
     is marked KILLED (a stop) or FAILED."""
     from job.outcome.tracking import restore_champion
 
-    return restore_champion(tracking, settings, "KILLED" if isinstance(failure, Interrupted) else "FAILED")
+    return restore_champion(tracking, settings, stopped=isinstance(failure, Interrupted))

@@ -31,7 +31,8 @@ from job.running.stop import Interrupted
 from job.settings import Settings
 
 CHAMPION = "champion"
-RESTORE_BUDGET_SECONDS = 15  # putting the aliases back after a failure: a few requests of at most 5 s each
+RESTORE_BUDGET_SECONDS = 15  # putting the aliases back after a failure: a few requests of at most 5 s each...
+RESTORE_AFTER_A_STOP_SECONDS = 3  # ...and after a stop signal, within the 5 s a stop may take (docker stop: 10 s)
 
 
 class BudgetSpent(Exception):
@@ -274,12 +275,13 @@ def champion_version(client, variant: str) -> str | None:
         raise
 
 
-def restore_champion(tracking: Tracking, settings: Settings, run_status: str = "FAILED") -> Tracking:
+def restore_champion(tracking: Tracking, settings: Settings, stopped: bool) -> Tracking:
     """Best effort, when the run was not published after all (latest.json could not move, a stop arrived) or
-    tracking failed while moving the alias: the alias back where it was, and the MLflow run marked `run_status`."""
+    tracking failed while moving the alias: the alias back where it was, and the MLflow run marked KILLED (`stopped`)
+    or FAILED. A server that trickles its answers must not hold the job here, least of all after a stop."""
     try:
-        with within_budget(RESTORE_BUDGET_SECONDS):  # a server that trickles its answers must not hold the job here
-            restored = restore_aliases(tracking, settings, run_status)
+        with within_budget(RESTORE_AFTER_A_STOP_SECONDS if stopped else RESTORE_BUDGET_SECONDS):
+            restored = restore_aliases(tracking, settings, "KILLED" if stopped else "FAILED")
         return restored
     except Exception:  # noqa: BLE001 - the run's outcome is already decided; the warning says what to check
         from job.log import warn
