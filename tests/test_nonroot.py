@@ -122,6 +122,29 @@ def test_extra_pictures_in_a_data_folder_nobody_may_not_write_are_all_used_and_t
     assert not (place / "shared" / "extra-cache").exists()
 
 
+def test_a_class_folder_nobody_may_not_list_stops_the_run_before_training_with_exit_3(place):
+    """Its digit's pictures were dropped with exit 0, published, and not a word (issue 35, kind 4); as root every
+    folder can be listed, so only here is it seen."""
+    from job.training.data import ensure_mnist
+
+    owned_by_nobody(place / "outputs")
+    ensure_mnist(place / "shared", download=False)
+    for path in [place / "shared", *(place / "shared").rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    extra = place / "extra"
+    for digit in (3, 7):
+        (extra / str(digit)).mkdir(parents=True)
+        seven().save(extra / str(digit) / "a.png")
+    extra.chmod(0o755)
+    (extra / "3").chmod(0o755)
+    (extra / "7").chmod(0o700)  # root's, not listable by nobody
+    done = job_as_nobody(place, data_dir=place / "shared", extra_data=extra, extra_min_holdout=0)
+    assert done.returncode == 3 and done.stderr.count("\n") == 1, done.stderr
+    assert "class folder 7 is a folder this user may not list (Permission denied)" in done.stderr
+    (report,) = (place / "outputs").glob("runs/*/report.json")
+    assert json.loads(report.read_text())["exit_code"] == 3 and not (place / "outputs" / "latest.json").exists()
+
+
 def test_an_old_run_folder_nobody_cannot_remove_is_a_warning_and_the_run_is_published(place):
     outputs = owned_by_nobody(place / "outputs")
     assert job_as_nobody(place).returncode == 0
