@@ -247,31 +247,28 @@ def test_a_dropped_or_picked_picture_is_read_and_the_page_shows_pythons_28x28(pa
 
 
 @pytest.mark.slow
+def page_status(browser, folder) -> tuple[str, str]:
+    """The page's status line and its body's data-model, with `folder` as the published outputs."""
+    page = Page(browser, folder)
+    try:
+        return page.page.text_content("#status"), page.page.get_attribute("body", "data-model")
+    finally:
+        page.close()
+
+
 def test_with_no_model_published_the_page_says_so(browser, tmp_path):
-    empty = Page(browser, tmp_path)
-    try:
-        assert empty.page.text_content("#status").startswith("No model is published yet")
-        assert empty.page.get_attribute("body", "data-model") == "none"
-    finally:
-        empty.close()
+    status, model = page_status(browser, tmp_path)
+    assert status.startswith("No model is published yet") and model == "none", status
     (tmp_path / "latest.json").write_text('{"run_id": "r1", "models": {"plain": {"onnx": "runs/r1/model.onnx"}}}')
-    missing = Page(browser, tmp_path)
-    try:
-        status = missing.page.text_content("#status")
-        assert status == ("Could not load the published model: the plain model is missing "
-                          "(outputs/runs/r1/model.onnx: HTTP 404)"), status
-    finally:
-        missing.close()
+    status, _ = page_status(browser, tmp_path)
+    assert status == ("Could not load the published model: the plain model is missing "
+                      "(outputs/runs/r1/model.onnx: HTTP 404)"), status
     (tmp_path / "runs" / "r1").mkdir(parents=True)  # a model whose output i is not digit i: refused, as by Python
     foreign_model(tmp_path / "runs" / "r1" / "model.onnx", metadata={
         "preprocess.scale": "1", "preprocess.mean": "0", "preprocess.std": "1", "model.classes": "9,8,7,6,5,4,3,2,1,0"})
-    relabelled = Page(browser, tmp_path)
-    try:
-        status = relabelled.page.text_content("#status")
-        assert status == ("Could not load the published model: outputs/runs/r1/model.onnx labels its outputs "
-                          "9,8,7,6,5,4,3,2,1,0, not the digits 0-9 in order (docs/model-contract.md)"), status
-    finally:
-        relabelled.close()
+    status, _ = page_status(browser, tmp_path)
+    assert status == ("Could not load the published model: outputs/runs/r1/model.onnx labels its outputs "
+                      "9,8,7,6,5,4,3,2,1,0, not the digits 0-9 in order (docs/model-contract.md)"), status
 
 
 def test_the_server_is_read_only_and_serves_nothing_outside_its_folders(tmp_path):
