@@ -681,6 +681,19 @@ def test_sort_into_long_names_an_inbox_sorted_into_itself_and_one_picture_that_c
     results = json.loads(capsys.readouterr().out)["results"]
     assert all(not r["already_sorted"] and Path(r["sorted_into"]).parent == inbox / "7" for r in results)
     assert {p.name for p in (inbox / "7").iterdir()} == {long_name, "other.png"}
+    # The inbox emptied, a seven moved into 1/ by a person (a correction, as it were), and the sorted pictures sorted
+    # again: each is already in its place; nothing is copied twice or undone.
+    (inbox / long_name).unlink()
+    (inbox / "other.png").unlink()
+    (inbox / "1").mkdir()
+    (inbox / "7" / "other.png").rename(inbox / "1" / "other.png")
+    assert main([str(onnx_path), str(inbox / "7"), str(inbox / "1" / "other.png"), "--sort-into", str(inbox),
+                 "--json", "--min-confidence", "0"]) == 0
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert all(r["already_sorted"] and r["sorted_into"] == r["path"] for r in results), results
+    assert {p.relative_to(inbox).as_posix() for p in inbox.rglob("*") if p.is_file()} == {
+        f"7/{long_name}", "1/other.png"}
+    seven().save(inbox / long_name)  # for what follows
     # Another picture of the same long name: the content hash joins the name, which still fits.
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

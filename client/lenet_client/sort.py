@@ -2,9 +2,9 @@
 (torchvision's ImageFolder) that a retraining job reads as labelled data, or into DIR/unsure/ where the model was
 unsure. A person then labels those, and corrects misread ones, by moving each into its digit's folder.
 
-A picture is copied once: one whose bytes are already anywhere under DIR (sorted before, perhaps moved by a
-person since; the pictures being sorted themselves aside) is not copied again, so running the sort again never
-undoes a correction. Copies keep the picture's name; a different picture of the same name in that folder gets its
+A picture is copied once: one that lies in a digit's folder or unsure/ of DIR, or whose bytes are already anywhere
+under DIR (sorted before, perhaps moved by a person since; the pictures being sorted themselves aside), is not
+copied again, so running the sort again never undoes a correction. Copies keep the picture's name; a different picture of the same name in that folder gets its
 content hash added to the name.
 Copies are whole or absent (lenet_client.atomic); nothing under DIR is ever overwritten or removed, not even by
 two sorts into DIR at once (a copy takes its name only if it is free).
@@ -25,6 +25,7 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+DIGITS = tuple(str(digit) for digit in range(10))
 UNSURE = "unsure"  # the folder of pictures the model was unsure of: a person labels them (LENET_EXTRA_DATA skips it)
 
 
@@ -41,6 +42,13 @@ def sorted_pictures(folder: Path, sources: set[Path]) -> dict[str, Path]:
         except OSError:  # a file this user may not read cannot be compared; it stays as it is
             continue
     return known
+
+
+def in_a_class_folder(path: Path, folder: Path) -> bool:
+    """Whether the picture lies in one of folder's digit folders or in its unsure/ folder (not in the folder itself,
+    an inbox sorted into itself)."""
+    place = path.resolve().parent
+    return place.parent == folder.resolve() and place.name in (*DIGITS, UNSURE)
 
 
 def sort_into(results: list[dict], folder: Path) -> None:
@@ -60,6 +68,9 @@ def sort_into(results: list[dict], folder: Path) -> None:
 
 def copy_one(result: dict, folder: Path, known: dict[str, Path]) -> None:
     source = Path(result["path"])
+    if in_a_class_folder(source, folder):  # sorted before, or put there by a person: where it belongs
+        result.update(sorted_into=str(source), already_sorted=True)
+        return
     if source.stat().st_size > LARGEST_PICTURE_FILE:  # a picture with gigabytes after its end: not held whole
         raise OSError(errno.EFBIG, f"larger than any picture ({source.stat().st_size:,} bytes; allowed: up to "
                                    f"{LARGEST_PICTURE_FILE:,})")
