@@ -4,8 +4,8 @@ unsure. A person then labels those, and corrects misread ones, by moving each in
 
 A picture is copied once: one that lies in a digit's folder or unsure/ of DIR, or whose bytes are already anywhere
 under DIR (sorted before, perhaps moved by a person since; the pictures being sorted themselves aside), is not
-copied again, so running the sort again never undoes a correction. Copies keep the picture's name; a different picture of the same name in that folder gets its
-content hash added to the name.
+copied again, so running the sort again never undoes a correction. Copies keep the picture's name; a different
+picture of the same name in that folder gets its content hash added to the name.
 Copies are whole or absent (lenet_client.atomic); nothing under DIR is ever overwritten or removed, not even by
 two sorts into DIR at once (a copy takes its name only if it is free).
 """
