@@ -8,6 +8,7 @@ can be ported exactly.
 
 from __future__ import annotations
 
+import math
 from typing import cast
 
 import numpy as np
@@ -46,10 +47,10 @@ def window_max(pixels: np.ndarray, window: int) -> np.ndarray:
 def percentiles(values: np.ndarray, qs: list[float]) -> list[float]:
     """np.percentile(values, qs) with its default ("linear") method, the same floats for float64 values without NaN
     (the only ones here), several times faster: see ranked_pairs."""
-    count = values.size
-    ranks = [q / 100 * (count - 1) for q in qs]
-    pairs = ranked_pairs(values, [int(np.floor(rank)) for rank in ranks])
-    return [lerp(low, high, rank - np.floor(rank)) for rank, (low, high) in zip(ranks, pairs, strict=True)]
+    ranks = [q / 100 * (values.size - 1) for q in qs]
+    lows = [math.floor(rank) for rank in ranks]
+    pairs = ranked_pairs(values, lows)
+    return [lerp(low, high, rank - at) for rank, at, (low, high) in zip(ranks, lows, pairs, strict=True)]
 
 
 def median(values: np.ndarray) -> float:

@@ -25,7 +25,7 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-DIGITS = tuple(str(digit) for digit in range(10))
+CLASSES = tuple(str(digit) for digit in range(10))  # the digits' folders (LENET_EXTRA_DATA reads the same)
 UNSURE = "unsure"  # the folder of pictures the model was unsure of: a person labels them (LENET_EXTRA_DATA skips it)
 
 
@@ -48,7 +48,7 @@ def in_a_class_folder(path: Path, folder: Path) -> bool:
     """Whether the picture lies in one of folder's digit folders or in its unsure/ folder (not in the folder itself,
     an inbox sorted into itself)."""
     place = path.resolve().parent
-    return place.parent == folder.resolve() and place.name in (*DIGITS, UNSURE)
+    return place.parent == folder.resolve() and place.name in (*CLASSES, UNSURE)
 
 
 def sort_into(results: list[dict], folder: Path) -> None:

@@ -199,7 +199,7 @@ def train_in_parallel(settings: Settings, device: torch.device, stop: StopReques
                 try:
                     result = future.result()
                 except BrokenProcessPool:
-                    raise WorkerDied(dead_worker(pool, workers, pids, settings.variants)) from None
+                    raise WorkerDied(stop_after_a_worker_died(pool, workers, pids, settings.variants)) from None
                 except Exception as error:
                     errors.append(error)
                     continue
@@ -214,7 +214,7 @@ def train_in_parallel(settings: Settings, device: torch.device, stop: StopReques
                                         shutil.get_terminal_size().columns))
     except BrokenProcessPool:  # at submit: a worker died as it started
         workers = list(pool._processes.values())  # private, as above
-        raise WorkerDied(dead_worker(pool, workers, pids, settings.variants)) from None
+        raise WorkerDied(stop_after_a_worker_died(pool, workers, pids, settings.variants)) from None
     except BaseException:
         kill(workers, pids)  # nothing of this run is published: the survivors stop at once
         raise
@@ -277,23 +277,24 @@ def stop_worker_server() -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def dead_worker(pool: ProcessPoolExecutor, workers: list[BaseProcess], pids: ctypes.Array[ctypes.c_int],
-                variants: tuple[str, ...]) -> str:
-    """Which variant's worker ended, and how; the others are killed. The dead one is the one whose process is gone
-    (its parent, the forkserver, reaped it before the pool heard of it); its exit status is read only once the pool
-    has shut down, since the pool's own thread reads it too, from the same pipe (a forked worker's status comes
-    from the forkserver), and a second reader at once gets nothing: multiprocessing then says 255, a SIGKILL
-    reported as "exited with status 255"."""
+def stop_after_a_worker_died(pool: ProcessPoolExecutor, workers: list[BaseProcess], pids: ctypes.Array[ctypes.c_int],
+                             variants: tuple[str, ...]) -> str:
+    """Kill the other workers and shut the pool down; which variant's worker had ended, and how. The dead one is the
+    one whose process is gone (its parent, the forkserver, reaped it before the pool heard of it). Its exit status
+    is read only once the pool has shut down: the pool's own thread reads it too, from the same pipe (a forked
+    worker's status comes from the forkserver), and a second reader at once gets nothing, which multiprocessing
+    reports as 255 (a SIGKILL said "exited with status 255")."""
     dead = [worker for worker in workers if worker.pid is not None and not running(worker.pid)]
     kill(workers, pids)
     pool.shutdown(wait=True, cancel_futures=True)
-    for worker in dead:
-        variant = next((v for v, pid in zip(variants, pids, strict=True) if pid == worker.pid), "a variant's")
-        code = worker.exitcode
-        how = (f"was killed by {signal.Signals(-code).name} (the OOM killer sends SIGKILL)" if code is not None
-               and code < 0 else f"exited with status {code} without a result")
-        return f"the {variant} worker process {how}; the other variants were stopped"
-    return "a variant's worker process ended without a result; the other variants were stopped"
+    if not dead:
+        return "a variant's worker process ended without a result; the other variants were stopped"
+    worker = dead[0]
+    variant = next((v for v, pid in zip(variants, pids, strict=True) if pid == worker.pid), "a variant's")
+    code = worker.exitcode
+    how = (f"was killed by {signal.Signals(-code).name} (the OOM killer sends SIGKILL)" if code is not None
+           and code < 0 else f"exited with status {code} without a result")
+    return f"the {variant} worker process {how}; the other variants were stopped"
 
 
 def running(pid: int) -> bool:

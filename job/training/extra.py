@@ -32,7 +32,7 @@ import numpy as np
 
 from lenet_client.atomic import atomic_path
 from lenet_client.pictures import LARGEST_PICTURE_FILE, file_hash
-from lenet_client.sort import UNSURE
+from lenet_client.sort import CLASSES, UNSURE
 from lenet_client.text import printable
 
 if TYPE_CHECKING:
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     from job.training.data import MnistData
 
 HOLDOUT_EVERY = 5  # a picture whose hash is 0 modulo this is in the holdout: about 20 %
-CLASSES = tuple(str(digit) for digit in range(10))
 
 
 class ExtraDataError(ValueError):
